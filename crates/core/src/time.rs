@@ -1,0 +1,86 @@
+//! Timestamps at microsecond precision, always written the same way.
+//!
+//! Every timestamp in a record is UTC with exactly six fractional digits
+//! (`2026-11-22T10:00:00.000000Z`), so that a third party recomputing a hash sees the very
+//! string Vigil hashed. Input may carry any RFC 3339 offset and precision; finer than a
+//! microsecond is truncated.
+
+use crate::Error;
+use chrono::{DateTime, SecondsFormat, Utc};
+use std::fmt;
+
+/// A point in time, microseconds since the Unix epoch.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(i64);
+
+/// 2000-01-01T00:00:00Z: nothing audited happened before it.
+const MIN_MICROS: i64 = 946_684_800_000_000;
+/// 9999-12-31T23:59:59.999999Z.
+const MAX_MICROS: i64 = 253_402_300_799_999_999;
+
+impl Timestamp {
+    /// Parses an RFC 3339 timestamp, normalized to UTC and truncated to microseconds.
+    pub fn parse(s: &str) -> Result<Timestamp, Error> {
+        let dt = DateTime::parse_from_rfc3339(s)
+            .map_err(|_| Error::invalid("timestamp", "must be an RFC 3339 timestamp such as 2026-11-22T10:00:00Z"))?;
+        Timestamp::from_micros(dt.timestamp_micros())
+    }
+
+    /// From microseconds since the epoch, refusing times before 2000 or after 9999.
+    pub fn from_micros(us: i64) -> Result<Timestamp, Error> {
+        if (MIN_MICROS..=MAX_MICROS).contains(&us) {
+            Ok(Timestamp(us))
+        } else {
+            Err(Error::invalid("timestamp", "must lie between 2000-01-01 and 9999-12-31"))
+        }
+    }
+
+    /// Microseconds since the epoch.
+    pub fn micros(&self) -> i64 {
+        self.0
+    }
+
+    /// The canonical text form, e.g. `2026-11-22T10:00:00.000000Z`.
+    pub fn to_rfc3339(&self) -> String {
+        DateTime::<Utc>::from_timestamp_micros(self.0)
+            .expect("range checked at construction")
+            .to_rfc3339_opts(SecondsFormat::Micros, true)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_rfc3339())
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Timestamp({})", self.to_rfc3339())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_and_precision_are_normalized() {
+        let t = Timestamp::parse("2026-11-22T12:00:00.123456789+02:00").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-11-22T10:00:00.123456Z");
+        assert_eq!(Timestamp::parse("2026-11-22T10:00:00Z").unwrap().to_rfc3339(), "2026-11-22T10:00:00.000000Z");
+    }
+
+    #[test]
+    fn garbage_and_out_of_range_times_are_refused() {
+        assert!(Timestamp::parse("yesterday").is_err());
+        assert!(Timestamp::parse("1999-12-31T23:59:59Z").is_err());
+        assert!(Timestamp::parse("2026-11-22 10:00:00").is_err());
+    }
+
+    #[test]
+    fn the_canonical_form_parses_back_to_itself() {
+        let t = Timestamp::parse("2031-01-02T03:04:05.000006Z").unwrap();
+        assert_eq!(Timestamp::parse(&t.to_rfc3339()).unwrap(), t);
+    }
+}

@@ -1,0 +1,331 @@
+//! The verifier: given a tenant's records in seq order, either "intact up to seq N with head H"
+//! or the first bad seq and what is wrong there.
+//!
+//! [`ChainVerifier`] is streaming (records pushed one at a time, as a store returns them
+//! ordered by seq); [`verify_records`] takes a slice and can look ahead, so it also tells a
+//! reordering from a missing record.
+
+use crate::chain::{link, ChainHead};
+use crate::checkpoint::Checkpoint;
+use crate::hash::Hash32;
+use crate::record::{commitment, Record};
+use std::fmt;
+
+/// What is wrong at the first bad seq.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Damage {
+    /// The record's content no longer matches its leaf hash.
+    BodyModified,
+    /// A visible payload member no longer matches its commitment (or has none).
+    PayloadModified {
+        /// The payload member.
+        field: String,
+    },
+    /// The stored `leaf_hash` or `chain_hash` column was altered.
+    HashAltered {
+        /// `leaf_hash` or `chain_hash`.
+        column: &'static str,
+    },
+    /// A record is missing: the chain jumps past this seq, or ends before a checkpoint's size.
+    Missing,
+    /// Records are out of order: this seq appears later than it should.
+    Reordered,
+    /// A second record claims this seq.
+    Duplicate,
+    /// A signed checkpoint disagrees with the chain at this seq.
+    CheckpointMismatch,
+}
+
+impl fmt::Display for Damage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Damage::BodyModified => f.write_str("body modified"),
+            Damage::PayloadModified { field } => write!(f, "payload field {field:?} modified"),
+            Damage::HashAltered { column } => write!(f, "hash column {column} altered"),
+            Damage::Missing => f.write_str("record missing"),
+            Damage::Reordered => f.write_str("records reordered"),
+            Damage::Duplicate => f.write_str("duplicate record"),
+            Damage::CheckpointMismatch => f.write_str("signed checkpoint does not match the chain"),
+        }
+    }
+}
+
+/// The first damage found and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// The first bad seq.
+    pub seq: i64,
+    /// What is wrong there.
+    pub damage: Damage,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "seq {}: {}", self.seq, self.damage)
+    }
+}
+
+/// The verdict on a chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every record verified, up to `head.seq`.
+    Intact {
+        /// The verified head.
+        head: ChainHead,
+    },
+    /// The chain is damaged; verification stopped at the first bad seq.
+    Tampered(Finding),
+}
+
+impl Verdict {
+    /// True when the chain verified.
+    pub fn is_intact(&self) -> bool {
+        matches!(self, Verdict::Intact { .. })
+    }
+}
+
+/// A streaming verifier for one tenant's chain.
+#[derive(Debug)]
+pub struct ChainVerifier {
+    head: ChainHead,
+    checkpoints: std::vec::IntoIter<Checkpoint>,
+    next_checkpoint: Option<Checkpoint>,
+}
+
+impl ChainVerifier {
+    /// Verifies a chain from seq 1, also checking the (already signature-checked) checkpoints.
+    pub fn new(mut checkpoints: Vec<Checkpoint>) -> Self {
+        checkpoints.sort_by_key(|c| c.size);
+        let mut it = checkpoints.into_iter();
+        let next = it.next();
+        ChainVerifier { head: ChainHead::genesis(), checkpoints: it, next_checkpoint: next }
+    }
+
+    /// The last verified head.
+    pub fn head(&self) -> ChainHead {
+        self.head
+    }
+
+    /// Checks the next record (records must come in ascending seq order).
+    pub fn push(&mut self, r: &Record) -> Result<(), Finding> {
+        let expected = self.head.seq + 1;
+        if r.seq < expected {
+            return Err(Finding { seq: r.seq, damage: Damage::Duplicate });
+        }
+        if r.seq > expected {
+            return Err(Finding { seq: expected, damage: Damage::Missing });
+        }
+        let bad = |damage| Err(Finding { seq: r.seq, damage });
+        let leaf = r.compute_leaf_hash();
+        let stored_leaf = Hash32::from_hex(&r.leaf_hash);
+        let chain = link(&self.head.hash, &leaf);
+        if stored_leaf != Some(leaf) {
+            // Tell a rewritten body (whose hash columns still agree with each other) from a
+            // rewritten leaf column (whose chain hash still follows from the true leaf).
+            return if r.chain_hash == chain.to_hex() {
+                bad(Damage::HashAltered { column: "leaf_hash" })
+            } else {
+                bad(Damage::BodyModified)
+            };
+        }
+        if Hash32::from_hex(&r.chain_hash) != Some(chain) {
+            return bad(Damage::HashAltered { column: "chain_hash" });
+        }
+        for (k, v) in &r.payload {
+            let ok = match (r.payload_salts.get(k).and_then(|s| hex::decode(s).ok()), r.payload_commitments.get(k)) {
+                (Some(salt), Some(c)) => commitment(&salt, v).to_hex() == *c,
+                _ => false,
+            };
+            if !ok {
+                return bad(Damage::PayloadModified { field: k.clone() });
+            }
+        }
+        self.head = ChainHead { seq: r.seq, hash: chain };
+        while let Some(cp) = &self.next_checkpoint {
+            if cp.size > self.head.seq {
+                break;
+            }
+            if cp.size == self.head.seq && cp.chain_hash != self.head.hash {
+                return bad(Damage::CheckpointMismatch);
+            }
+            self.next_checkpoint = self.checkpoints.next();
+        }
+        Ok(())
+    }
+
+    /// The verdict once every record was pushed: a checkpoint beyond the last record means
+    /// records after it were removed.
+    pub fn finish(self) -> Verdict {
+        match self.next_checkpoint {
+            Some(cp) if cp.size > self.head.seq => Verdict::Tampered(Finding { seq: self.head.seq + 1, damage: Damage::Missing }),
+            _ => Verdict::Intact { head: self.head },
+        }
+    }
+}
+
+/// Verifies a tenant's records from seq 1, in the order given.
+pub fn verify_records(records: &[Record]) -> Verdict {
+    verify_records_with(records, Vec::new())
+}
+
+/// Verifies records and checkpoints; looks ahead to tell reordered records from missing ones.
+pub fn verify_records_with(records: &[Record], checkpoints: Vec<Checkpoint>) -> Verdict {
+    let mut v = ChainVerifier::new(checkpoints);
+    for (i, r) in records.iter().enumerate() {
+        if let Err(mut f) = v.push(r) {
+            if f.damage == Damage::Missing && records[i + 1..].iter().any(|x| x.seq == f.seq) {
+                f.damage = Damage::Reordered;
+            }
+            return Verdict::Tampered(f);
+        }
+    }
+    v.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::tests::chain;
+    use proptest::prelude::*;
+
+    fn finding(v: Verdict) -> Finding {
+        match v {
+            Verdict::Tampered(f) => f,
+            Verdict::Intact { head } => panic!("tampering went unnoticed (intact up to {})", head.seq),
+        }
+    }
+
+    #[test]
+    fn an_untouched_chain_is_intact_with_its_head() {
+        let rs = chain(5);
+        match verify_records(&rs) {
+            Verdict::Intact { head } => {
+                assert_eq!(head.seq, 5);
+                assert_eq!(head.hash.to_hex(), rs[4].chain_hash);
+            }
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn a_payload_member_hidden_from_the_reader_still_verifies() {
+        let mut rs = chain(3);
+        rs[1].payload.remove("n");
+        rs[1].payload_salts.remove("n");
+        assert!(verify_records(&rs).is_intact());
+    }
+
+    #[test]
+    fn a_changed_payload_value_names_the_field() {
+        let mut rs = chain(3);
+        rs[1].payload.insert("n".into(), 99.into());
+        assert_eq!(finding(verify_records(&rs)), Finding { seq: 2, damage: Damage::PayloadModified { field: "n".into() } });
+    }
+
+    #[test]
+    fn a_rewritten_leaf_column_is_told_from_a_rewritten_body() {
+        let mut rs = chain(3);
+        rs[1].leaf_hash = "00".repeat(32);
+        assert_eq!(finding(verify_records(&rs)).damage, Damage::HashAltered { column: "leaf_hash" });
+        let mut rs = chain(3);
+        rs[1].action = "payment.refund".into();
+        assert_eq!(finding(verify_records(&rs)).damage, Damage::BodyModified);
+    }
+
+    #[test]
+    fn truncating_the_tail_is_caught_by_a_checkpoint() {
+        let rs = chain(5);
+        let cp = Checkpoint { tenant: "t".into(), size: 5, chain_hash: Hash32::from_hex(&rs[4].chain_hash).unwrap(), time: "2026-11-22T10:00:00.000000Z".into() };
+        assert!(verify_records_with(&rs, vec![cp.clone()]).is_intact());
+        assert_eq!(finding(verify_records_with(&rs[..3], vec![cp])), Finding { seq: 4, damage: Damage::Missing });
+    }
+
+    #[test]
+    fn a_rewritten_chain_is_caught_by_a_checkpoint() {
+        let rs = chain(4);
+        let cp = Checkpoint { tenant: "t".into(), size: 3, chain_hash: Hash32::ZERO, time: "2026-11-22T10:00:00.000000Z".into() };
+        assert_eq!(finding(verify_records_with(&rs, vec![cp])), Finding { seq: 3, damage: Damage::CheckpointMismatch });
+    }
+
+    /// Mutates one byte of one field of a record; returns whether it hit a hash column.
+    fn change_one_byte(r: &mut Record, field: usize, pos: usize) -> bool {
+        fn flip(s: &mut String, pos: usize, hexonly: bool) {
+            let mut b = s.clone().into_bytes();
+            let i = pos % b.len();
+            b[i] = if hexonly { if b[i] == b'0' { b'1' } else { b'0' } } else if b[i] == b'x' { b'y' } else { b'x' };
+            *s = String::from_utf8_lossy(&b).into_owned();
+        }
+        match field % 9 {
+            0 => flip(&mut r.action, pos, false),
+            1 => flip(&mut r.actor.id, pos, false),
+            2 => flip(&mut r.event_id, pos, true),
+            3 => flip(&mut r.received_at, pos, true),
+            4 => flip(&mut r.tenant_id, pos, false),
+            5 => r.payload.insert("who".into(), "x".into()).map(|_| ()).unwrap_or(()),
+            6 => flip(r.payload_commitments.get_mut("n").unwrap(), pos, true),
+            7 => {
+                flip(&mut r.leaf_hash, pos, true);
+                return true;
+            }
+            _ => {
+                flip(&mut r.chain_hash, pos, true);
+                return true;
+            }
+        }
+        false
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn any_single_byte_change_is_found_at_its_seq(n in 1u64..12, at in 0usize..12, field in 0usize..9, pos in 0usize..64) {
+            let mut rs = chain(n);
+            let at = at % rs.len();
+            let hash_column = change_one_byte(&mut rs[at], field, pos);
+            let f = finding(verify_records(&rs));
+            prop_assert_eq!(f.seq, at as i64 + 1);
+            prop_assert_eq!(matches!(f.damage, Damage::HashAltered { .. }), hash_column, "{:?}", f.damage);
+        }
+
+        #[test]
+        fn deleting_any_record_but_the_last_is_a_missing_seq(n in 2u64..12, at in 0usize..11) {
+            let mut rs = chain(n);
+            let at = at % (rs.len() - 1);
+            rs.remove(at);
+            prop_assert_eq!(finding(verify_records(&rs)), Finding { seq: at as i64 + 1, damage: Damage::Missing });
+        }
+
+        #[test]
+        fn inserting_a_forged_record_is_found_where_it_stands(n in 1u64..12, at in 0usize..12) {
+            let mut rs = chain(n);
+            let at = at % (rs.len() + 1);
+            // The forger copies a real record and renumbers it into the gap it makes.
+            let mut forged = rs[0].clone();
+            forged.seq = at as i64 + 1;
+            forged.action = "forged.entry".into();
+            rs.insert(at, forged);
+            for r in &mut rs[at + 1..] { r.seq += 1; }
+            prop_assert_eq!(finding(verify_records(&rs)).seq, at as i64 + 1);
+        }
+
+        #[test]
+        fn swapping_two_records_is_a_reordering_at_the_earlier_seq(n in 2u64..12, a in 0usize..12, b in 0usize..12) {
+            let mut rs = chain(n);
+            let (a, b) = (a % rs.len(), b % rs.len());
+            prop_assume!(a != b);
+            rs.swap(a, b);
+            prop_assert_eq!(finding(verify_records(&rs)), Finding { seq: a.min(b) as i64 + 1, damage: Damage::Reordered });
+        }
+
+        #[test]
+        fn duplicating_a_record_later_in_the_stream_is_a_duplicate_of_its_seq(n in 1u64..12, a in 0usize..12, b in 0usize..13) {
+            let mut rs = chain(n);
+            let a = a % rs.len();
+            let b = a + 1 + b % (rs.len() - a);
+            let dup = rs[a].clone();
+            rs.insert(b, dup);
+            prop_assert_eq!(finding(verify_records(&rs)), Finding { seq: a as i64 + 1, damage: Damage::Duplicate });
+        }
+    }
+}

@@ -15,7 +15,10 @@ pub struct ChainHead {
 impl ChainHead {
     /// The head of an empty chain.
     pub fn genesis() -> ChainHead {
-        ChainHead { seq: 0, hash: Hash32::ZERO }
+        ChainHead {
+            seq: 0,
+            hash: Hash32::ZERO,
+        }
     }
 
     /// The head after `record` was appended to this one.
@@ -23,10 +26,15 @@ impl ChainHead {
     /// # Panics
     /// When `record` was not sealed on this head (a bug in the caller, never bad input).
     pub fn advance(&self, record: &Record) -> ChainHead {
-        assert_eq!(record.seq, self.seq + 1, "record sealed for another position");
+        assert_eq!(
+            record.seq,
+            self.seq + 1,
+            "record sealed for another position"
+        );
         ChainHead {
             seq: record.seq,
-            hash: Hash32::from_hex(&record.chain_hash).expect("a sealed record has a valid chain hash"),
+            hash: Hash32::from_hex(&record.chain_hash)
+                .expect("a sealed record has a valid chain hash"),
         }
     }
 }

@@ -55,17 +55,32 @@ impl Checkpoint {
 
     fn parse_text(text: &str) -> Result<Checkpoint, Error> {
         let bad = |m: &str| Error::Note(m.to_owned());
-        let mut lines = text.strip_suffix('\n').ok_or_else(|| bad("text must end in a newline"))?.split('\n');
+        let mut lines = text
+            .strip_suffix('\n')
+            .ok_or_else(|| bad("text must end in a newline"))?
+            .split('\n');
         let origin = lines.next().ok_or_else(|| bad("no origin line"))?;
-        let tenant = origin.strip_prefix(ORIGIN_PREFIX).ok_or_else(|| bad("origin is not a Vigil audit log"))?;
-        let size = lines.next().and_then(|s| s.parse::<i64>().ok()).ok_or_else(|| bad("size line is not a number"))?;
+        let tenant = origin
+            .strip_prefix(ORIGIN_PREFIX)
+            .ok_or_else(|| bad("origin is not a Vigil audit log"))?;
+        let size = lines
+            .next()
+            .and_then(|s| s.parse::<i64>().ok())
+            .ok_or_else(|| bad("size line is not a number"))?;
         let hash = lines
             .next()
             .and_then(|s| B64.decode(s).ok())
             .and_then(|b| <[u8; 32]>::try_from(b).ok())
             .ok_or_else(|| bad("hash line is not 32 bytes of base64"))?;
-        let time = lines.find_map(|l| l.strip_prefix("time ")).ok_or_else(|| bad("no time line"))?;
-        Ok(Checkpoint { tenant: tenant.to_owned(), size, chain_hash: Hash32(hash), time: time.to_owned() })
+        let time = lines
+            .find_map(|l| l.strip_prefix("time "))
+            .ok_or_else(|| bad("no time line"))?;
+        Ok(Checkpoint {
+            tenant: tenant.to_owned(),
+            size,
+            chain_hash: Hash32(hash),
+            time: time.to_owned(),
+        })
     }
 }
 
@@ -76,7 +91,9 @@ fn key_id(name: &str, key: &VerifyingKey) -> [u8; 4] {
 
 fn check_name(name: &str) -> Result<(), Error> {
     if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == '+') {
-        Err(Error::Note("a key name must be non-empty, without spaces or '+'".into()))
+        Err(Error::Note(
+            "a key name must be non-empty, without spaces or '+'".into(),
+        ))
     } else {
         Ok(())
     }
@@ -90,7 +107,10 @@ pub struct NoteSigner {
 
 impl fmt::Debug for NoteSigner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NoteSigner").field("name", &self.name).field("key", &"<redacted>").finish()
+        f.debug_struct("NoteSigner")
+            .field("name", &self.name)
+            .field("key", &"<redacted>")
+            .finish()
     }
 }
 
@@ -98,7 +118,10 @@ impl NoteSigner {
     /// A signer named `name` from a 32-byte Ed25519 seed.
     pub fn new(name: &str, seed: &[u8; 32]) -> Result<NoteSigner, Error> {
         check_name(name)?;
-        Ok(NoteSigner { name: name.to_owned(), key: SigningKey::from_bytes(seed) })
+        Ok(NoteSigner {
+            name: name.to_owned(),
+            key: SigningKey::from_bytes(seed),
+        })
     }
 
     /// The key's name.
@@ -108,7 +131,10 @@ impl NoteSigner {
 
     /// The public half, for readers.
     pub fn verifier(&self) -> NoteVerifier {
-        NoteVerifier { name: self.name.clone(), key: self.key.verifying_key() }
+        NoteVerifier {
+            name: self.name.clone(),
+            key: self.key.verifying_key(),
+        }
     }
 
     /// The full signed note for `cp`.
@@ -133,24 +159,38 @@ impl NoteVerifier {
     pub fn parse(vkey: &str) -> Result<NoteVerifier, Error> {
         let bad = || Error::Note("a verifier key looks like name+hexid+base64key".into());
         let mut parts = vkey.splitn(3, '+');
-        let (name, id, key) = (parts.next().ok_or_else(bad)?, parts.next().ok_or_else(bad)?, parts.next().ok_or_else(bad)?);
+        let (name, id, key) = (
+            parts.next().ok_or_else(bad)?,
+            parts.next().ok_or_else(bad)?,
+            parts.next().ok_or_else(bad)?,
+        );
         check_name(name)?;
         let raw = B64.decode(key).map_err(|_| bad())?;
         if raw.len() != 33 || raw[0] != ALG_ED25519 {
-            return Err(Error::Note("only Ed25519 verifier keys are supported".into()));
+            return Err(Error::Note(
+                "only Ed25519 verifier keys are supported".into(),
+            ));
         }
-        let key = VerifyingKey::from_bytes(raw[1..].try_into().expect("33 - 1 bytes")).map_err(|_| bad())?;
+        let key = VerifyingKey::from_bytes(raw[1..].try_into().expect("33 - 1 bytes"))
+            .map_err(|_| bad())?;
         if hex::encode(key_id(name, &key)) != id.to_ascii_lowercase() {
             return Err(Error::Note("the key id does not match the key".into()));
         }
-        Ok(NoteVerifier { name: name.to_owned(), key })
+        Ok(NoteVerifier {
+            name: name.to_owned(),
+            key,
+        })
     }
 
     /// A verifier from a name and raw public key bytes.
     pub fn from_public(name: &str, public: &[u8; 32]) -> Result<NoteVerifier, Error> {
         check_name(name)?;
-        let key = VerifyingKey::from_bytes(public).map_err(|_| Error::Note("not an Ed25519 public key".into()))?;
-        Ok(NoteVerifier { name: name.to_owned(), key })
+        let key = VerifyingKey::from_bytes(public)
+            .map_err(|_| Error::Note("not an Ed25519 public key".into()))?;
+        Ok(NoteVerifier {
+            name: name.to_owned(),
+            key,
+        })
     }
 
     /// The key's name.
@@ -177,12 +217,18 @@ impl NoteVerifier {
 
     /// Checks the note's signature by this key and returns the checkpoint it states.
     pub fn open(&self, note: &str) -> Result<Checkpoint, Error> {
-        let split = note.rfind("\n\n").ok_or_else(|| Error::Note("no signature block".into()))?;
+        let split = note
+            .rfind("\n\n")
+            .ok_or_else(|| Error::Note("no signature block".into()))?;
         let (text, sigs) = (&note[..split + 1], &note[split + 2..]);
         let id = key_id(&self.name, &self.key);
         for line in sigs.lines() {
-            let Some(rest) = line.strip_prefix("\u{2014} ") else { continue };
-            let Some((name, b64)) = rest.split_once(' ') else { continue };
+            let Some(rest) = line.strip_prefix("\u{2014} ") else {
+                continue;
+            };
+            let Some((name, b64)) = rest.split_once(' ') else {
+                continue;
+            };
             if name != self.name {
                 continue;
             }
@@ -190,8 +236,11 @@ impl NoteVerifier {
             if blob.len() != 68 || blob[..4] != id {
                 continue;
             }
-            let sig = Signature::from_slice(&blob[4..]).map_err(|_| Error::Note("malformed signature".into()))?;
-            self.key.verify(text.as_bytes(), &sig).map_err(|_| Error::Note("signature does not verify".into()))?;
+            let sig = Signature::from_slice(&blob[4..])
+                .map_err(|_| Error::Note("malformed signature".into()))?;
+            self.key
+                .verify(text.as_bytes(), &sig)
+                .map_err(|_| Error::Note("signature does not verify".into()))?;
             return Checkpoint::parse_text(text);
         }
         Err(Error::Note(format!("no signature by key {}", self.name)))
@@ -203,7 +252,12 @@ mod tests {
     use super::*;
 
     fn cp() -> Checkpoint {
-        Checkpoint { tenant: "acme".into(), size: 42, chain_hash: Hash32([7; 32]), time: "2026-11-22T10:00:00.000000Z".into() }
+        Checkpoint {
+            tenant: "acme".into(),
+            size: 42,
+            chain_hash: Hash32([7; 32]),
+            time: "2026-11-22T10:00:00.000000Z".into(),
+        }
     }
 
     #[test]
@@ -229,6 +283,9 @@ mod tests {
     fn the_signer_debug_output_never_shows_the_key() {
         let s = NoteSigner::new("k", &[0xab; 32]).unwrap();
         let d = format!("{s:?}");
-        assert!(!d.contains("171") && !d.to_lowercase().contains("abab"), "{d}");
+        assert!(
+            !d.contains("171") && !d.to_lowercase().contains("abab"),
+            "{d}"
+        );
     }
 }

@@ -22,8 +22,17 @@ pub const MAX_PAYLOAD_FIELDS: usize = 256;
 pub const MAX_TEXT: usize = 256;
 
 const TOP_LEVEL: &[&str] = &[
-    "event_id", "occurred_at", "actor", "action", "resource", "outcome", "severity", "source",
-    "trace_id", "schema_version", "payload",
+    "event_id",
+    "occurred_at",
+    "actor",
+    "action",
+    "resource",
+    "outcome",
+    "severity",
+    "source",
+    "trace_id",
+    "schema_version",
+    "payload",
 ];
 
 /// How severe an event is, in increasing order.
@@ -46,7 +55,12 @@ pub enum Severity {
 impl Severity {
     /// All severities, lowest first.
     pub const ALL: [Severity; 6] = [
-        Severity::Info, Severity::Notice, Severity::Warning, Severity::Error, Severity::Critical, Severity::Security,
+        Severity::Info,
+        Severity::Notice,
+        Severity::Warning,
+        Severity::Error,
+        Severity::Critical,
+        Severity::Security,
     ];
 
     /// Normalizes a spelling: case is ignored and `warn`, `err`, `crit`, `informational`,
@@ -104,7 +118,10 @@ impl Outcome {
             "success" => Ok(Outcome::Success),
             "failure" => Ok(Outcome::Failure),
             "denied" => Ok(Outcome::Denied),
-            _ => Err(Error::invalid("outcome", "must be one of success, failure, denied")),
+            _ => Err(Error::invalid(
+                "outcome",
+                "must be one of success, failure, denied",
+            )),
         }
     }
 
@@ -139,7 +156,10 @@ impl ActorType {
             "service" => Ok(ActorType::Service),
             "api_key" => Ok(ActorType::ApiKey),
             "system" => Ok(ActorType::System),
-            _ => Err(Error::invalid("actor.type", "must be one of user, service, api_key, system")),
+            _ => Err(Error::invalid(
+                "actor.type",
+                "must be one of user, service, api_key, system",
+            )),
         }
     }
 
@@ -164,7 +184,10 @@ impl Action {
         let ok = !s.is_empty()
             && s.len() <= 128
             && s.split('.').all(|seg| {
-                !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+                !seg.is_empty()
+                    && seg.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                    })
             });
         if ok {
             Ok(Action(s.to_owned()))
@@ -265,7 +288,9 @@ impl EventInput {
 
         let mut actor = req_obj(&mut o, "actor", &["type", "id"])?;
         let actor = Actor {
-            kind: ActorType::parse(&req_str(&mut actor, "type").map_err(|e| rename(e, "actor.type"))?)?,
+            kind: ActorType::parse(
+                &req_str(&mut actor, "type").map_err(|e| rename(e, "actor.type"))?,
+            )?,
             id: text(&mut actor, "actor.id", "id")?,
         };
         let action = Action::parse(&req_str(&mut o, "action")?)?;
@@ -280,7 +305,11 @@ impl EventInput {
             Some(Value::String(s)) => Severity::parse(&s)?,
             Some(v) => return Err(wrong_type("severity", "a string", &v)),
         };
-        let mut src = req_obj(&mut o, "source", &["service", "producer_id", "producer_seq"])?;
+        let mut src = req_obj(
+            &mut o,
+            "source",
+            &["service", "producer_id", "producer_seq"],
+        )?;
         let service = text(&mut src, "source.service", "service")?;
         let producer_id = match src.remove("producer_id") {
             None | Some(Value::Null) => None,
@@ -301,7 +330,10 @@ impl EventInput {
             Some(v) => return Err(wrong_type("source.producer_seq", "an integer", &v)),
         };
         if producer_seq.is_some() && producer_id.is_none() {
-            return Err(Error::invalid("source.producer_id", "is required when source.producer_seq is given"));
+            return Err(Error::invalid(
+                "source.producer_id",
+                "is required when source.producer_seq is given",
+            ));
         }
         let trace_id = match o.remove("trace_id") {
             None | Some(Value::Null) => None,
@@ -319,7 +351,10 @@ impl EventInput {
             Some(v) => return Err(wrong_type("payload", "an object", &v)),
         };
         if payload.len() > MAX_PAYLOAD_FIELDS {
-            return Err(Error::invalid("payload", format!("has more than {MAX_PAYLOAD_FIELDS} top-level fields")));
+            return Err(Error::invalid(
+                "payload",
+                format!("has more than {MAX_PAYLOAD_FIELDS} top-level fields"),
+            ));
         }
         for (k, v) in &payload {
             check_payload_value(&format!("payload.{k}"), v, 1)?;
@@ -332,7 +367,11 @@ impl EventInput {
             resource,
             outcome,
             severity,
-            source: Source { service, producer_id, producer_seq },
+            source: Source {
+                service,
+                producer_id,
+                producer_seq,
+            },
             trace_id,
             payload,
             _validated: (),
@@ -406,11 +445,18 @@ fn req_str(o: &mut Map<String, Value>, field: &str) -> Result<String, Error> {
     }
 }
 
-fn req_obj(o: &mut Map<String, Value>, field: &str, allowed: &[&str]) -> Result<Map<String, Value>, Error> {
+fn req_obj(
+    o: &mut Map<String, Value>,
+    field: &str,
+    allowed: &[&str],
+) -> Result<Map<String, Value>, Error> {
     match o.remove(field) {
         Some(Value::Object(m)) => {
             if let Some(k) = m.keys().find(|k| !allowed.contains(&k.as_str())) {
-                return Err(Error::invalid(format!("{field}.{k}"), format!("is not a field of {field}")));
+                return Err(Error::invalid(
+                    format!("{field}.{k}"),
+                    format!("is not a field of {field}"),
+                ));
             }
             Ok(m)
         }
@@ -428,7 +474,10 @@ fn check_text(path: &str, s: String) -> Result<String, Error> {
     if s.is_empty() {
         Err(Error::invalid(path, "must not be empty"))
     } else if s.len() > MAX_TEXT {
-        Err(Error::invalid(path, format!("must be at most {MAX_TEXT} bytes")))
+        Err(Error::invalid(
+            path,
+            format!("must be at most {MAX_TEXT} bytes"),
+        ))
     } else if s.chars().any(char::is_control) {
         Err(Error::invalid(path, "must not contain control characters"))
     } else {
@@ -438,7 +487,10 @@ fn check_text(path: &str, s: String) -> Result<String, Error> {
 
 fn check_payload_value(path: &str, v: &Value, depth: usize) -> Result<(), Error> {
     if depth > MAX_PAYLOAD_DEPTH {
-        return Err(Error::invalid(path, format!("nests deeper than {MAX_PAYLOAD_DEPTH} levels")));
+        return Err(Error::invalid(
+            path,
+            format!("nests deeper than {MAX_PAYLOAD_DEPTH} levels"),
+        ));
     }
     match v {
         Value::Number(n) => {
@@ -453,8 +505,12 @@ fn check_payload_value(path: &str, v: &Value, depth: usize) -> Result<(), Error>
                 Err(Error::invalid(path, "is an integer beyond ±(2^53-1), which JSON cannot carry exactly; send it as a string"))
             }
         }
-        Value::Array(a) => a.iter().try_for_each(|x| check_payload_value(path, x, depth + 1)),
-        Value::Object(m) => m.values().try_for_each(|x| check_payload_value(path, x, depth + 1)),
+        Value::Array(a) => a
+            .iter()
+            .try_for_each(|x| check_payload_value(path, x, depth + 1)),
+        Value::Object(m) => m
+            .values()
+            .try_for_each(|x| check_payload_value(path, x, depth + 1)),
         _ => Ok(()),
     }
 }
@@ -500,7 +556,10 @@ mod tests {
     }
 
     fn field_of(r: Result<Event, Error>) -> String {
-        r.expect_err("should be refused").field().unwrap().to_owned()
+        r.expect_err("should be refused")
+            .field()
+            .unwrap()
+            .to_owned()
     }
 
     #[test]
@@ -512,27 +571,60 @@ mod tests {
 
     #[test]
     fn severity_spellings_are_normalized() {
-        for (s, want) in [("WARN", "warning"), ("warn", "warning"), ("Warning", "warning"), ("CRIT", "critical"), ("Security", "security")] {
-            assert_eq!(with(&["severity"], json!(s)).unwrap().severity.as_str(), want);
+        for (s, want) in [
+            ("WARN", "warning"),
+            ("warn", "warning"),
+            ("Warning", "warning"),
+            ("CRIT", "critical"),
+            ("Security", "security"),
+        ] {
+            assert_eq!(
+                with(&["severity"], json!(s)).unwrap().severity.as_str(),
+                want
+            );
         }
         assert_eq!(field_of(with(&["severity"], json!("loud"))), "severity");
     }
 
     #[test]
     fn a_missing_or_mistyped_field_is_named_in_the_error() {
-        assert_eq!(field_of(with(&["actor", "id"], json!("__remove__"))), "actor.id");
-        assert_eq!(field_of(with(&["actor", "type"], json!("robot"))), "actor.type");
-        assert_eq!(field_of(with(&["source", "producer_seq"], json!("7"))), "source.producer_seq");
-        assert_eq!(field_of(with(&["source", "producer_seq"], json!(-1))), "source.producer_seq");
-        assert_eq!(field_of(with(&["occurred_at"], json!("soon"))), "occurred_at");
+        assert_eq!(
+            field_of(with(&["actor", "id"], json!("__remove__"))),
+            "actor.id"
+        );
+        assert_eq!(
+            field_of(with(&["actor", "type"], json!("robot"))),
+            "actor.type"
+        );
+        assert_eq!(
+            field_of(with(&["source", "producer_seq"], json!("7"))),
+            "source.producer_seq"
+        );
+        assert_eq!(
+            field_of(with(&["source", "producer_seq"], json!(-1))),
+            "source.producer_seq"
+        );
+        assert_eq!(
+            field_of(with(&["occurred_at"], json!("soon"))),
+            "occurred_at"
+        );
         assert_eq!(field_of(with(&["action"], json!("Payment Void"))), "action");
         assert_eq!(field_of(with(&["outcome"], json!(true))), "outcome");
         assert_eq!(field_of(with(&["payload"], json!([1]))), "payload");
-        assert_eq!(field_of(with(&["schema_version"], json!(2))), "schema_version");
-        assert_eq!(field_of(with(&["resource", "owner"], json!("x"))), "resource.owner");
+        assert_eq!(
+            field_of(with(&["schema_version"], json!(2))),
+            "schema_version"
+        );
+        assert_eq!(
+            field_of(with(&["resource", "owner"], json!("x"))),
+            "resource.owner"
+        );
         assert_eq!(field_of(with(&["colour"], json!("x"))), "colour");
         assert_eq!(field_of(with(&["trace_id"], json!("abc"))), "trace_id");
-        assert_eq!(field_of(with(&["resource", "id"], json!(""))), "resource.id");
+        assert_eq!(
+            field_of(with(&["resource", "id"], json!(""))),
+            "resource.id"
+        );
     }
 
     #[test]
@@ -547,12 +639,18 @@ mod tests {
         for _ in 0..40 {
             v = json!([v]);
         }
-        assert_eq!(field_of(with(&["payload"], json!({"deep": v}))), "payload.deep");
+        assert_eq!(
+            field_of(with(&["payload"], json!({"deep": v}))),
+            "payload.deep"
+        );
     }
 
     #[test]
     fn integers_beyond_two_to_the_53_are_refused_in_payloads() {
-        assert_eq!(field_of(with(&["payload"], json!({"n": 9007199254740993u64}))), "payload.n");
+        assert_eq!(
+            field_of(with(&["payload"], json!({"n": 9007199254740993u64}))),
+            "payload.n"
+        );
         assert!(with(&["payload"], json!({"n": 9007199254740991u64})).is_ok());
     }
 

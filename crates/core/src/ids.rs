@@ -51,11 +51,17 @@ impl EventId {
     /// Parses a UUID in its hyphenated form (either case).
     pub fn parse(s: &str) -> Result<EventId, Error> {
         if s.len() != 36 {
-            return Err(Error::invalid("event_id", "must be a UUID such as 0192f3c1-7c3e-7d4a-9b1e-3f1f2b6c9a10"));
+            return Err(Error::invalid(
+                "event_id",
+                "must be a UUID such as 0192f3c1-7c3e-7d4a-9b1e-3f1f2b6c9a10",
+            ));
         }
-        uuid::Uuid::try_parse(s)
-            .map(EventId)
-            .map_err(|_| Error::invalid("event_id", "must be a UUID such as 0192f3c1-7c3e-7d4a-9b1e-3f1f2b6c9a10"))
+        uuid::Uuid::try_parse(s).map(EventId).map_err(|_| {
+            Error::invalid(
+                "event_id",
+                "must be a UUID such as 0192f3c1-7c3e-7d4a-9b1e-3f1f2b6c9a10",
+            )
+        })
     }
 
     /// Wraps a UUID the caller generated (the service generates UUIDv7s).
@@ -82,10 +88,14 @@ pub struct TraceId(String);
 impl TraceId {
     /// Parses 32 hex digits (normalized to lowercase), refusing the all-zero id.
     pub fn parse(s: &str) -> Result<TraceId, Error> {
-        if s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()) && s.bytes().any(|b| b != b'0') {
+        if s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()) && s.bytes().any(|b| b != b'0')
+        {
             Ok(TraceId(s.to_ascii_lowercase()))
         } else {
-            Err(Error::invalid("trace_id", "must be 32 hex digits (a W3C trace id), not all zero"))
+            Err(Error::invalid(
+                "trace_id",
+                "must be 32 hex digits (a W3C trace id), not all zero",
+            ))
         }
     }
 
@@ -119,14 +129,29 @@ mod tests {
         for ok in ["a", "acme", "0", "a-b_c", &"a".repeat(64)] {
             assert!(TenantId::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "-a", "_a", "Acme", "a b", "a.b", &"a".repeat(65), "é", "a\n"] {
+        for bad in [
+            "",
+            "-a",
+            "_a",
+            "Acme",
+            "a b",
+            "a.b",
+            &"a".repeat(65),
+            "é",
+            "a\n",
+        ] {
             assert!(TenantId::parse(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn trace_ids_are_normalized_to_lowercase_and_zero_is_refused() {
-        assert_eq!(TraceId::parse("4BF92F3577B34DA6A3CE929D0E0E4736").unwrap().as_str(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            TraceId::parse("4BF92F3577B34DA6A3CE929D0E0E4736")
+                .unwrap()
+                .as_str(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         assert!(TraceId::parse(&"0".repeat(32)).is_err());
         assert!(TraceId::parse("xyz").is_err());
     }

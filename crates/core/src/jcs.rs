@@ -93,10 +93,12 @@ mod tests {
     fn every_public_vector_canonicalizes_to_its_expected_bytes() {
         let dir = vectors();
         let mut seen = 0;
-        for entry in std::fs::read_dir(dir.join("input")).expect("shared/vectors/jcs/input exists") {
+        for entry in std::fs::read_dir(dir.join("input")).expect("shared/vectors/jcs/input exists")
+        {
             let path = entry.unwrap().path();
             let input = std::fs::read(&path).unwrap();
-            let expected = std::fs::read(dir.join("output").join(path.file_name().unwrap())).unwrap();
+            let expected =
+                std::fs::read(dir.join("output").join(path.file_name().unwrap())).unwrap();
             let value: Value = serde_json::from_slice(&input).unwrap();
             assert_eq!(
                 String::from_utf8(to_vec(&value)).unwrap(),

@@ -211,7 +211,14 @@ impl<'a> Sealer<'a> {
 
     /// Makes the record for `event` at `seq`, linked to `prev` (the chain hash of `seq - 1`).
     /// `rng` supplies the per-field salts.
-    pub fn seal(&self, event: &Event, seq: i64, received_at: Timestamp, prev: &Hash32, rng: &mut impl RngCore) -> Record {
+    pub fn seal(
+        &self,
+        event: &Event,
+        seq: i64,
+        received_at: Timestamp,
+        prev: &Hash32,
+        rng: &mut impl RngCore,
+    ) -> Record {
         let mut payload_commitments = BTreeMap::new();
         let mut payload_salts = BTreeMap::new();
         for (k, v) in &event.payload {
@@ -226,9 +233,15 @@ impl<'a> Sealer<'a> {
             event_id: event.event_id.to_string(),
             occurred_at: event.occurred_at.to_rfc3339(),
             received_at: received_at.to_rfc3339(),
-            actor: Party { kind: event.actor.kind.as_str().into(), id: event.actor.id.clone() },
+            actor: Party {
+                kind: event.actor.kind.as_str().into(),
+                id: event.actor.id.clone(),
+            },
             action: event.action.as_str().into(),
-            resource: Party { kind: event.resource.kind.clone(), id: event.resource.id.clone() },
+            resource: Party {
+                kind: event.resource.kind.clone(),
+                id: event.resource.id.clone(),
+            },
             outcome: event.outcome.as_str().into(),
             severity: event.severity.as_str().into(),
             source: RecordSource {
@@ -283,7 +296,13 @@ pub(crate) mod tests {
         let received = Timestamp::parse("2026-11-22T10:00:01Z").unwrap();
         (0..n)
             .map(|i| {
-                let r = Sealer::new(&t).seal(&event(i, serde_json::json!({"n": i, "who": "ünï\u{1F600}"})), head.seq + 1, received, &head.hash, &mut rng);
+                let r = Sealer::new(&t).seal(
+                    &event(i, serde_json::json!({"n": i, "who": "ünï\u{1F600}"})),
+                    head.seq + 1,
+                    received,
+                    &head.hash,
+                    &mut rng,
+                );
                 head = head.advance(&r);
                 r
             })
@@ -315,7 +334,10 @@ pub(crate) mod tests {
     fn the_first_chain_hash_links_to_32_zero_bytes() {
         let r = &chain(1)[0];
         let leaf = Hash32::from_hex(&r.leaf_hash).unwrap();
-        assert_eq!(r.chain_hash, Hash32::digest(&[&[0u8; 32], &leaf.0]).to_hex());
+        assert_eq!(
+            r.chain_hash,
+            Hash32::digest(&[&[0u8; 32], &leaf.0]).to_hex()
+        );
     }
 
     fn arb_text() -> impl Strategy<Value = String> {

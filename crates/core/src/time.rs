@@ -21,8 +21,12 @@ const MAX_MICROS: i64 = 253_402_300_799_999_999;
 impl Timestamp {
     /// Parses an RFC 3339 timestamp, normalized to UTC and truncated to microseconds.
     pub fn parse(s: &str) -> Result<Timestamp, Error> {
-        let dt = DateTime::parse_from_rfc3339(s)
-            .map_err(|_| Error::invalid("timestamp", "must be an RFC 3339 timestamp such as 2026-11-22T10:00:00Z"))?;
+        let dt = DateTime::parse_from_rfc3339(s).map_err(|_| {
+            Error::invalid(
+                "timestamp",
+                "must be an RFC 3339 timestamp such as 2026-11-22T10:00:00Z",
+            )
+        })?;
         Timestamp::from_micros(dt.timestamp_micros())
     }
 
@@ -31,7 +35,10 @@ impl Timestamp {
         if (MIN_MICROS..=MAX_MICROS).contains(&us) {
             Ok(Timestamp(us))
         } else {
-            Err(Error::invalid("timestamp", "must lie between 2000-01-01 and 9999-12-31"))
+            Err(Error::invalid(
+                "timestamp",
+                "must lie between 2000-01-01 and 9999-12-31",
+            ))
         }
     }
 
@@ -68,7 +75,12 @@ mod tests {
     fn offsets_and_precision_are_normalized() {
         let t = Timestamp::parse("2026-11-22T12:00:00.123456789+02:00").unwrap();
         assert_eq!(t.to_rfc3339(), "2026-11-22T10:00:00.123456Z");
-        assert_eq!(Timestamp::parse("2026-11-22T10:00:00Z").unwrap().to_rfc3339(), "2026-11-22T10:00:00.000000Z");
+        assert_eq!(
+            Timestamp::parse("2026-11-22T10:00:00Z")
+                .unwrap()
+                .to_rfc3339(),
+            "2026-11-22T10:00:00.000000Z"
+        );
     }
 
     #[test]

@@ -98,7 +98,11 @@ impl ChainVerifier {
         checkpoints.sort_by_key(|c| c.size);
         let mut it = checkpoints.into_iter();
         let next = it.next();
-        ChainVerifier { head: ChainHead::genesis(), checkpoints: it, next_checkpoint: next }
+        ChainVerifier {
+            head: ChainHead::genesis(),
+            checkpoints: it,
+            next_checkpoint: next,
+        }
     }
 
     /// The last verified head.
@@ -110,10 +114,16 @@ impl ChainVerifier {
     pub fn push(&mut self, r: &Record) -> Result<(), Finding> {
         let expected = self.head.seq + 1;
         if r.seq < expected {
-            return Err(Finding { seq: r.seq, damage: Damage::Duplicate });
+            return Err(Finding {
+                seq: r.seq,
+                damage: Damage::Duplicate,
+            });
         }
         if r.seq > expected {
-            return Err(Finding { seq: expected, damage: Damage::Missing });
+            return Err(Finding {
+                seq: expected,
+                damage: Damage::Missing,
+            });
         }
         let bad = |damage| Err(Finding { seq: r.seq, damage });
         let leaf = r.compute_leaf_hash();
@@ -123,16 +133,23 @@ impl ChainVerifier {
             // Tell a rewritten body (whose hash columns still agree with each other) from a
             // rewritten leaf column (whose chain hash still follows from the true leaf).
             return if r.chain_hash == chain.to_hex() {
-                bad(Damage::HashAltered { column: "leaf_hash" })
+                bad(Damage::HashAltered {
+                    column: "leaf_hash",
+                })
             } else {
                 bad(Damage::BodyModified)
             };
         }
         if Hash32::from_hex(&r.chain_hash) != Some(chain) {
-            return bad(Damage::HashAltered { column: "chain_hash" });
+            return bad(Damage::HashAltered {
+                column: "chain_hash",
+            });
         }
         for (k, v) in &r.payload {
-            let ok = match (r.payload_salts.get(k).and_then(|s| hex::decode(s).ok()), r.payload_commitments.get(k)) {
+            let ok = match (
+                r.payload_salts.get(k).and_then(|s| hex::decode(s).ok()),
+                r.payload_commitments.get(k),
+            ) {
                 (Some(salt), Some(c)) => commitment(&salt, v).to_hex() == *c,
                 _ => false,
             };
@@ -140,7 +157,10 @@ impl ChainVerifier {
                 return bad(Damage::PayloadModified { field: k.clone() });
             }
         }
-        self.head = ChainHead { seq: r.seq, hash: chain };
+        self.head = ChainHead {
+            seq: r.seq,
+            hash: chain,
+        };
         while let Some(cp) = &self.next_checkpoint {
             if cp.size > self.head.seq {
                 break;
@@ -157,7 +177,10 @@ impl ChainVerifier {
     /// records after it were removed.
     pub fn finish(self) -> Verdict {
         match self.next_checkpoint {
-            Some(cp) if cp.size > self.head.seq => Verdict::Tampered(Finding { seq: self.head.seq + 1, damage: Damage::Missing }),
+            Some(cp) if cp.size > self.head.seq => Verdict::Tampered(Finding {
+                seq: self.head.seq + 1,
+                damage: Damage::Missing,
+            }),
             _ => Verdict::Intact { head: self.head },
         }
     }
@@ -191,7 +214,9 @@ mod tests {
     fn finding(v: Verdict) -> Finding {
         match v {
             Verdict::Tampered(f) => f,
-            Verdict::Intact { head } => panic!("tampering went unnoticed (intact up to {})", head.seq),
+            Verdict::Intact { head } => {
+                panic!("tampering went unnoticed (intact up to {})", head.seq)
+            }
         }
     }
 
@@ -219,14 +244,25 @@ mod tests {
     fn a_changed_payload_value_names_the_field() {
         let mut rs = chain(3);
         rs[1].payload.insert("n".into(), 99.into());
-        assert_eq!(finding(verify_records(&rs)), Finding { seq: 2, damage: Damage::PayloadModified { field: "n".into() } });
+        assert_eq!(
+            finding(verify_records(&rs)),
+            Finding {
+                seq: 2,
+                damage: Damage::PayloadModified { field: "n".into() }
+            }
+        );
     }
 
     #[test]
     fn a_rewritten_leaf_column_is_told_from_a_rewritten_body() {
         let mut rs = chain(3);
         rs[1].leaf_hash = "00".repeat(32);
-        assert_eq!(finding(verify_records(&rs)).damage, Damage::HashAltered { column: "leaf_hash" });
+        assert_eq!(
+            finding(verify_records(&rs)).damage,
+            Damage::HashAltered {
+                column: "leaf_hash"
+            }
+        );
         let mut rs = chain(3);
         rs[1].action = "payment.refund".into();
         assert_eq!(finding(verify_records(&rs)).damage, Damage::BodyModified);
@@ -235,16 +271,38 @@ mod tests {
     #[test]
     fn truncating_the_tail_is_caught_by_a_checkpoint() {
         let rs = chain(5);
-        let cp = Checkpoint { tenant: "t".into(), size: 5, chain_hash: Hash32::from_hex(&rs[4].chain_hash).unwrap(), time: "2026-11-22T10:00:00.000000Z".into() };
+        let cp = Checkpoint {
+            tenant: "t".into(),
+            size: 5,
+            chain_hash: Hash32::from_hex(&rs[4].chain_hash).unwrap(),
+            time: "2026-11-22T10:00:00.000000Z".into(),
+        };
         assert!(verify_records_with(&rs, vec![cp.clone()]).is_intact());
-        assert_eq!(finding(verify_records_with(&rs[..3], vec![cp])), Finding { seq: 4, damage: Damage::Missing });
+        assert_eq!(
+            finding(verify_records_with(&rs[..3], vec![cp])),
+            Finding {
+                seq: 4,
+                damage: Damage::Missing
+            }
+        );
     }
 
     #[test]
     fn a_rewritten_chain_is_caught_by_a_checkpoint() {
         let rs = chain(4);
-        let cp = Checkpoint { tenant: "t".into(), size: 3, chain_hash: Hash32::ZERO, time: "2026-11-22T10:00:00.000000Z".into() };
-        assert_eq!(finding(verify_records_with(&rs, vec![cp])), Finding { seq: 3, damage: Damage::CheckpointMismatch });
+        let cp = Checkpoint {
+            tenant: "t".into(),
+            size: 3,
+            chain_hash: Hash32::ZERO,
+            time: "2026-11-22T10:00:00.000000Z".into(),
+        };
+        assert_eq!(
+            finding(verify_records_with(&rs, vec![cp])),
+            Finding {
+                seq: 3,
+                damage: Damage::CheckpointMismatch
+            }
+        );
     }
 
     /// Mutates one byte of one field of a record; returns whether it hit a hash column.
@@ -252,7 +310,17 @@ mod tests {
         fn flip(s: &mut String, pos: usize, hexonly: bool) {
             let mut b = s.clone().into_bytes();
             let i = pos % b.len();
-            b[i] = if hexonly { if b[i] == b'0' { b'1' } else { b'0' } } else if b[i] == b'x' { b'y' } else { b'x' };
+            b[i] = if hexonly {
+                if b[i] == b'0' {
+                    b'1'
+                } else {
+                    b'0'
+                }
+            } else if b[i] == b'x' {
+                b'y'
+            } else {
+                b'x'
+            };
             *s = String::from_utf8_lossy(&b).into_owned();
         }
         match field % 9 {
@@ -261,7 +329,11 @@ mod tests {
             2 => flip(&mut r.event_id, pos, true),
             3 => flip(&mut r.received_at, pos, true),
             4 => flip(&mut r.tenant_id, pos, false),
-            5 => r.payload.insert("who".into(), "x".into()).map(|_| ()).unwrap_or(()),
+            5 => r
+                .payload
+                .insert("who".into(), "x".into())
+                .map(|_| ())
+                .unwrap_or(()),
             6 => flip(r.payload_commitments.get_mut("n").unwrap(), pos, true),
             7 => {
                 flip(&mut r.leaf_hash, pos, true);

@@ -1,1 +1,158 @@
-//! placeholder
+//! The audit store.
+//!
+//! One [`Store`] trait, two engines selected by URL: SQLite (`sqlite://path`, the embedded
+//! default, WAL) and Postgres (`postgres://…`, for scale-out). Migrations are versioned files
+//! under `migrations/<engine>/`, applied when a store is opened and never edited once released.
+//!
+//! The store knows nothing of hashing or sequencing: it holds what the sequencer sealed, and the
+//! database itself refuses a second record with a taken `(tenant_id, seq)` or
+//! `(tenant_id, event_id)` ([`StoreError::Conflict`]), which is what keeps two writers from
+//! forking a chain.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), vigil_store::StoreError> {
+//! let store = vigil_store::open("sqlite://./vigil.db").await?;
+//! let tenant = vigil_core::ids::TenantId::parse("acme").unwrap();
+//! println!("head: {:?}", store.head(&tenant).await?);
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod error;
+mod query;
+mod sql;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::StoreError;
+pub use query::{ActionFilter, Query};
+pub use sql::SqlStore;
+
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::Arc;
+use vigil_core::chain::ChainHead;
+use vigil_core::checkpoint::Checkpoint;
+use vigil_core::hash::Hash32;
+use vigil_core::ids::TenantId;
+use vigil_core::record::Record;
+
+/// A sealed record ready to be written, with the hash of its submitted content (for
+/// idempotency: a replay with equal content is a duplicate, with other content a conflict).
+#[derive(Clone, Debug)]
+pub struct NewRecord {
+    /// The sealed record.
+    pub record: Record,
+    /// `Event::content_hash` of what was submitted.
+    pub content_hash: Hash32,
+}
+
+/// The seq and content hash of a record that already exists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Existing {
+    /// Its seq.
+    pub seq: i64,
+    /// Its content hash (hex).
+    pub content_hash: String,
+}
+
+/// A signed checkpoint as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    /// What it states.
+    pub checkpoint: Checkpoint,
+    /// The name of the key that signed it.
+    pub key_name: String,
+    /// The whole signed note.
+    pub note: String,
+}
+
+/// The public half of a checkpoint signing key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicKey {
+    /// Key id (hex) of the signed-note spec.
+    pub key_id: String,
+    /// Key name.
+    pub name: String,
+    /// `name+id+base64key`, what readers configure.
+    pub verifier_key: String,
+    /// When it was first used.
+    pub created_at: String,
+}
+
+/// The one storage contract every engine fulfils (and one test suite checks).
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// `sqlite` or `postgres`.
+    fn engine(&self) -> &'static str;
+
+    /// Cheap round trip to the database: is it reachable now?
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The tenant's chain head (genesis when it has no records).
+    async fn head(&self, tenant: &TenantId) -> Result<ChainHead, StoreError>;
+
+    /// Every tenant that has records, sorted.
+    async fn tenants(&self) -> Result<Vec<String>, StoreError>;
+
+    /// The records among `event_ids` that already exist.
+    async fn existing(
+        &self,
+        tenant: &TenantId,
+        event_ids: &[String],
+    ) -> Result<HashMap<String, Existing>, StoreError>;
+
+    /// The last `producer_seq` recorded for each of `producer_ids` that has one.
+    async fn producer_seqs(
+        &self,
+        tenant: &TenantId,
+        producer_ids: &[String],
+    ) -> Result<HashMap<String, i64>, StoreError>;
+
+    /// Writes `records` (consecutive seqs following the head) and the producers' new last
+    /// seqs in one transaction: all or nothing. A taken seq or event id is
+    /// [`StoreError::Conflict`] and writes nothing.
+    async fn append(
+        &self,
+        tenant: &TenantId,
+        records: &[NewRecord],
+        producers: &[(String, i64)],
+    ) -> Result<(), StoreError>;
+
+    /// One record by event id.
+    async fn get(&self, tenant: &TenantId, event_id: &str) -> Result<Option<Record>, StoreError>;
+
+    /// A page of records matching `q`, newest (highest seq) first, at most `q.limit`.
+    async fn query(&self, tenant: &TenantId, q: &Query) -> Result<Vec<Record>, StoreError>;
+
+    /// Up to `limit` records with seq greater than `after`, in seq order (for verification).
+    async fn scan(&self, tenant: &str, after: i64, limit: i64) -> Result<Vec<Record>, StoreError>;
+
+    /// Stores a signed checkpoint (a second one at the same size is ignored).
+    async fn put_checkpoint(
+        &self,
+        tenant: &TenantId,
+        cp: &StoredCheckpoint,
+    ) -> Result<(), StoreError>;
+
+    /// The tenant's newest checkpoint.
+    async fn latest_checkpoint(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<StoredCheckpoint>, StoreError>;
+
+    /// Every checkpoint of the tenant, by size.
+    async fn checkpoints(&self, tenant: &str) -> Result<Vec<StoredCheckpoint>, StoreError>;
+
+    /// Records a public signing key (idempotent).
+    async fn put_public_key(&self, key: &PublicKey) -> Result<(), StoreError>;
+
+    /// Every public signing key.
+    async fn public_keys(&self) -> Result<Vec<PublicKey>, StoreError>;
+}
+
+/// Opens (and migrates) the store a URL names: `sqlite://PATH`, `sqlite::memory:` or
+/// `postgres://…`.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(SqlStore::open(url).await?))
+}

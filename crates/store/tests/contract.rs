@@ -1,0 +1,347 @@
+//! The store contract: one suite, written once against the `Store` trait and run on every
+//! engine (SQLite in a temp directory, Postgres in a fresh database on a real server).
+
+use serde_json::json;
+use std::sync::Arc;
+use vigil_core::chain::ChainHead;
+use vigil_core::checkpoint::{Checkpoint, NoteSigner};
+use vigil_core::event::{EventInput, Severity};
+use vigil_core::hash::Hash32;
+use vigil_core::ids::TenantId;
+use vigil_core::record::Sealer;
+use vigil_core::time::Timestamp;
+use vigil_store::{ActionFilter, NewRecord, PublicKey, Query, Store, StoreError, StoredCheckpoint};
+
+struct Engine {
+    store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn sqlite() -> Engine {
+    let dir = tempfile::tempdir().unwrap();
+    let store = vigil_store::open(&vigil_store::testing::sqlite_url(dir.path()))
+        .await
+        .unwrap();
+    Engine {
+        store,
+        _dir: Some(dir),
+    }
+}
+
+async fn postgres() -> Engine {
+    let url = vigil_store::testing::fresh_postgres_url().await;
+    Engine {
+        store: vigil_store::open(&url).await.unwrap(),
+        _dir: None,
+    }
+}
+
+fn tenant(s: &str) -> TenantId {
+    TenantId::parse(s).unwrap()
+}
+
+/// Seals `n` events for `t` after `head`; event `i` has actor `u-{i%3}`, action
+/// `payment.void`/`user.login` alternating, and severity rising with `i`.
+fn seal(t: &TenantId, head: &mut ChainHead, from: u64, n: u64) -> Vec<NewRecord> {
+    let actions = ["payment.void", "user.login", "payment.refund"];
+    (from..from + n)
+        .map(|i| {
+            let e = EventInput::new(json!({
+                "event_id": uuid::Uuid::from_u128((t.as_str().bytes().fold(0u128, |a, b| a * 257 + b as u128) << 64) + i as u128 + 1).to_string(),
+                "occurred_at": format!("2026-11-22T10:00:{:02}Z", i % 60),
+                "actor": {"type": "user", "id": format!("u-{}", i % 3)},
+                "action": actions[(i % 3) as usize],
+                "resource": {"type": "payment", "id": format!("p-{i}")},
+                "outcome": if i % 2 == 0 { "success" } else { "denied" },
+                "severity": Severity::ALL[(i % 6) as usize].as_str(),
+                "source": {"service": "payments", "producer_id": "p1", "producer_seq": i},
+                "trace_id": format!("{:032x}", i + 1),
+                "payload": {"amount": i, "note": "x"},
+            }))
+            .validate(|| unreachable!())
+            .unwrap();
+            let r = Sealer::new(t).seal(&e, head.seq + 1, Timestamp::parse("2026-11-22T11:00:00Z").unwrap(), &head.hash, &mut rand::thread_rng());
+            *head = head.advance(&r);
+            NewRecord { content_hash: e.content_hash(), record: r }
+        })
+        .collect()
+}
+
+async fn fill(s: &dyn Store, t: &TenantId, n: u64) -> Vec<NewRecord> {
+    let mut head = s.head(t).await.unwrap();
+    let from = head.seq as u64;
+    let recs = seal(t, &mut head, from, n);
+    s.append(t, &recs, &[("p1".into(), n as i64)])
+        .await
+        .unwrap();
+    recs
+}
+
+async fn appended_records_read_back_unchanged_and_move_the_head(e: Engine) {
+    let (s, t) = (&*e.store, tenant("acme"));
+    assert_eq!(s.head(&t).await.unwrap(), ChainHead::genesis());
+    let recs = fill(s, &t, 5).await;
+    let head = s.head(&t).await.unwrap();
+    assert_eq!(head.seq, 5);
+    assert_eq!(head.hash.to_hex(), recs[4].record.chain_hash);
+    let got = s.get(&t, &recs[2].record.event_id).await.unwrap().unwrap();
+    assert_eq!(got, recs[2].record);
+    assert_eq!(
+        s.scan("acme", 0, 100).await.unwrap(),
+        recs.iter().map(|r| r.record.clone()).collect::<Vec<_>>()
+    );
+    assert_eq!(s.scan("acme", 3, 1).await.unwrap()[0].seq, 4);
+    assert_eq!(s.tenants().await.unwrap(), vec!["acme".to_owned()]);
+}
+
+async fn a_taken_seq_is_a_conflict_and_nothing_of_the_batch_is_written(e: Engine) {
+    let (s, t) = (&*e.store, tenant("acme"));
+    fill(s, &t, 3).await;
+    // A second writer that sealed on a stale head (genesis) collides on seq 1..
+    let mut stale = ChainHead::genesis();
+    let mut forked = seal(&t, &mut stale, 100, 4);
+    forked.rotate_left(3); // the colliding record last, so earlier rows were already inserted
+    let err = s
+        .append(&t, &forked, &[("p1".into(), 999)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+    assert_eq!(s.head(&t).await.unwrap().seq, 3);
+    assert_eq!(s.scan("acme", 0, 100).await.unwrap().len(), 3);
+    assert_eq!(s.producer_seqs(&t, &["p1".into()]).await.unwrap()["p1"], 3);
+}
+
+async fn a_taken_event_id_is_a_conflict(e: Engine) {
+    let (s, t) = (&*e.store, tenant("acme"));
+    let recs = fill(s, &t, 2).await;
+    let mut head = s.head(&t).await.unwrap();
+    let mut again = seal(&t, &mut head, 0, 1); // same event id as seq 1, at seq 3
+    again[0].record.event_id = recs[0].record.event_id.clone();
+    let err = s.append(&t, &again, &[]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+}
+
+async fn existing_event_ids_come_back_with_seq_and_content_hash(e: Engine) {
+    let (s, t) = (&*e.store, tenant("acme"));
+    let recs = fill(s, &t, 3).await;
+    let ids = vec![
+        recs[1].record.event_id.clone(),
+        "01936a6e-0000-7000-8000-000000000000".into(),
+    ];
+    let found = s.existing(&t, &ids).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[&ids[0]].seq, 2);
+    assert_eq!(found[&ids[0]].content_hash, recs[1].content_hash.to_hex());
+    assert!(s.existing(&tenant("other"), &ids).await.unwrap().is_empty());
+}
+
+async fn every_filter_narrows_and_pages_come_newest_first(e: Engine) {
+    let (s, t) = (&*e.store, tenant("acme"));
+    fill(s, &t, 30).await;
+    fill(s, &tenant("other"), 30).await;
+    let q = |f: fn(&mut Query)| {
+        let mut q = Query {
+            limit: 100,
+            ..Query::default()
+        };
+        f(&mut q);
+        q
+    };
+    let seqs = |rs: Vec<vigil_core::record::Record>| rs.iter().map(|r| r.seq).collect::<Vec<_>>();
+    let all = seqs(s.query(&t, &q(|_| {})).await.unwrap());
+    assert_eq!(all, (1..=30).rev().collect::<Vec<_>>());
+    let check = |rs: &[vigil_core::record::Record],
+                 pred: &dyn Fn(&vigil_core::record::Record) -> bool,
+                 want: usize| {
+        assert_eq!(rs.len(), want);
+        assert!(rs.iter().all(|r| pred(r) && r.tenant_id == "acme"));
+    };
+    check(
+        &s.query(&t, &q(|q| q.actor_id = Some("u-1".into())))
+            .await
+            .unwrap(),
+        &|r| r.actor.id == "u-1",
+        10,
+    );
+    check(
+        &s.query(
+            &t,
+            &q(|q| q.action = Some(ActionFilter::Exact("payment.void".into()))),
+        )
+        .await
+        .unwrap(),
+        &|r| r.action == "payment.void",
+        10,
+    );
+    check(
+        &s.query(
+            &t,
+            &q(|q| q.action = Some(ActionFilter::Prefix("payment".into()))),
+        )
+        .await
+        .unwrap(),
+        &|r| r.action.starts_with("payment."),
+        20,
+    );
+    check(
+        &s.query(
+            &t,
+            &q(|q| q.action = Some(ActionFilter::Prefix("pay".into()))),
+        )
+        .await
+        .unwrap(),
+        &|_| true,
+        0,
+    );
+    check(
+        &s.query(&t, &q(|q| q.resource_type = Some("payment".into())))
+            .await
+            .unwrap(),
+        &|_| true,
+        30,
+    );
+    check(
+        &s.query(&t, &q(|q| q.resource_id = Some("p-7".into())))
+            .await
+            .unwrap(),
+        &|r| r.resource.id == "p-7",
+        1,
+    );
+    check(
+        &s.query(&t, &q(|q| q.outcome = Some("denied".into())))
+            .await
+            .unwrap(),
+        &|r| r.outcome == "denied",
+        15,
+    );
+    check(
+        &s.query(&t, &q(|q| q.min_severity = Some(Severity::Critical)))
+            .await
+            .unwrap(),
+        &|r| r.severity == "critical" || r.severity == "security",
+        10,
+    );
+    check(
+        &s.query(&t, &q(|q| q.trace_id = Some(format!("{:032x}", 5))))
+            .await
+            .unwrap(),
+        &|r| r.seq == 5,
+        1,
+    );
+    let since = Timestamp::parse("2026-11-22T10:00:10Z").unwrap();
+    let until = Timestamp::parse("2026-11-22T10:00:20Z").unwrap();
+    let mut window = Query {
+        limit: 100,
+        since: Some(since),
+        until: Some(until),
+        ..Query::default()
+    };
+    check(
+        &s.query(&t, &window).await.unwrap(),
+        &|r| {
+            r.occurred_at.as_str() >= "2026-11-22T10:00:10"
+                && r.occurred_at.as_str() < "2026-11-22T10:00:20"
+        },
+        10,
+    );
+    window.before_seq = Some(15);
+    window.limit = 3;
+    assert_eq!(seqs(s.query(&t, &window).await.unwrap()), vec![14, 13, 12]);
+}
+
+async fn checkpoints_and_keys_round_trip(e: Engine) {
+    let (s, t) = (&*e.store, tenant("acme"));
+    assert!(s.latest_checkpoint(&t).await.unwrap().is_none());
+    let signer = NoteSigner::new("vigil-audit", &[3; 32]).unwrap();
+    for size in [10, 20] {
+        let cp = Checkpoint {
+            tenant: "acme".into(),
+            size,
+            chain_hash: Hash32([size as u8; 32]),
+            time: "2026-11-22T10:00:00.000000Z".into(),
+        };
+        let stored = StoredCheckpoint {
+            note: signer.sign(&cp),
+            checkpoint: cp,
+            key_name: "vigil-audit".into(),
+        };
+        s.put_checkpoint(&t, &stored).await.unwrap();
+        s.put_checkpoint(&t, &stored).await.unwrap();
+    }
+    let latest = s.latest_checkpoint(&t).await.unwrap().unwrap();
+    assert_eq!(latest.checkpoint.size, 20);
+    assert_eq!(
+        signer.verifier().open(&latest.note).unwrap(),
+        latest.checkpoint
+    );
+    assert_eq!(s.checkpoints("acme").await.unwrap().len(), 2);
+    assert!(s.checkpoints("other").await.unwrap().is_empty());
+    let v = signer.verifier();
+    let key = PublicKey {
+        key_id: v.key_id_hex(),
+        name: v.name().into(),
+        verifier_key: v.to_vkey(),
+        created_at: "2026-11-22T10:00:00.000000Z".into(),
+    };
+    s.put_public_key(&key).await.unwrap();
+    s.put_public_key(&key).await.unwrap();
+    assert_eq!(s.public_keys().await.unwrap(), vec![key]);
+}
+
+async fn one_tenant_never_sees_another(e: Engine) {
+    let s = &*e.store;
+    let a = fill(s, &tenant("a"), 3).await;
+    fill(s, &tenant("b"), 3).await;
+    assert!(s
+        .get(&tenant("b"), &a[0].record.event_id)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s
+        .query(
+            &tenant("b"),
+            &Query {
+                limit: 10,
+                ..Query::default()
+            }
+        )
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| r.tenant_id == "b"));
+    assert_eq!(s.head(&tenant("c")).await.unwrap(), ChainHead::genesis());
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite { $( #[tokio::test] async fn $name() { super::$name(super::sqlite().await).await } )* }
+        mod on_postgres { $( #[tokio::test] async fn $name() { super::$name(super::postgres().await).await } )* }
+    };
+}
+
+contract!(
+    appended_records_read_back_unchanged_and_move_the_head,
+    a_taken_seq_is_a_conflict_and_nothing_of_the_batch_is_written,
+    a_taken_event_id_is_a_conflict,
+    existing_event_ids_come_back_with_seq_and_content_hash,
+    every_filter_narrows_and_pages_come_newest_first,
+    checkpoints_and_keys_round_trip,
+    one_tenant_never_sees_another,
+);
+
+#[tokio::test]
+async fn opening_a_migrated_store_again_applies_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = vigil_store::testing::sqlite_url(dir.path());
+    drop(vigil_store::open(&url).await.unwrap());
+    vigil_store::open(&url).await.unwrap();
+    let pg = vigil_store::testing::fresh_postgres_url().await;
+    drop(vigil_store::open(&pg).await.unwrap());
+    vigil_store::open(&pg).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unknown_url_scheme_is_refused_clearly() {
+    let err = vigil_store::open("mysql://x").await.unwrap_err();
+    assert!(err.to_string().contains("expected sqlite://"), "{err}");
+}

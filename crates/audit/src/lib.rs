@@ -1,1 +1,21 @@
-//! placeholder
+//! The audit service: a thin HTTP layer over `vigil-core` and `vigil-store`.
+//!
+//! - [`sequencer`]: one writer task per active tenant groups concurrent requests into one
+//!   transaction (group commit), acknowledges only after it commits, and on a unique-constraint
+//!   refusal (another process took the seq) reloads the head and retries, so a chain never forks.
+//! - [`checkpointer`]: signs a checkpoint every N events or T seconds per tenant.
+//! - [`http`]: ingest, query, chain head, checkpoints, keys, health, metrics and OpenAPI.
+//! - [`app`]: [`app::Application::build`] binds (port 0 in tests) and wires it all.
+#![deny(missing_docs)]
+
+pub mod app;
+pub mod checkpointer;
+pub mod http;
+pub mod keys;
+pub mod metrics;
+pub mod sequencer;
+pub mod settings;
+pub mod verification;
+
+pub use app::Application;
+pub use settings::AuditSettings;

@@ -34,6 +34,8 @@ pub enum Damage {
     Duplicate,
     /// A signed checkpoint disagrees with the chain at this seq.
     CheckpointMismatch,
+    /// The checkpoint at this size carries no valid signature by a trusted key.
+    CheckpointSignature,
 }
 
 impl fmt::Display for Damage {
@@ -46,6 +48,9 @@ impl fmt::Display for Damage {
             Damage::Reordered => f.write_str("records reordered"),
             Damage::Duplicate => f.write_str("duplicate record"),
             Damage::CheckpointMismatch => f.write_str("signed checkpoint does not match the chain"),
+            Damage::CheckpointSignature => {
+                f.write_str("checkpoint signature invalid or by an untrusted key")
+            }
         }
     }
 }

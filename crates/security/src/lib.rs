@@ -1,1 +1,32 @@
-//! placeholder
+//! Security for every Vigil service: who is calling and for which tenant
+//! ([`context::SecurityContext`]), the trace id of every request ([`trace`]), and the one error
+//! shape every refusal takes ([`error::ApiError`]).
+//!
+//! ```no_run
+//! use axum::{routing::get, Router};
+//! use vigil_security::{context::SecurityContext, error::ApiError};
+//!
+//! async fn whoami(ctx: SecurityContext) -> Result<String, ApiError> {
+//!     Ok(ctx.tenant_id.to_string())
+//! }
+//! let app: Router = vigil_security::harden(Router::new().route("/whoami", get(whoami)));
+//! ```
+#![deny(missing_docs)]
+
+pub mod context;
+pub mod error;
+pub mod trace;
+
+use axum::Router;
+
+/// Wraps a router with what every service needs at its edge: the trace-id layer, a 500 in the
+/// error shape for a panicking handler, and the error shape for unknown routes and methods.
+pub fn harden<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    router
+        .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { error::ApiError::MethodNotAllowed })
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            error::panic_response,
+        ))
+        .layer(axum::middleware::from_fn(trace::trace_layer))
+}

@@ -1,1 +1,216 @@
-fn main() {}
+//! `vigil`: the one binary. Subcommands wire the library crates together; errors become exit
+//! codes here and nowhere else (0 success, 1 not intact / not allowed, 2 usage or
+//! configuration error).
+
+mod bench;
+mod verify;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use vigil_audit::{Application, AuditSettings};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vigil",
+    version,
+    about = "Tenant-aware security and a tamper-evident audit trail for HTTP services"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run everything on loopback with embedded defaults (SQLite in ./.vigil): nothing to install.
+    Dev {
+        /// Where the SQLite database and keys live.
+        #[arg(long, env = "VIGIL_DATA_DIR", default_value = ".vigil")]
+        data_dir: PathBuf,
+        /// Where the audit API listens.
+        #[arg(long, env = "VIGIL_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// The audit service.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Check every tenant's chain (or one) and every checkpoint signature against the records.
+    /// Exit 0 intact, 1 tampered (first bad seq named), 2 usage or connection error.
+    Verify {
+        /// The store to check: sqlite://PATH or postgres://…
+        #[arg(long, env = "VIGIL_DATABASE_URL")]
+        database_url: String,
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Accept checkpoints signed by this verifier key only (name+id+base64, from `vigil keys
+        /// list` or GET /v1/keys). Repeatable. Default: the keys recorded in the store.
+        #[arg(long = "trusted-key")]
+        trusted_keys: Vec<String>,
+    },
+    /// Checkpoint signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Benchmarks (figures in BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Serve the audit API.
+    Serve(ServeArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Print the public keys that signed checkpoints in a store.
+    List {
+        /// The store: sqlite://PATH or postgres://…
+        #[arg(long, env = "VIGIL_DATABASE_URL")]
+        database_url: String,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "VIGIL_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// sqlite://PATH or postgres://… (default: SQLite in the data directory).
+    #[arg(long, env = "VIGIL_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Holds the checkpoint signing key (and the default SQLite file).
+    #[arg(long, env = "VIGIL_DATA_DIR", default_value = ".vigil")]
+    data_dir: PathBuf,
+    /// Accept the caller's tenant from X-Tenant-ID (loopback peers only).
+    #[arg(long, env = "VIGIL_TRUST_HEADERS")]
+    trust_headers: bool,
+    /// Sign a checkpoint after this many new events per tenant.
+    #[arg(long, env = "VIGIL_CHECKPOINT_EVERY", default_value_t = 1000)]
+    checkpoint_every: i64,
+    /// ...or this many seconds after the last one.
+    #[arg(long, env = "VIGIL_CHECKPOINT_INTERVAL_SECS", default_value_t = 60)]
+    checkpoint_interval_secs: u64,
+    /// Most events one group commit writes.
+    #[arg(long, env = "VIGIL_MAX_GROUP_EVENTS", default_value_t = 5000)]
+    max_group_events: usize,
+}
+
+impl ServeArgs {
+    fn settings(self) -> AuditSettings {
+        let mut s = AuditSettings::embedded(self.data_dir);
+        s.listen = self.listen;
+        if let Some(url) = self.database_url {
+            s.database_url = url;
+        }
+        s.trust_headers = self.trust_headers;
+        s.checkpoint_every = self.checkpoint_every;
+        s.checkpoint_interval = Duration::from_secs(self.checkpoint_interval_secs.max(1));
+        s.max_group_events = self.max_group_events;
+        s
+    }
+}
+
+fn init_logging() {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down: finishing requests and checkpointing");
+}
+
+async fn serve(settings: AuditSettings) -> anyhow::Result<()> {
+    let app = Application::build(settings).await?;
+    app.run_until_stopped(shutdown_signal()).await
+}
+
+async fn dev(data_dir: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
+    let mut settings = AuditSettings::embedded(data_dir.clone());
+    settings.listen = listen;
+    let app = Application::build(settings).await?;
+    let addr = app.local_addr();
+    eprintln!(
+        "\nvigil dev: audit API on http://{addr} (SQLite in {dir})\n\
+         Identity in dev: send X-Tenant-ID (trusted from loopback only).\n\n  \
+         curl -s http://{addr}/v1/events -H 'X-Tenant-ID: acme' -H 'Content-Type: application/json' \\\n    \
+         -d '[{{\"occurred_at\":\"2026-11-22T10:00:00Z\",\"actor\":{{\"type\":\"user\",\"id\":\"u-42\"}},\"action\":\"payment.void\",\"resource\":{{\"type\":\"payment\",\"id\":\"p-9\"}},\"outcome\":\"success\",\"source\":{{\"service\":\"payments\"}}}}]'\n  \
+         curl -s 'http://{addr}/v1/events?limit=10' -H 'X-Tenant-ID: acme'\n  \
+         cargo run -q -p vigil -- verify --database-url sqlite://{dir}/audit.db\n",
+        dir = data_dir.display()
+    );
+    app.run_until_stopped(shutdown_signal()).await
+}
+
+async fn keys_list(database_url: &str) -> anyhow::Result<()> {
+    let store = vigil_store::open(database_url)
+        .await
+        .context("opening the store")?;
+    for k in store.public_keys().await? {
+        println!("{}\t{}\t{}", k.verifier_key, k.key_id, k.created_at);
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("starting the runtime");
+    let result: anyhow::Result<ExitCode> = rt.block_on(async {
+        match cli.command {
+            Command::Dev { data_dir, listen } => {
+                dev(data_dir, listen).await.map(|_| ExitCode::SUCCESS)
+            }
+            Command::Audit {
+                command: AuditCommand::Serve(args),
+            } => serve(args.settings()).await.map(|_| ExitCode::SUCCESS),
+            Command::Verify {
+                database_url,
+                tenant,
+                trusted_keys,
+            } => verify::run(&database_url, tenant.as_deref(), &trusted_keys).await,
+            Command::Keys {
+                command: KeysCommand::List { database_url },
+            } => keys_list(&database_url).await.map(|_| ExitCode::SUCCESS),
+            Command::Bench { command } => bench::run(command).await.map(|_| ExitCode::SUCCESS),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vigil: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Wiring: [`Application::build`] opens the store, loads the key, starts the sequencer and
+//! binds the listener; [`Application::run_until_stopped`] serves until the shutdown signal,
+//! then lets queued writes commit and checkpoints every tenant.
+
+use crate::checkpointer::Checkpointer;
+use crate::http::{router, AppState};
+use crate::metrics::AuditMetrics;
+use crate::sequencer::Sequencer;
+use crate::settings::{redact_url, AuditSettings};
+use anyhow::Context;
+use axum::{Extension, Router};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use vigil_security::context::IdentitySource;
+
+/// A built, bound audit service.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    state: Arc<AppState>,
+    router: Router,
+}
+
+impl Application {
+    /// Opens and migrates the store, loads (or creates) the signing key and binds.
+    pub async fn build(settings: AuditSettings) -> anyhow::Result<Application> {
+        // The key first: it creates the data directory, where the default SQLite file lives.
+        let signer = crate::keys::load_or_create(&settings.data_dir, &settings.key_name)?;
+        let store = vigil_store::open(&settings.database_url)
+            .await
+            .with_context(|| {
+                format!(
+                    "opening the audit store {}",
+                    redact_url(&settings.database_url)
+                )
+            })?;
+        let metrics = AuditMetrics::new();
+        let checkpointer = Arc::new(Checkpointer::new(
+            Arc::clone(&store),
+            signer,
+            metrics.clone(),
+            settings.checkpoint_every,
+            settings.checkpoint_interval,
+        ));
+        checkpointer
+            .publish_key()
+            .await
+            .context("publishing the checkpoint public key")?;
+        {
+            let cp = Arc::clone(&checkpointer);
+            tokio::spawn(async move {
+                if let Err(e) = cp.catch_up().await {
+                    tracing::warn!(error = %e, "checkpoint catch-up at start failed");
+                }
+            });
+        }
+        let sequencer = Sequencer::new(
+            Arc::clone(&store),
+            Arc::clone(&checkpointer),
+            metrics.clone(),
+            settings.max_group_events,
+        );
+        let state = Arc::new(AppState {
+            store,
+            sequencer,
+            checkpointer,
+            metrics,
+        });
+        let mut app = router(Arc::clone(&state));
+        if settings.trust_headers {
+            app = app.layer(Extension(IdentitySource::TrustedHeadersOnLoopback));
+        }
+        let app = vigil_security::harden(app);
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?;
+        tracing::info!(addr = %listener.local_addr()?, store = %redact_url(&settings.database_url), "audit service listening");
+        Ok(Application {
+            listener,
+            state,
+            router: app,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// Serves until `shutdown` resolves; then finishes in-flight requests, commits what is
+    /// queued and checkpoints every active tenant.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, service)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP")?;
+        self.state.sequencer.shutdown().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,97 @@
+//! The HTTP surface: thin handlers that parse into domain values, call the sequencer or the
+//! store, and map the answer to JSON or the shared error shape.
+
+mod ingest;
+mod ops;
+mod query;
+
+use crate::checkpointer::Checkpointer;
+use crate::metrics::AuditMetrics;
+use crate::sequencer::Sequencer;
+use axum::Router;
+use std::sync::Arc;
+use vigil_security::error::ApiError;
+use vigil_store::{Store, StoreError};
+
+pub use ingest::{MAX_EVENTS_PER_REQUEST, MAX_EVENT_BYTES};
+
+/// What every handler can reach.
+#[derive(Debug)]
+pub struct AppState {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The group-commit writer.
+    pub sequencer: Sequencer,
+    /// Checkpoints and the public key.
+    pub checkpointer: Arc<Checkpointer>,
+    /// Metrics.
+    pub metrics: AuditMetrics,
+}
+
+/// The audit service's routes (without the identity layer, which [`crate::app`] adds).
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .merge(ingest::router())
+        .merge(query::router())
+        .merge(ops::router())
+        .with_state(state)
+}
+
+/// Maps a store failure to the shared error shape: unreachable → 503, anything else → 500.
+pub(crate) fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Unavailable { .. } => {
+            ApiError::Unavailable("the audit store is unavailable; retry later".into())
+        }
+        StoreError::Conflict { .. } => {
+            ApiError::Unavailable("the chain is contended by another writer; retry".into())
+        }
+        other => ApiError::Internal(other.to_string()),
+    }
+}
+
+/// The OpenAPI document, generated from the handlers' annotations.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Vigil audit API",
+        description = "Tamper-evident, per-tenant audit log: ingest, query, chain heads, signed checkpoints."
+    ),
+    paths(
+        ingest::ingest,
+        query::list_events,
+        query::get_event,
+        query::chain_head,
+        query::latest_checkpoint,
+        query::keys,
+        ops::healthz,
+        ops::readyz,
+        ops::metrics,
+    ),
+    components(schemas(
+        ingest::IngestResponse,
+        ingest::EventResult,
+        ingest::EventError,
+        query::EventsPage,
+        query::ChainHeadView,
+        query::CheckpointView,
+        query::KeysView,
+        query::KeyView,
+        ErrorBody
+    ))
+)]
+pub struct ApiDoc;
+
+/// The error shape, for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct ErrorBody {
+    /// Stable machine-readable code, also in `X-Error-Code`.
+    code: String,
+    /// Human-readable explanation.
+    message: String,
+    /// The capability the caller lacks (403 only).
+    missing_role: Option<String>,
+    /// The request's trace id.
+    trace_id: String,
+}

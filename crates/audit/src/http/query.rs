@@ -1,0 +1,348 @@
+//! Reads: `GET /v1/events` (filters, newest first, cursor), `GET /v1/events/{event_id}`,
+//! `GET /v1/chain/head`, `GET /v1/checkpoints/latest` and `GET /v1/keys`.
+//!
+//! A cursor is the seq below which the next page starts, bound to the tenant and the filters
+//! it was minted for: new events get higher seqs, so a page sequence stays exact while events
+//! arrive, and a cursor replayed by another tenant or with other filters is refused.
+
+use super::{store_error, AppState, ErrorBody};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query as QueryParams, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use vigil_core::event::{Action, Outcome, Severity};
+use vigil_core::ids::{EventId, TraceId};
+use vigil_core::record::Record;
+use vigil_core::time::Timestamp;
+use vigil_security::context::SecurityContext;
+use vigil_security::error::ApiError;
+use vigil_store::{ActionFilter, Query};
+
+/// Default page size.
+pub(crate) const DEFAULT_LIMIT: i64 = 100;
+/// Largest page size.
+pub(crate) const MAX_LIMIT: i64 = 1000;
+
+pub(super) fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/events/{event_id}", get(get_event))
+        .route("/v1/chain/head", get(chain_head))
+        .route("/v1/checkpoints/latest", get(latest_checkpoint))
+        .route("/v1/keys", get(keys))
+}
+
+/// Filters of `GET /v1/events`. Unknown parameters are refused, so a typo never silently
+/// widens a query.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct EventsParams {
+    /// `actor.id` equals.
+    actor_id: Option<String>,
+    /// `action` equals, or with a trailing `.*` starts with (`payment.*`).
+    action: Option<String>,
+    /// `resource.type` equals.
+    resource_type: Option<String>,
+    /// `resource.id` equals.
+    resource_id: Option<String>,
+    /// `success`, `failure` or `denied`.
+    outcome: Option<String>,
+    /// This severity or more severe.
+    min_severity: Option<String>,
+    /// `occurred_at` at or after (RFC 3339).
+    since: Option<String>,
+    /// `occurred_at` before (RFC 3339).
+    until: Option<String>,
+    /// `trace_id` equals.
+    trace_id: Option<String>,
+    /// Page size, 1–1000 (default 100).
+    limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// A page of records, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct EventsPage {
+    /// Records in their served form: hashed form, visible payload with salts, both hashes.
+    #[schema(value_type = Vec<Object>)]
+    events: Vec<Record>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Cursor {
+    t: String,
+    s: i64,
+    f: String,
+}
+
+fn bad(param: &str, why: impl std::fmt::Display) -> ApiError {
+    ApiError::BadRequest(format!("query parameter {param}: {why}"))
+}
+
+fn parse_params(p: EventsParams) -> Result<(Query, Option<String>), ApiError> {
+    let time = |name: &str, v: Option<String>| {
+        v.map(|s| Timestamp::parse(&s).map_err(|_| bad(name, "must be an RFC 3339 timestamp")))
+            .transpose()
+    };
+    let action = match p.action {
+        None => None,
+        Some(a) => match a.strip_suffix(".*") {
+            Some(prefix) => Some(ActionFilter::Prefix(
+                Action::parse(prefix)
+                    .map_err(|e| bad("action", e))?
+                    .as_str()
+                    .to_owned(),
+            )),
+            None => Some(ActionFilter::Exact(
+                Action::parse(&a)
+                    .map_err(|e| bad("action", e))?
+                    .as_str()
+                    .to_owned(),
+            )),
+        },
+    };
+    let limit = match p.limit {
+        None => DEFAULT_LIMIT,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=MAX_LIMIT).contains(l))
+            .ok_or_else(|| bad("limit", format!("must be an integer from 1 to {MAX_LIMIT}")))?,
+    };
+    let q = Query {
+        actor_id: p.actor_id,
+        action,
+        resource_type: p.resource_type,
+        resource_id: p.resource_id,
+        outcome: p
+            .outcome
+            .map(|o| {
+                Outcome::parse(&o)
+                    .map(|o| o.as_str().to_owned())
+                    .map_err(|e| bad("outcome", e))
+            })
+            .transpose()?,
+        min_severity: p
+            .min_severity
+            .map(|s| Severity::parse(&s).map_err(|e| bad("min_severity", e)))
+            .transpose()?,
+        since: time("since", p.since)?,
+        until: time("until", p.until)?,
+        trace_id: p
+            .trace_id
+            .map(|t| {
+                TraceId::parse(&t)
+                    .map(|t| t.as_str().to_owned())
+                    .map_err(|e| bad("trace_id", e))
+            })
+            .transpose()?,
+        before_seq: None,
+        limit,
+    };
+    Ok((q, p.cursor))
+}
+
+/// A fingerprint of the filters (not the position or page size) a cursor belongs to.
+fn fingerprint(q: &Query) -> String {
+    let mut q = q.clone();
+    q.before_seq = None;
+    q.limit = 0;
+    hex::encode(&Sha256::digest(format!("{q:?}").as_bytes())[..8])
+}
+
+/// Lists the caller's tenant's records, newest first.
+#[utoipa::path(
+    get, path = "/v1/events", tag = "events", params(EventsParams),
+    responses(
+        (status = 200, body = EventsPage),
+        (status = 400, description = "A parameter or the cursor is invalid", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
+pub(super) async fn list_events(
+    ctx: SecurityContext,
+    State(app): State<Arc<AppState>>,
+    params: Result<QueryParams<EventsParams>, QueryRejection>,
+) -> Result<Json<EventsPage>, ApiError> {
+    let QueryParams(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let (mut q, cursor) = parse_params(params)?;
+    let fp = fingerprint(&q);
+    if let Some(c) = cursor {
+        let c: Cursor = B64URL
+            .decode(c.as_bytes())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| bad("cursor", "is not a cursor this service issued"))?;
+        if c.t != ctx.tenant_id.as_str() {
+            return Err(bad("cursor", "was issued to another tenant"));
+        }
+        if c.f != fp {
+            return Err(bad("cursor", "was issued for other filters"));
+        }
+        q.before_seq = Some(c.s);
+    }
+    let limit = q.limit;
+    q.limit = limit + 1;
+    let mut events = app
+        .store
+        .query(&ctx.tenant_id, &q)
+        .await
+        .map_err(store_error)?;
+    let next_cursor = if events.len() as i64 > limit {
+        events.truncate(limit as usize);
+        let c = Cursor {
+            t: ctx.tenant_id.as_str().to_owned(),
+            s: events.last().expect("a full page").seq,
+            f: fp,
+        };
+        Some(B64URL.encode(serde_json::to_vec(&c).expect("serializable")))
+    } else {
+        None
+    };
+    Ok(Json(EventsPage {
+        events,
+        next_cursor,
+    }))
+}
+
+/// One record of the caller's tenant by event id.
+#[utoipa::path(
+    get, path = "/v1/events/{event_id}", tag = "events",
+    params(("event_id" = String, Path, description = "The event's UUID")),
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
+)]
+pub(super) async fn get_event(
+    ctx: SecurityContext,
+    State(app): State<Arc<AppState>>,
+    Path(event_id): Path<String>,
+) -> Result<Json<Record>, ApiError> {
+    let id = EventId::parse(&event_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    app.store
+        .get(&ctx.tenant_id, &id.to_string())
+        .await
+        .map_err(store_error)?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no event {id} in this tenant")))
+}
+
+/// The head of the caller's tenant chain.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ChainHeadView {
+    /// The tenant.
+    tenant_id: String,
+    /// The last seq (0 when empty).
+    seq: i64,
+    /// Its chain hash (hex; 64 zeros when empty).
+    chain_hash: String,
+}
+
+/// The caller's tenant chain head.
+#[utoipa::path(get, path = "/v1/chain/head", tag = "chain", responses((status = 200, body = ChainHeadView), (status = 503, body = ErrorBody)))]
+pub(super) async fn chain_head(
+    ctx: SecurityContext,
+    State(app): State<Arc<AppState>>,
+) -> Result<Json<ChainHeadView>, ApiError> {
+    let head = app.store.head(&ctx.tenant_id).await.map_err(store_error)?;
+    Ok(Json(ChainHeadView {
+        tenant_id: ctx.tenant_id.to_string(),
+        seq: head.seq,
+        chain_hash: head.hash.to_hex(),
+    }))
+}
+
+/// A signed checkpoint.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct CheckpointView {
+    /// The tenant.
+    tenant_id: String,
+    /// Records covered.
+    size: i64,
+    /// Chain hash at `size` (hex).
+    chain_hash: String,
+    /// When it was signed.
+    time: String,
+    /// The signing key's name.
+    key_name: String,
+    /// The whole C2SP signed note.
+    note: String,
+}
+
+/// The newest signed checkpoint of the caller's tenant.
+#[utoipa::path(get, path = "/v1/checkpoints/latest", tag = "chain", responses((status = 200, body = CheckpointView), (status = 404, body = ErrorBody)))]
+pub(super) async fn latest_checkpoint(
+    ctx: SecurityContext,
+    State(app): State<Arc<AppState>>,
+) -> Result<Json<CheckpointView>, ApiError> {
+    let cp = app
+        .store
+        .latest_checkpoint(&ctx.tenant_id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::NotFound("no checkpoint yet for this tenant".into()))?;
+    Ok(Json(CheckpointView {
+        tenant_id: cp.checkpoint.tenant,
+        size: cp.checkpoint.size,
+        chain_hash: cp.checkpoint.chain_hash.to_hex(),
+        time: cp.checkpoint.time,
+        key_name: cp.key_name,
+        note: cp.note,
+    }))
+}
+
+/// The checkpoint signing keys.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct KeysView {
+    /// Every key that signed checkpoints in this store, oldest first.
+    keys: Vec<KeyView>,
+}
+
+/// One public key.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct KeyView {
+    /// Key name (the signature line's name).
+    name: String,
+    /// Key id (hex), per the signed-note spec.
+    key_id: String,
+    /// Always `ed25519`.
+    algorithm: &'static str,
+    /// Raw public key, base64.
+    public_key: String,
+    /// `name+id+base64(0x01 ‖ key)`, what signed-note verifiers take.
+    verifier_key: String,
+    /// Whether this instance signs with it now.
+    current: bool,
+}
+
+/// The public keys that sign checkpoints (public: no tenant needed).
+#[utoipa::path(get, path = "/v1/keys", tag = "chain", responses((status = 200, body = KeysView)))]
+pub(super) async fn keys(State(app): State<Arc<AppState>>) -> Result<Json<KeysView>, ApiError> {
+    let current = app.checkpointer.verifier().key_id_hex();
+    let keys = app
+        .store
+        .public_keys()
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .filter_map(|k| {
+            let v = vigil_core::checkpoint::NoteVerifier::parse(&k.verifier_key).ok()?;
+            Some(KeyView {
+                current: k.key_id == current,
+                name: k.name,
+                key_id: k.key_id,
+                algorithm: "ed25519",
+                public_key: base64::engine::general_purpose::STANDARD.encode(v.public_key()),
+                verifier_key: k.verifier_key,
+            })
+        })
+        .collect();
+    Ok(Json(KeysView { keys }))
+}

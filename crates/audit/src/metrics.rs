@@ -1,0 +1,170 @@
+//! The audit service's metrics, under the names dashboards already use. No label takes values
+//! a user controls: results, operations and engines are closed sets.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric of one audit service instance, in its own registry.
+#[derive(Clone, Debug)]
+pub struct AuditMetrics {
+    registry: Registry,
+    /// `audit_events_processed_total{result}`: stored, duplicate, rejected, conflict.
+    pub processed: IntCounterVec,
+    /// `audit_chain_gap_total`: producer_seq values skipped (events lost between a producer and us).
+    pub chain_gap: IntCounter,
+    /// `audit_ingest_batch_size`: events per ingest request.
+    pub batch_size: Histogram,
+    /// `audit_ingest_duration_seconds`: ingest request latency, parse to acknowledgement.
+    pub ingest_seconds: Histogram,
+    /// `audit_group_commit_size`: events per store transaction.
+    pub group_size: Histogram,
+    /// `audit_group_commit_duration_seconds`: one group commit, lookups to commit.
+    pub commit_seconds: Histogram,
+    /// `audit_store_errors_total{op,kind}`.
+    pub store_errors: IntCounterVec,
+    /// `audit_chain_conflicts_total`: appends refused because another writer took the seq.
+    pub chain_conflicts: IntCounter,
+    /// `audit_checkpoints_total`.
+    pub checkpoints: IntCounter,
+}
+
+fn buckets_count() -> Vec<f64> {
+    vec![
+        1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0,
+    ]
+}
+
+fn buckets_seconds() -> Vec<f64> {
+    vec![
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    ]
+}
+
+impl AuditMetrics {
+    /// Registers every metric in a fresh registry.
+    pub fn new() -> AuditMetrics {
+        let registry = Registry::new();
+        let processed = IntCounterVec::new(
+            Opts::new(
+                "audit_events_processed_total",
+                "Events handled by ingest, by result",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let chain_gap = IntCounter::new(
+            "audit_chain_gap_total",
+            "producer_seq values skipped: events lost between a producer and the store",
+        )
+        .expect("valid metric");
+        let batch_size = Histogram::with_opts(
+            HistogramOpts::new("audit_ingest_batch_size", "Events per ingest request")
+                .buckets(buckets_count()),
+        )
+        .expect("valid metric");
+        let ingest_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "audit_ingest_duration_seconds",
+                "Ingest request latency, until acknowledged",
+            )
+            .buckets(buckets_seconds()),
+        )
+        .expect("valid metric");
+        let group_size = Histogram::with_opts(
+            HistogramOpts::new("audit_group_commit_size", "Events per store transaction")
+                .buckets(buckets_count()),
+        )
+        .expect("valid metric");
+        let commit_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "audit_group_commit_duration_seconds",
+                "Duration of one group commit",
+            )
+            .buckets(buckets_seconds()),
+        )
+        .expect("valid metric");
+        let store_errors = IntCounterVec::new(
+            Opts::new(
+                "audit_store_errors_total",
+                "Store errors by operation and kind",
+            ),
+            &["op", "kind"],
+        )
+        .expect("valid metric");
+        let chain_conflicts = IntCounter::new(
+            "audit_chain_conflicts_total",
+            "Appends refused because another writer took the seq (then retried)",
+        )
+        .expect("valid metric");
+        let checkpoints = IntCounter::new("audit_checkpoints_total", "Signed checkpoints made")
+            .expect("valid metric");
+        registry
+            .register(Box::new(processed.clone()))
+            .expect("unique");
+        registry
+            .register(Box::new(chain_gap.clone()))
+            .expect("unique");
+        registry
+            .register(Box::new(batch_size.clone()))
+            .expect("unique");
+        registry
+            .register(Box::new(ingest_seconds.clone()))
+            .expect("unique");
+        registry
+            .register(Box::new(group_size.clone()))
+            .expect("unique");
+        registry
+            .register(Box::new(commit_seconds.clone()))
+            .expect("unique");
+        registry
+            .register(Box::new(store_errors.clone()))
+            .expect("unique");
+        registry
+            .register(Box::new(chain_conflicts.clone()))
+            .expect("unique");
+        registry
+            .register(Box::new(checkpoints.clone()))
+            .expect("unique");
+        for r in ["stored", "duplicate", "rejected", "conflict"] {
+            processed.with_label_values(&[r]);
+        }
+        AuditMetrics {
+            registry,
+            processed,
+            chain_gap,
+            batch_size,
+            ingest_seconds,
+            group_size,
+            commit_seconds,
+            store_errors,
+            chain_conflicts,
+            checkpoints,
+        }
+    }
+
+    /// Counts a store error of `kind` during `op`.
+    pub fn store_error(&self, op: &'static str, e: &vigil_store::StoreError) {
+        let kind = match e {
+            vigil_store::StoreError::Unavailable { .. } => "unavailable",
+            vigil_store::StoreError::Conflict { .. } => "conflict",
+            _ => "other",
+        };
+        self.store_errors.with_label_values(&[op, kind]).inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for AuditMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,512 @@
+//! Group commit and chain sequencing.
+//!
+//! Each active tenant has one writer task. Requests queue on its channel; the task takes
+//! everything queued (up to a size bound), assigns seqs from its cached head, seals the
+//! records and writes them in **one** transaction, then answers every request. So concurrent
+//! requests share one commit (and one fsync), and nothing is acknowledged before it commits.
+//!
+//! Across processes the database is the arbiter: when another writer took a seq, the
+//! `(tenant_id, seq)` unique constraint refuses the whole transaction; the task reloads the
+//! head and plans again. Idempotency is decided on the same pass: an event id that exists
+//! with the same content is a duplicate (its original seq is returned), with other content a
+//! conflict. A task idle for two checkpoint intervals checkpoints and exits.
+
+use crate::checkpointer::Checkpointer;
+use crate::metrics::AuditMetrics;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use vigil_core::chain::ChainHead;
+use vigil_core::event::Event;
+use vigil_core::hash::Hash32;
+use vigil_core::ids::TenantId;
+use vigil_core::record::Sealer;
+use vigil_core::time::Timestamp;
+use vigil_store::{Existing, NewRecord, Store, StoreError};
+
+/// How many times a group is re-planned after losing a seq race before giving up.
+const MAX_ATTEMPTS: usize = 8;
+/// Cached producer positions per tenant before the cache is dropped and reloaded on demand.
+const MAX_CACHED_PRODUCERS: usize = 10_000;
+
+/// What became of one submitted event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IngestResult {
+    /// Appended at `seq`.
+    Stored {
+        /// Its seq.
+        seq: i64,
+    },
+    /// Already stored, with the same content, at `seq`.
+    Duplicate {
+        /// The original seq.
+        seq: i64,
+    },
+    /// The event id is taken by an event with other content (at `seq`).
+    Conflict {
+        /// The seq of the event that holds the id.
+        seq: i64,
+    },
+    /// Refused: the field and the reason.
+    Rejected(vigil_core::Error),
+}
+
+struct Job {
+    events: Vec<Event>,
+    received_at: Timestamp,
+    reply: oneshot::Sender<Result<Vec<IngestResult>, StoreError>>,
+}
+
+struct Worker {
+    id: u64,
+    tx: mpsc::Sender<Job>,
+    handle: JoinHandle<()>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    checkpointer: Arc<Checkpointer>,
+    metrics: AuditMetrics,
+    max_group_events: usize,
+    workers: Mutex<HashMap<TenantId, Worker>>,
+    next_worker_id: std::sync::atomic::AtomicU64,
+}
+
+/// Routes each tenant's events to its writer task.
+#[derive(Clone)]
+pub struct Sequencer {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Sequencer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sequencer")
+            .field("max_group_events", &self.inner.max_group_events)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sequencer {
+    /// A sequencer over `store`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        checkpointer: Arc<Checkpointer>,
+        metrics: AuditMetrics,
+        max_group_events: usize,
+    ) -> Self {
+        Sequencer {
+            inner: Arc::new(Inner {
+                store,
+                checkpointer,
+                metrics,
+                max_group_events: max_group_events.max(1),
+                workers: Mutex::new(HashMap::new()),
+                next_worker_id: Default::default(),
+            }),
+        }
+    }
+
+    /// Appends `events` to `tenant`'s chain, in order; returns once they are committed.
+    pub async fn submit(
+        &self,
+        tenant: &TenantId,
+        events: Vec<Event>,
+        received_at: Timestamp,
+    ) -> Result<Vec<IngestResult>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut job = Job {
+            events,
+            received_at,
+            reply: oneshot::channel().0,
+        };
+        loop {
+            let (reply, answer) = oneshot::channel();
+            job.reply = reply;
+            let tx = self.worker_for(tenant);
+            match tx.send(job).await {
+                Ok(()) => match answer.await {
+                    Ok(result) => return result,
+                    // The writer died without answering (a panic): whether the job committed
+                    // is unknown, and a retry by the client is safe because ingest is idempotent.
+                    Err(_) => {
+                        return Err(StoreError::Unavailable {
+                            op: "sequencing",
+                            message: "the tenant's writer stopped".into(),
+                        })
+                    }
+                },
+                Err(mpsc::error::SendError(j)) => {
+                    job = j;
+                    self.forget(tenant, &tx);
+                }
+            }
+        }
+    }
+
+    fn worker_for(&self, tenant: &TenantId) -> mpsc::Sender<Job> {
+        let mut workers = self.inner.workers.lock().expect("workers lock");
+        if let Some(w) = workers.get(tenant) {
+            if !w.tx.is_closed() {
+                return w.tx.clone();
+            }
+        }
+        let (tx, rx) = mpsc::channel(1024);
+        let id = self
+            .inner
+            .next_worker_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let state = TenantWriter {
+            id,
+            tenant: tenant.clone(),
+            inner: Arc::clone(&self.inner),
+            head: None,
+            producers: HashMap::new(),
+            last_checkpoint: None,
+            last_checkpoint_at: Instant::now(),
+        };
+        let handle = tokio::spawn(state.run(rx));
+        workers.insert(
+            tenant.clone(),
+            Worker {
+                id,
+                tx: tx.clone(),
+                handle,
+            },
+        );
+        tx
+    }
+
+    fn forget(&self, tenant: &TenantId, tx: &mpsc::Sender<Job>) {
+        let mut workers = self.inner.workers.lock().expect("workers lock");
+        if workers.get(tenant).is_some_and(|w| w.tx.same_channel(tx)) {
+            workers.remove(tenant);
+        }
+    }
+
+    /// Stops every writer after it finished what was queued and signed a final checkpoint.
+    pub async fn shutdown(&self) {
+        let workers: Vec<Worker> = self
+            .inner
+            .workers
+            .lock()
+            .expect("workers lock")
+            .drain()
+            .map(|(_, w)| w)
+            .collect();
+        for w in workers {
+            drop(w.tx);
+            let _ = w.handle.await;
+        }
+    }
+}
+
+struct TenantWriter {
+    id: u64,
+    tenant: TenantId,
+    inner: Arc<Inner>,
+    head: Option<ChainHead>,
+    producers: HashMap<String, i64>,
+    last_checkpoint: Option<i64>,
+    last_checkpoint_at: Instant,
+}
+
+/// One planned group: the records to write and each job's answers.
+struct Plan {
+    records: Vec<NewRecord>,
+    producers: HashMap<String, i64>,
+    results: Vec<Vec<IngestResult>>,
+    head: ChainHead,
+    gaps: u64,
+}
+
+impl TenantWriter {
+    async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        let interval = self.inner.checkpointer.interval;
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        let mut idle_ticks = 0;
+        loop {
+            tokio::select! {
+                job = rx.recv() => match job {
+                    Some(job) => {
+                        idle_ticks = 0;
+                        let mut jobs = vec![job];
+                        let mut n = jobs[0].events.len();
+                        while n < self.inner.max_group_events {
+                            match rx.try_recv() {
+                                Ok(j) => { n += j.events.len(); jobs.push(j); }
+                                Err(_) => break,
+                            }
+                        }
+                        self.commit(jobs).await;
+                        self.maybe_checkpoint(false).await;
+                    }
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    if !self.maybe_checkpoint(true).await {
+                        idle_ticks += 1;
+                    }
+                    if idle_ticks >= 2 && rx.is_empty() {
+                        // Leave the map first, so new requests start a fresh writer; then
+                        // close and finish whatever slipped in meanwhile.
+                        {
+                            let mut workers = self.inner.workers.lock().expect("workers lock");
+                            if workers.get(&self.tenant).is_some_and(|w| w.id == self.id) {
+                                workers.remove(&self.tenant);
+                            }
+                        }
+                        rx.close();
+                        while let Some(job) = rx.recv().await {
+                            self.commit(vec![job]).await;
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        self.maybe_checkpoint(true).await;
+    }
+
+    /// Checkpoints when `every` events accumulated, or (with `on_tick`) when the chain moved
+    /// at all since the last one. Returns whether a checkpoint was made.
+    async fn maybe_checkpoint(&mut self, on_tick: bool) -> bool {
+        let Some(head) = self.head else { return false };
+        let cp = &self.inner.checkpointer;
+        let last = match self.last_checkpoint {
+            Some(s) => s,
+            None => match cp.last_size(&self.tenant).await {
+                Ok(s) => *self.last_checkpoint.insert(s),
+                Err(_) => return false,
+            },
+        };
+        let due = head.seq - last >= cp.every
+            || (on_tick && head.seq > last && self.last_checkpoint_at.elapsed() >= cp.interval / 2);
+        if !due {
+            return false;
+        }
+        match cp.checkpoint(&self.tenant, head).await {
+            Ok(_) => {
+                self.last_checkpoint = Some(head.seq);
+                self.last_checkpoint_at = Instant::now();
+                true
+            }
+            Err(e) => {
+                tracing::warn!(tenant = %self.tenant, error = %e, "checkpoint failed; will retry");
+                false
+            }
+        }
+    }
+
+    async fn commit(&mut self, jobs: Vec<Job>) {
+        let started = Instant::now();
+        let outcome = self.commit_group(&jobs).await;
+        let m = &self.inner.metrics;
+        m.commit_seconds.observe(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(all) => {
+                for (job, results) in jobs.into_iter().zip(all) {
+                    for r in &results {
+                        let label = match r {
+                            IngestResult::Stored { .. } => "stored",
+                            IngestResult::Duplicate { .. } => "duplicate",
+                            IngestResult::Conflict { .. } => "conflict",
+                            IngestResult::Rejected(_) => "rejected",
+                        };
+                        m.processed.with_label_values(&[label]).inc();
+                    }
+                    let _ = job.reply.send(Ok(results));
+                }
+            }
+            Err(e) => {
+                m.store_error("append", &e);
+                tracing::warn!(tenant = %self.tenant, error = %e, "group commit failed");
+                for job in jobs {
+                    let _ = job.reply.send(Err(clone_err(&e)));
+                }
+            }
+        }
+    }
+
+    async fn commit_group(&mut self, jobs: &[Job]) -> Result<Vec<Vec<IngestResult>>, StoreError> {
+        let store = Arc::clone(&self.inner.store);
+        let ids: Vec<String> = {
+            let mut ids: Vec<String> = jobs
+                .iter()
+                .flat_map(|j| j.events.iter().map(|e| e.event_id.to_string()))
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        };
+        let hashes: Vec<Vec<Hash32>> = jobs
+            .iter()
+            .map(|j| j.events.iter().map(Event::content_hash).collect())
+            .collect();
+        for attempt in 1..=MAX_ATTEMPTS {
+            let result: Result<Plan, StoreError> = async {
+                let head = match self.head {
+                    Some(h) => h,
+                    None => *self.head.insert(store.head(&self.tenant).await?),
+                };
+                let existing = store.existing(&self.tenant, &ids).await?;
+                let mut missing: Vec<String> = jobs
+                    .iter()
+                    .flat_map(|j| j.events.iter().filter_map(|e| e.source.producer_id.clone()))
+                    .filter(|p| !self.producers.contains_key(p))
+                    .collect();
+                missing.sort_unstable();
+                missing.dedup();
+                if !missing.is_empty() {
+                    if self.producers.len() > MAX_CACHED_PRODUCERS {
+                        self.producers.clear();
+                    }
+                    self.producers
+                        .extend(store.producer_seqs(&self.tenant, &missing).await?);
+                }
+                Ok(self.plan(jobs, &hashes, head, &existing))
+            }
+            .await;
+            let plan = match result {
+                Ok(p) => p,
+                Err(e) => {
+                    self.head = None;
+                    return Err(e);
+                }
+            };
+            let producers: Vec<(String, i64)> = plan
+                .producers
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
+            self.inner
+                .metrics
+                .group_size
+                .observe(plan.records.len() as f64);
+            match store.append(&self.tenant, &plan.records, &producers).await {
+                Ok(()) => {
+                    self.head = Some(plan.head);
+                    self.producers.extend(plan.producers);
+                    self.inner.metrics.chain_gap.inc_by(plan.gaps);
+                    return Ok(plan.results);
+                }
+                Err(StoreError::Conflict { .. }) if attempt < MAX_ATTEMPTS => {
+                    // Another writer advanced the chain (or stored one of these ids): reload.
+                    self.inner.metrics.chain_conflicts.inc();
+                    self.head = None;
+                    self.producers.clear();
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => {
+                    // Whether a failed commit landed is unknown: reload the head next time.
+                    self.head = None;
+                    self.producers.clear();
+                    return Err(e);
+                }
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    /// Decides each event's fate and seals the new ones. Pure apart from the salt RNG.
+    fn plan(
+        &self,
+        jobs: &[Job],
+        hashes: &[Vec<Hash32>],
+        head: ChainHead,
+        existing: &HashMap<String, Existing>,
+    ) -> Plan {
+        let mut rng = rand::thread_rng();
+        let sealer = Sealer::new(&self.tenant);
+        let mut plan = Plan {
+            records: Vec::new(),
+            producers: HashMap::new(),
+            results: Vec::with_capacity(jobs.len()),
+            head,
+            gaps: 0,
+        };
+        let mut in_group: HashMap<String, (i64, Hash32)> = HashMap::new();
+        for (job, hashes) in jobs.iter().zip(hashes) {
+            let mut results = Vec::with_capacity(job.events.len());
+            for (e, hash) in job.events.iter().zip(hashes) {
+                let id = e.event_id.to_string();
+                if let Some(x) = existing.get(&id) {
+                    results.push(if x.content_hash == hash.to_hex() {
+                        IngestResult::Duplicate { seq: x.seq }
+                    } else {
+                        IngestResult::Conflict { seq: x.seq }
+                    });
+                    continue;
+                }
+                if let Some((seq, h)) = in_group.get(&id) {
+                    results.push(if h == hash {
+                        IngestResult::Duplicate { seq: *seq }
+                    } else {
+                        IngestResult::Conflict { seq: *seq }
+                    });
+                    continue;
+                }
+                if let (Some(pid), Some(ps)) = (&e.source.producer_id, e.source.producer_seq) {
+                    if let Some(last) = plan
+                        .producers
+                        .get(pid)
+                        .or_else(|| self.producers.get(pid))
+                        .copied()
+                    {
+                        if ps <= last {
+                            results.push(IngestResult::Rejected(vigil_core::Error::Invalid {
+                                field: "source.producer_seq".into(),
+                                reason: format!(
+                                    "went backwards: {ps} after {last} from producer {pid}"
+                                ),
+                            }));
+                            continue;
+                        }
+                        plan.gaps += (ps - last - 1) as u64;
+                    }
+                    plan.producers.insert(pid.clone(), ps);
+                }
+                let r = sealer.seal(
+                    e,
+                    plan.head.seq + 1,
+                    job.received_at,
+                    &plan.head.hash,
+                    &mut rng,
+                );
+                plan.head = plan.head.advance(&r);
+                in_group.insert(id, (r.seq, *hash));
+                results.push(IngestResult::Stored { seq: r.seq });
+                plan.records.push(NewRecord {
+                    record: r,
+                    content_hash: *hash,
+                });
+            }
+            plan.results.push(results);
+        }
+        plan
+    }
+}
+
+fn clone_err(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable { op, message } => StoreError::Unavailable {
+            op,
+            message: message.clone(),
+        },
+        StoreError::Conflict { op, message } => StoreError::Conflict {
+            op,
+            message: message.clone(),
+        },
+        StoreError::Database { op, message } => StoreError::Database {
+            op,
+            message: message.clone(),
+        },
+        StoreError::BadUrl(m) => StoreError::BadUrl(m.clone()),
+        StoreError::Migrate(m) => StoreError::Migrate(m.clone()),
+    }
+}

@@ -1,0 +1,85 @@
+//! The audit service's settings.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything `vigil audit serve` can be told.
+#[derive(Clone)]
+pub struct AuditSettings {
+    /// Where to listen (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// `sqlite://…` or `postgres://…`.
+    pub database_url: String,
+    /// Holds the checkpoint signing key (and the SQLite file by default).
+    pub data_dir: PathBuf,
+    /// Accept the caller's tenant from `X-Tenant-ID` (loopback peers only).
+    pub trust_headers: bool,
+    /// Sign a checkpoint after this many new events in a tenant...
+    pub checkpoint_every: i64,
+    /// ...or this long after its last one, whichever comes first.
+    pub checkpoint_interval: Duration,
+    /// Most events one group commit writes.
+    pub max_group_events: usize,
+    /// Name of the checkpoint signing key.
+    pub key_name: String,
+}
+
+impl AuditSettings {
+    /// Defaults for `data_dir`: SQLite inside it, loopback, headers trusted.
+    pub fn embedded(data_dir: PathBuf) -> AuditSettings {
+        AuditSettings {
+            listen: "127.0.0.1:8080".parse().expect("a valid address"),
+            database_url: format!("sqlite://{}", data_dir.join("audit.db").display()),
+            data_dir,
+            trust_headers: true,
+            checkpoint_every: 1000,
+            checkpoint_interval: Duration::from_secs(60),
+            max_group_events: 5000,
+            key_name: "vigil-audit".into(),
+        }
+    }
+}
+
+/// The URL with any password replaced, for logs and `Debug`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl std::fmt::Debug for AuditSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditSettings")
+            .field("listen", &self.listen)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("data_dir", &self.data_dir)
+            .field("trust_headers", &self.trust_headers)
+            .field("checkpoint_every", &self.checkpoint_every)
+            .field("checkpoint_interval", &self.checkpoint_interval)
+            .field("max_group_events", &self.max_group_events)
+            .field("key_name", &self.key_name)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_password_never_reaches_debug_output() {
+        let mut s = AuditSettings::embedded("/tmp/x".into());
+        s.database_url = "postgres://vigil:hunter2@db:5432/audit".into();
+        let d = format!("{s:?}");
+        assert!(!d.contains("hunter2"), "{d}");
+        assert!(d.contains("postgres://vigil:***@db:5432/audit"));
+    }
+}

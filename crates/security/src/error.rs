@@ -1,0 +1,156 @@
+//! The one error shape of every Vigil service:
+//! `{"code": "...", "message": "...", "missing_role"?: "...", "trace_id": "..."}` with the same
+//! code in the `X-Error-Code` header. Internals never reach the body: a 500 logs its cause
+//! with the trace id and tells the caller only that something failed.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Header that repeats the error code, for clients and proxies that do not parse bodies.
+pub const ERROR_CODE_HEADER: &str = "x-error-code";
+
+/// Every error a Vigil HTTP surface returns.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400 `bad_request`: the request cannot be understood.
+    BadRequest(String),
+    /// 400 `missing_tenant_id`: no tenant in the caller's context.
+    MissingTenant,
+    /// 401 `unauthenticated`: no acceptable identity.
+    Unauthenticated(String),
+    /// 404 `not_found`.
+    NotFound(String),
+    /// 405 `method_not_allowed`.
+    MethodNotAllowed,
+    /// 409 `conflict`: the request contradicts what is stored.
+    Conflict(String),
+    /// 413 `payload_too_large`.
+    PayloadTooLarge(String),
+    /// 422 `invalid_event`: well-formed JSON that is not a valid event.
+    InvalidEvent(String),
+    /// 503 `unavailable`: a dependency (the store) is down; retry later.
+    Unavailable(String),
+    /// 500 `internal_error`: the cause is logged, never sent.
+    Internal(String),
+    /// Any of the above with extra JSON members (e.g. per-event results of a batch).
+    WithDetails(Box<ApiError>, serde_json::Value),
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missing_role: Option<&'a str>,
+    trace_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<&'a serde_json::Value>,
+}
+
+impl ApiError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) | ApiError::MissingTenant => StatusCode::BAD_REQUEST,
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::InvalidEvent(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::WithDetails(e, _) => e.status(),
+        }
+    }
+
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::MissingTenant => "missing_tenant_id",
+            ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::InvalidEvent(_) => "invalid_event",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal_error",
+            ApiError::WithDetails(e, _) => e.code(),
+        }
+    }
+
+    /// What the caller is told.
+    pub fn message(&self) -> &str {
+        match self {
+            ApiError::BadRequest(m)
+            | ApiError::Unauthenticated(m)
+            | ApiError::NotFound(m)
+            | ApiError::Conflict(m)
+            | ApiError::PayloadTooLarge(m)
+            | ApiError::InvalidEvent(m)
+            | ApiError::Unavailable(m) => m,
+            ApiError::MissingTenant => "the request has no tenant: send X-Tenant-ID",
+            ApiError::MethodNotAllowed => "method not allowed on this route",
+            ApiError::Internal(_) => {
+                "internal error; the trace id identifies it in the service's log"
+            }
+            ApiError::WithDetails(e, _) => e.message(),
+        }
+    }
+
+    /// Attaches extra JSON (kept under `details`).
+    pub fn with_details(self, details: serde_json::Value) -> ApiError {
+        ApiError::WithDetails(Box::new(self), details)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code(), self.message())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let trace_id = crate::trace::current()
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        match &self {
+            ApiError::Internal(cause) => {
+                tracing::error!(%trace_id, cause = %cause, "internal error")
+            }
+            ApiError::Unavailable(cause) => {
+                tracing::warn!(%trace_id, cause = %cause, "dependency unavailable")
+            }
+            _ => {}
+        }
+        let details = match &self {
+            ApiError::WithDetails(_, d) => Some(d),
+            _ => None,
+        };
+        let body = Body {
+            code: self.code(),
+            message: self.message(),
+            missing_role: None,
+            trace_id,
+            details,
+        };
+        let mut resp = (self.status(), axum::Json(body)).into_response();
+        resp.headers_mut()
+            .insert(ERROR_CODE_HEADER, HeaderValue::from_static(self.code()));
+        resp
+    }
+}
+
+/// Turns a handler's panic into a 500 in the error shape; the panic message goes to the log.
+pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic without a message");
+    ApiError::Internal(format!("handler panicked: {what}")).into_response()
+}

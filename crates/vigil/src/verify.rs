@@ -1,0 +1,67 @@
+//! `vigil verify`: one line per tenant, a progress bar on a terminal, exit 0/1/2.
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use vigil_audit::verification::{resolve_keys, verify_tenant, TrustedKeys};
+use vigil_core::checkpoint::NoteVerifier;
+
+pub(crate) async fn run(
+    database_url: &str,
+    tenant: Option<&str>,
+    trusted: &[String],
+) -> anyhow::Result<ExitCode> {
+    let trusted = if trusted.is_empty() {
+        TrustedKeys::FromStore
+    } else {
+        TrustedKeys::Only(
+            trusted
+                .iter()
+                .map(|k| NoteVerifier::parse(k).with_context(|| format!("--trusted-key {k}")))
+                .collect::<anyhow::Result<_>>()?,
+        )
+    };
+    let store = vigil_store::open(database_url)
+        .await
+        .context("opening the store")?;
+    let keys = resolve_keys(&store, trusted).await?;
+    let tenants = match tenant {
+        Some(t) => vec![t.to_owned()],
+        None => store.tenants().await?,
+    };
+    let mut total = 0u64;
+    for t in &tenants {
+        if let Ok(id) = vigil_core::ids::TenantId::parse(t) {
+            total += store.head(&id).await.map(|h| h.seq as u64).unwrap_or(0);
+        }
+    }
+    let bar = if std::io::stderr().is_terminal() {
+        let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        b.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {msg} [{bar:40}] {pos}/{len} records ({per_sec}, {eta})",
+            )
+            .expect("valid template"),
+        );
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut tampered = false;
+    for t in &tenants {
+        bar.set_message(t.clone());
+        let report = verify_tenant(&store, t, &keys, &|n| bar.inc(n)).await?;
+        tampered |= !report.verdict.is_intact();
+        bar.suspend(|| println!("{report}"));
+    }
+    bar.finish_and_clear();
+    if tenants.is_empty() {
+        println!("no tenants in this store");
+    }
+    Ok(if tampered {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -126,8 +126,14 @@ impl AuditMetrics {
         registry
             .register(Box::new(checkpoints.clone()))
             .expect("unique");
+        // Series exist from the start, so dashboards and alerts see zeros rather than gaps.
         for r in ["stored", "duplicate", "rejected", "conflict"] {
             processed.with_label_values(&[r]);
+        }
+        for op in ["append", "checkpoint"] {
+            for kind in ["unavailable", "conflict", "other"] {
+                store_errors.with_label_values(&[op, kind]);
+            }
         }
         AuditMetrics {
             registry,

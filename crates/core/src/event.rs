@@ -234,8 +234,10 @@ pub struct Source {
     pub producer_seq: Option<i64>,
 }
 
-/// A validated, normalized event, ready to be sealed into a record.
+/// A validated, normalized event, ready to be sealed into a record. Only
+/// [`EventInput::validate`] makes one (it is `non_exhaustive`, so no other crate can).
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Event {
     /// The idempotency key.
     pub event_id: EventId,
@@ -257,7 +259,6 @@ pub struct Event {
     pub trace_id: Option<TraceId>,
     /// Top-level payload members, each committed to separately.
     pub payload: Map<String, Value>,
-    _validated: (),
 }
 
 /// An event as submitted, before validation.
@@ -374,7 +375,6 @@ impl EventInput {
             },
             trace_id,
             payload,
-            _validated: (),
         })
     }
 }

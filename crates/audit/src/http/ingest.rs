@@ -181,8 +181,10 @@ pub(super) async fn ingest(
     let mut results: Vec<Option<EventResult>> = Vec::with_capacity(raw.len());
     let mut valid: Vec<(usize, Event)> = Vec::with_capacity(raw.len());
     for (i, r) in raw.into_iter().enumerate() {
-        let parsed =
-            r.and_then(|raw| serde_json::from_str::<serde_json::Value>(raw.get()).map_err(|e| format!("not JSON: {e}")));
+        let parsed = r.and_then(|raw| {
+            serde_json::from_str::<serde_json::Value>(raw.get())
+                .map_err(|e| format!("not JSON: {e}"))
+        });
         match parsed {
             Err(msg) => results.push(Some(rejected(i, None, "invalid_event", None, msg))),
             Ok(v) => {

@@ -36,9 +36,11 @@ pub(super) async fn readyz(
         )),
         Ok(Err(e)) => Err(ApiError::Unavailable(format!(
             "the audit store is unreachable: {}",
-            e.is_unavailable()
-                .then_some("connection failed")
-                .unwrap_or("error")
+            if e.is_unavailable() {
+                "connection failed"
+            } else {
+                "error"
+            }
         ))),
         Err(_) => Err(ApiError::Unavailable(
             "the audit store did not answer within 2 s".into(),

@@ -1,0 +1,335 @@
+//! Helpers: `spawn_app` (in-process, port 0), `spawn_binary` (the real `vigil` process),
+//! fresh databases, events, and a TCP proxy that can cut a service off from its store.
+
+#![allow(dead_code, unreachable_pub)]
+
+use reqwest::{Client, Response};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+use tempfile::TempDir;
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+use vigil_audit::{Application, AuditSettings};
+
+/// Which store engine a test runs on.
+#[derive(Clone, Copy, Debug)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+pub fn init_logs() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("info,sqlx=warn")
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// A fresh database for `engine` (a file inside `dir` for SQLite).
+pub async fn fresh_db(engine: Engine, dir: &std::path::Path) -> String {
+    match engine {
+        Engine::Sqlite => vigil_store::testing::sqlite_url(dir),
+        Engine::Postgres => vigil_store::testing::fresh_postgres_url().await,
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub db_url: String,
+    pub dir: TempDir,
+    pub client: Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn spawn_app(engine: Engine) -> TestApp {
+    spawn_app_with(engine, |_| {}).await
+}
+
+pub async fn spawn_app_with(engine: Engine, tweak: impl FnOnce(&mut AuditSettings)) -> TestApp {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = fresh_db(engine, dir.path()).await;
+    let mut s = AuditSettings::embedded(dir.path().join("data"));
+    s.listen = "127.0.0.1:0".parse().unwrap();
+    s.database_url = db_url.clone();
+    tweak(&mut s);
+    let db_url = s.database_url.clone();
+    let app = Application::build(s)
+        .await
+        .expect("the audit service builds");
+    let addr = app.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        addr,
+        db_url,
+        dir,
+        client: Client::new(),
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn post_events(&self, tenant: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url("/v1/events"))
+            .header("X-Tenant-ID", tenant)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post_raw(
+        &self,
+        tenant: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Response {
+        self.client
+            .post(self.url("/v1/events"))
+            .header("X-Tenant-ID", tenant)
+            .header("Content-Type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get(&self, tenant: &str, path: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .header("X-Tenant-ID", tenant)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get_json(&self, tenant: &str, path: &str) -> Value {
+        let r = self.get(tenant, path).await;
+        assert_eq!(r.status(), 200, "GET {path}");
+        r.json().await.unwrap()
+    }
+
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metric_value(&text, name)
+    }
+
+    /// Stops the service gracefully (queued writes commit, checkpoints are signed).
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// The sum of every sample of `name` (with any labels) in a Prometheus text exposition.
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A valid event; `i` varies the actor, resource, producer seq and payload.
+pub fn event(i: u64) -> Value {
+    json!({
+        "event_id": uuid::Uuid::now_v7().to_string(),
+        "occurred_at": "2026-11-22T10:00:00Z",
+        "actor": {"type": "user", "id": format!("u-{}", i % 5)},
+        "action": if i.is_multiple_of(2) { "payment.void" } else { "user.login" },
+        "resource": {"type": "payment", "id": format!("p-{i}")},
+        "outcome": "success",
+        "severity": "info",
+        "source": {"service": "payments"},
+        "payload": {"amount": i, "card": "4111-xxxx", "nested": {"k": [1, 2, {"z": null}]}},
+    })
+}
+
+pub fn events(from: u64, n: u64) -> Value {
+    Value::Array((from..from + n).map(event).collect())
+}
+
+pub fn vigil_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_vigil"))
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real `vigil audit serve`, as a child process.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+pub fn spawn_binary(db_url: &str, data_dir: &std::path::Path, port: u16) -> Server {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let child = Command::new(vigil_bin())
+        .args([
+            "audit",
+            "serve",
+            "--trust-headers",
+            "--checkpoint-every",
+            "50",
+        ])
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--database-url")
+        .arg(db_url)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env(
+            "VIGIL_LOG",
+            if std::env::var_os("TEST_LOG").is_some() {
+                "info"
+            } else {
+                "warn"
+            },
+        )
+        .stdout(Stdio::null())
+        .stderr(if std::env::var_os("TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .spawn()
+        .expect("spawning vigil");
+    Server { child, addr }
+}
+
+impl Server {
+    pub async fn wait_ready(&mut self) {
+        let client = Client::new();
+        for _ in 0..300 {
+            if let Ok(r) = client
+                .get(format!("http://{}/readyz", self.addr))
+                .send()
+                .await
+            {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("vigil exited early: {status}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("vigil did not become ready on {}", self.addr);
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap(); // SIGKILL on Unix
+        self.child.wait().unwrap();
+    }
+
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `vigil verify` and returns (exit code, stdout).
+pub fn run_verify(db_url: &str, extra: &[&str]) -> (i32, String) {
+    let out = Command::new(vigil_bin())
+        .args(["verify", "--database-url", db_url])
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// A TCP forwarder between a service and its store that a test can cut and restore.
+pub struct Proxy {
+    pub port: u16,
+    upstream: SocketAddr,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: SocketAddr) -> Proxy {
+        let p = Proxy {
+            port: free_port(),
+            upstream,
+            tasks: Arc::default(),
+        };
+        p.resume().await;
+        p
+    }
+
+    /// Accepts again on the same port.
+    pub async fn resume(&self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        let upstream = self.upstream;
+        let tasks = Arc::clone(&self.tasks);
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                tasks.lock().await.push(conn);
+            }
+        });
+        self.tasks.lock().await.push(accept);
+    }
+
+    /// Closes the listener and every open connection: the store is gone.
+    pub async fn cut(&self) {
+        for t in self.tasks.lock().await.drain(..) {
+            t.abort();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,72 @@
+//! Change stored rows with plain SQL: `vigil verify` exits 1 and names the seq and the damage.
+
+use crate::common::*;
+
+async fn execute(engine: Engine, db: &str, sql: &str) {
+    match engine {
+        Engine::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(db).await.unwrap();
+            sqlx::query(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        Engine::Postgres => {
+            let pool = sqlx::PgPool::connect(db).await.unwrap();
+            sqlx::query(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+}
+
+async fn tampering_is_named_by_seq(engine: Engine, sql: &str, expect: &str) {
+    let mut app = spawn_app_with(engine, |s| s.checkpoint_every = 20).await;
+    app.post_events("acme", &events(0, 20)).await;
+    app.post_events("bystander", &events(0, 5)).await;
+    app.stop().await;
+    let (code, out) = run_verify(&app.db_url, &[]);
+    assert_eq!(code, 0, "before tampering: {out}");
+    execute(engine, &app.db_url, sql).await;
+    let (code, out) = run_verify(&app.db_url, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("acme: TAMPERED at {expect}")),
+        "expected {expect:?} in:\n{out}"
+    );
+    assert!(out.contains("bystander: intact, 5 records"), "{out}");
+    let (code, out) = run_verify(&app.db_url, &["--tenant", "bystander"]);
+    assert_eq!(code, 0, "{out}");
+}
+
+const CASES: &[(&str, &str)] = &[
+    ("UPDATE events SET action = 'payment.refund' WHERE tenant_id = 'acme' AND seq = 7", "seq 7: body modified"),
+    ("UPDATE events SET payload = '{\"amount\":999}' WHERE tenant_id = 'acme' AND seq = 4", "seq 4: payload field \"amount\" modified"),
+    ("UPDATE events SET chain_hash = leaf_hash WHERE tenant_id = 'acme' AND seq = 11", "seq 11: hash column chain_hash altered"),
+    ("DELETE FROM events WHERE tenant_id = 'acme' AND seq = 9", "seq 9: record missing"),
+    ("DELETE FROM events WHERE tenant_id = 'acme' AND seq > 17", "seq 18: record missing"),
+    ("UPDATE checkpoints SET note = replace(note, E'\\n20\\n', E'\\n21\\n') WHERE tenant_id = 'acme'", "seq 20: checkpoint signature invalid"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_sql_tampering_is_found_at_its_seq_on_sqlite() {
+    for (sql, expect) in CASES {
+        // SQLite has no E'' strings: its literals take a real newline.
+        let sql = sql
+            .replace("E'\\n20\\n'", "char(10)||'20'||char(10)")
+            .replace("E'\\n21\\n'", "char(10)||'21'||char(10)");
+        tampering_is_named_by_seq(Engine::Sqlite, &sql, expect).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_sql_tampering_is_found_at_its_seq_on_postgres() {
+    for (sql, expect) in CASES {
+        tampering_is_named_by_seq(Engine::Postgres, sql, expect).await;
+    }
+}
+
+#[tokio::test]
+async fn verify_exits_2_when_the_store_cannot_be_reached() {
+    let (code, out) = run_verify("postgres://postgres@127.0.0.1:1/nothing", &[]);
+    assert_eq!(code, 2, "{out}");
+    let (code, _) = run_verify("mysql://nope", &[]);
+    assert_eq!(code, 2);
+}

@@ -1,0 +1,17 @@
+//! Black-box tests of Vigil: the audit service on a random port (in-process or as the real
+//! binary), real SQLite files and a real Postgres server. One test binary, a module per area.
+
+#[path = "suite/common.rs"]
+mod common;
+#[path = "suite/crash.rs"]
+mod crash;
+#[path = "suite/http_api.rs"]
+mod http_api;
+#[path = "suite/independent.rs"]
+mod independent;
+#[path = "suite/multiprocess.rs"]
+mod multiprocess;
+#[path = "suite/store_outage.rs"]
+mod store_outage;
+#[path = "suite/tamper.rs"]
+mod tamper;

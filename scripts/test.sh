@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace against real services, on a fresh machine or CI.
+#
+# It makes what the tests need available itself, and fails loudly when it cannot:
+#   - Postgres: uses a running server (VIGIL_TEST_POSTGRES_URL, default
+#     postgres://postgres@127.0.0.1:5432/test), starts an installed one that is stopped, or
+#     installs one with apt-get when running as root. Postgres tests are never skipped.
+#   - Python with the rfc8785 and cryptography packages (PyPI), for the independent
+#     verification test, in a virtualenv under the cargo target directory.
+# The cargo target directory lives outside the clone (reused between CI runs when present).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vigil-target}"
+export VIGIL_TEST_POSTGRES_URL="${VIGIL_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+mkdir -p "$CARGO_TARGET_DIR"
+
+say() { printf '\n== %s\n' "$*"; }
+die() { printf '\nERROR: %s\n' "$*" >&2; exit 1; }
+
+pg_up() { command -v psql >/dev/null && psql "$VIGIL_TEST_POSTGRES_URL" -Atqc 'select 1' >/dev/null 2>&1; }
+
+start_installed_postgres() {
+  local v
+  for v in $(ls /etc/postgresql 2>/dev/null | sort -rn); do
+    say "starting the installed PostgreSQL $v"
+    pg_ctlcluster --skip-systemctl-redirect "$v" main start || true
+    for _ in $(seq 1 30); do pg_up && return 0; sleep 1; done
+  done
+  return 1
+}
+
+install_postgres() {
+  [ "$(id -u)" = 0 ] || return 1
+  command -v apt-get >/dev/null || return 1
+  say "installing PostgreSQL with apt-get"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql postgresql-client >/dev/null
+  local v; v=$(ls /etc/postgresql | sort -rn | head -n1)
+  # Tests connect as postgres over TCP without a password, as on CI: trust loopback only.
+  sed -ri 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/' "/etc/postgresql/$v/main/pg_hba.conf"
+  pg_ctlcluster --skip-systemctl-redirect "$v" main start || pg_ctlcluster --skip-systemctl-redirect "$v" main reload
+  for _ in $(seq 1 30); do
+    su postgres -c "psql -Atqc 'select 1'" >/dev/null 2>&1 && break; sleep 1
+  done
+  su postgres -c "psql -Atqc \"select 1 from pg_database where datname='test'\"" | grep -q 1 \
+    || su postgres -c "createdb test"
+}
+
+ensure_postgres() {
+  pg_up && return 0
+  start_installed_postgres && return 0
+  install_postgres && pg_up && return 0
+  die "no Postgres at $VIGIL_TEST_POSTGRES_URL, none installed to start, and cannot install one
+(need root and apt-get). Start one, or point VIGIL_TEST_POSTGRES_URL at one. The Postgres
+tests are part of the suite and are not skipped."
+}
+
+ensure_python() {
+  local py=python3
+  if ! "$py" -c 'import rfc8785, cryptography' 2>/dev/null; then
+    local venv="$CARGO_TARGET_DIR/vigil-venv"
+    if ! [ -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import rfc8785, cryptography' 2>/dev/null; then
+      say "installing rfc8785 and cryptography from PyPI into $venv"
+      python3 -m venv "$venv" || die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
+      "$venv/bin/pip" install -q rfc8785 cryptography || die "pip could not install rfc8785 and cryptography"
+    fi
+    py="$venv/bin/python"
+  fi
+  export VIGIL_PYTHON="$py"
+}
+
+say "checking services"
+ensure_postgres
+echo "Postgres: $VIGIL_TEST_POSTGRES_URL"
+ensure_python
+echo "Python for independent verification: $VIGIL_PYTHON"
+
+say "formatting"
+cargo fmt --all -- --check || die "cargo fmt would change files: run cargo fmt --all"
+
+say "doc tests"
+cargo test --workspace --doc --quiet
+
+say "tests"
+if command -v cargo-nextest >/dev/null; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast
+fi

@@ -219,8 +219,18 @@ struct Plan {
     records: Vec<NewRecord>,
     producers: HashMap<String, i64>,
     results: Vec<Vec<IngestResult>>,
+    /// Event ids this plan stores (or found duplicated within it), with seq and content hash.
+    ids: HashMap<String, (i64, Hash32)>,
     head: ChainHead,
     gaps: u64,
+}
+
+/// A group whose transaction is running while the writer plans the next one.
+struct InFlight {
+    jobs: Vec<Job>,
+    plan: Plan,
+    started: Instant,
+    task: JoinHandle<Result<(), StoreError>>,
 }
 
 impl TenantWriter {
@@ -230,28 +240,42 @@ impl TenantWriter {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         let mut idle_ticks = 0;
+        // Two-stage pipeline: while one group's transaction runs, the next group is planned
+        // (lookups, seqs, hashes) on top of it, so the store is rarely idle.
+        let mut inflight: Option<InFlight> = None;
         loop {
             tokio::select! {
+                done = async { (&mut inflight.as_mut().expect("guarded").task).await }, if inflight.is_some() => {
+                    let f = inflight.take().expect("guarded");
+                    self.settle(f.jobs, f.plan, f.started, done).await;
+                    self.maybe_checkpoint(false).await;
+                }
                 job = rx.recv() => match job {
                     Some(job) => {
                         idle_ticks = 0;
-                        let mut jobs = vec![job];
-                        let mut n = jobs[0].events.len();
-                        while n < self.inner.max_group_events {
-                            match rx.try_recv() {
-                                Ok(j) => { n += j.events.len(); jobs.push(j); }
-                                Err(_) => break,
+                        let jobs = self.gather(job, &mut rx);
+                        inflight = match inflight.take() {
+                            None => self.launch(jobs, None).await,
+                            Some(f) => {
+                                let next = self.prepare(&jobs, Some(&f.plan)).await;
+                                let done = f.task.await;
+                                let ok = self.settle(f.jobs, f.plan, f.started, done).await;
+                                self.maybe_checkpoint(false).await;
+                                match next {
+                                    Ok(plan) if ok => Some(self.spawn(jobs, plan)),
+                                    // The group below failed (or the lookups did): plan afresh.
+                                    _ => self.launch(jobs, None).await,
+                                }
                             }
-                        }
-                        self.commit(jobs).await;
-                        self.maybe_checkpoint(false).await;
+                        };
                     }
                     None => break,
                 },
                 _ = tick.tick() => {
-                    if !self.maybe_checkpoint(true).await {
-                        idle_ticks += 1;
+                    if inflight.is_some() || self.maybe_checkpoint(true).await {
+                        continue;
                     }
+                    idle_ticks += 1;
                     if idle_ticks >= 2 && rx.is_empty() {
                         // Leave the map first, so new requests start a fresh writer; then
                         // close and finish whatever slipped in meanwhile.
@@ -270,7 +294,124 @@ impl TenantWriter {
                 }
             }
         }
+        if let Some(f) = inflight.take() {
+            let done = f.task.await;
+            self.settle(f.jobs, f.plan, f.started, done).await;
+        }
         self.maybe_checkpoint(true).await;
+    }
+
+    /// `first` and everything queued behind it, up to the group bound.
+    fn gather(&self, first: Job, rx: &mut mpsc::Receiver<Job>) -> Vec<Job> {
+        let mut n = first.events.len();
+        let mut jobs = vec![first];
+        while n < self.inner.max_group_events {
+            match rx.try_recv() {
+                Ok(j) => {
+                    n += j.events.len();
+                    jobs.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        jobs
+    }
+
+    /// Plans `jobs` on the stored head and starts their transaction; on a lookup failure
+    /// answers them at once.
+    async fn launch(&mut self, jobs: Vec<Job>, base: Option<&Plan>) -> Option<InFlight> {
+        match self.prepare(&jobs, base).await {
+            Ok(plan) => Some(self.spawn(jobs, plan)),
+            Err(e) => {
+                self.fail(jobs, e);
+                None
+            }
+        }
+    }
+
+    fn spawn(&self, jobs: Vec<Job>, mut plan: Plan) -> InFlight {
+        let store = Arc::clone(&self.inner.store);
+        let tenant = self.tenant.clone();
+        let records = std::mem::take(&mut plan.records);
+        let producers: Vec<(String, i64)> = plan
+            .producers
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        self.inner.metrics.group_size.observe(records.len() as f64);
+        let task = tokio::spawn(async move { store.append(&tenant, &records, &producers).await });
+        InFlight {
+            jobs,
+            plan,
+            started: Instant::now(),
+            task,
+        }
+    }
+
+    /// Answers the jobs of a finished transaction. On a lost seq race they are planned again
+    /// from the store and committed (with retries) before answering. Returns whether the
+    /// transaction committed as planned.
+    async fn settle(
+        &mut self,
+        jobs: Vec<Job>,
+        plan: Plan,
+        started: Instant,
+        done: Result<Result<(), StoreError>, tokio::task::JoinError>,
+    ) -> bool {
+        let outcome = done.unwrap_or_else(|e| {
+            Err(StoreError::Database {
+                op: "appending records",
+                message: e.to_string(),
+            })
+        });
+        let m = &self.inner.metrics;
+        match outcome {
+            Ok(()) => {
+                m.commit_seconds.observe(started.elapsed().as_secs_f64());
+                self.head = Some(plan.head);
+                self.producers.extend(plan.producers);
+                m.chain_gap.inc_by(plan.gaps);
+                self.answer(jobs, plan.results);
+                true
+            }
+            Err(StoreError::Conflict { .. }) => {
+                m.chain_conflicts.inc();
+                self.head = None;
+                self.producers.clear();
+                self.commit(jobs).await;
+                false
+            }
+            Err(e) => {
+                self.producers.clear();
+                self.fail(jobs, e);
+                false
+            }
+        }
+    }
+
+    fn answer(&self, jobs: Vec<Job>, all: Vec<Vec<IngestResult>>) {
+        let m = &self.inner.metrics;
+        for (job, results) in jobs.into_iter().zip(all) {
+            for r in &results {
+                let label = match r {
+                    IngestResult::Stored { .. } => "stored",
+                    IngestResult::Duplicate { .. } => "duplicate",
+                    IngestResult::Conflict { .. } => "conflict",
+                    IngestResult::Rejected(_) => "rejected",
+                };
+                m.processed.with_label_values(&[label]).inc();
+            }
+            let _ = job.reply.send(Ok(results));
+        }
+    }
+
+    fn fail(&mut self, jobs: Vec<Job>, e: StoreError) {
+        self.inner.metrics.store_error("append", &e);
+        tracing::warn!(tenant = %self.tenant, error = %e, "group commit failed");
+        self.head = None;
+        for job in jobs {
+            let _ = job.reply.send(Err(clone_err(&e)));
+        }
     }
 
     /// Checkpoints when `every` events accumulated, or (with `on_tick`) when the chain moved
@@ -303,97 +444,29 @@ impl TenantWriter {
         }
     }
 
+    /// Commits `jobs` without pipelining, re-planning after each lost seq race, and answers.
     async fn commit(&mut self, jobs: Vec<Job>) {
-        let started = Instant::now();
-        let outcome = self.commit_group(&jobs).await;
-        let m = &self.inner.metrics;
-        m.commit_seconds.observe(started.elapsed().as_secs_f64());
-        match outcome {
-            Ok(all) => {
-                for (job, results) in jobs.into_iter().zip(all) {
-                    for r in &results {
-                        let label = match r {
-                            IngestResult::Stored { .. } => "stored",
-                            IngestResult::Duplicate { .. } => "duplicate",
-                            IngestResult::Conflict { .. } => "conflict",
-                            IngestResult::Rejected(_) => "rejected",
-                        };
-                        m.processed.with_label_values(&[label]).inc();
-                    }
-                    let _ = job.reply.send(Ok(results));
-                }
-            }
-            Err(e) => {
-                m.store_error("append", &e);
-                tracing::warn!(tenant = %self.tenant, error = %e, "group commit failed");
-                for job in jobs {
-                    let _ = job.reply.send(Err(clone_err(&e)));
-                }
-            }
-        }
-    }
-
-    async fn commit_group(&mut self, jobs: &[Job]) -> Result<Vec<Vec<IngestResult>>, StoreError> {
-        let store = Arc::clone(&self.inner.store);
-        let ids: Vec<String> = {
-            let mut ids: Vec<String> = jobs
-                .iter()
-                .flat_map(|j| j.events.iter().map(|e| e.event_id.to_string()))
-                .collect();
-            ids.sort_unstable();
-            ids.dedup();
-            ids
-        };
-        let hashes: Vec<Vec<Hash32>> = jobs
-            .iter()
-            .map(|j| j.events.iter().map(Event::content_hash).collect())
-            .collect();
         for attempt in 1..=MAX_ATTEMPTS {
-            let result: Result<Plan, StoreError> = async {
-                let head = match self.head {
-                    Some(h) => h,
-                    None => *self.head.insert(store.head(&self.tenant).await?),
-                };
-                let existing = store.existing(&self.tenant, &ids).await?;
-                let mut missing: Vec<String> = jobs
-                    .iter()
-                    .flat_map(|j| j.events.iter().filter_map(|e| e.source.producer_id.clone()))
-                    .filter(|p| !self.producers.contains_key(p))
-                    .collect();
-                missing.sort_unstable();
-                missing.dedup();
-                if !missing.is_empty() {
-                    if self.producers.len() > MAX_CACHED_PRODUCERS {
-                        self.producers.clear();
-                    }
-                    self.producers
-                        .extend(store.producer_seqs(&self.tenant, &missing).await?);
-                }
-                Ok(self.plan(jobs, &hashes, head, &existing))
-            }
-            .await;
-            let plan = match result {
+            let plan = match self.prepare(&jobs, None).await {
                 Ok(p) => p,
-                Err(e) => {
-                    self.head = None;
-                    return Err(e);
-                }
+                Err(e) => return self.fail(jobs, e),
             };
-            let producers: Vec<(String, i64)> = plan
-                .producers
-                .iter()
-                .map(|(k, v)| (k.clone(), *v))
-                .collect();
-            self.inner
-                .metrics
-                .group_size
-                .observe(plan.records.len() as f64);
-            match store.append(&self.tenant, &plan.records, &producers).await {
+            let f = self.spawn(Vec::new(), plan);
+            match f.task.await.unwrap_or_else(|e| {
+                Err(StoreError::Database {
+                    op: "appending records",
+                    message: e.to_string(),
+                })
+            }) {
                 Ok(()) => {
-                    self.head = Some(plan.head);
-                    self.producers.extend(plan.producers);
-                    self.inner.metrics.chain_gap.inc_by(plan.gaps);
-                    return Ok(plan.results);
+                    self.inner
+                        .metrics
+                        .commit_seconds
+                        .observe(f.started.elapsed().as_secs_f64());
+                    self.head = Some(f.plan.head);
+                    self.producers.extend(f.plan.producers);
+                    self.inner.metrics.chain_gap.inc_by(f.plan.gaps);
+                    return self.answer(jobs, f.plan.results);
                 }
                 Err(StoreError::Conflict { .. }) if attempt < MAX_ATTEMPTS => {
                     // Another writer advanced the chain (or stored one of these ids): reload.
@@ -404,50 +477,84 @@ impl TenantWriter {
                 }
                 Err(e) => {
                     // Whether a failed commit landed is unknown: reload the head next time.
-                    self.head = None;
                     self.producers.clear();
-                    return Err(e);
+                    return self.fail(jobs, e);
                 }
             }
         }
-        unreachable!("the last attempt returns")
+    }
+
+    /// Looks up what the plan needs and plans `jobs`, on top of `base` (a group still in
+    /// flight) when given, else on the stored head.
+    async fn prepare(&mut self, jobs: &[Job], base: Option<&Plan>) -> Result<Plan, StoreError> {
+        let store = Arc::clone(&self.inner.store);
+        let head = match (base, self.head) {
+            (Some(b), _) => b.head,
+            (None, Some(h)) => h,
+            (None, None) => {
+                let h = store.head(&self.tenant).await?;
+                *self.head.insert(h)
+            }
+        };
+        let mut ids: Vec<String> = jobs
+            .iter()
+            .flat_map(|j| j.events.iter().map(|e| e.event_id.to_string()))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let existing = store.existing(&self.tenant, &ids).await?;
+        let mut missing: Vec<String> = jobs
+            .iter()
+            .flat_map(|j| j.events.iter().filter_map(|e| e.source.producer_id.clone()))
+            .filter(|p| {
+                !self.producers.contains_key(p)
+                    && !base.is_some_and(|b| b.producers.contains_key(p))
+            })
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if !missing.is_empty() {
+            if self.producers.len() > MAX_CACHED_PRODUCERS {
+                self.producers.clear();
+            }
+            self.producers
+                .extend(store.producer_seqs(&self.tenant, &missing).await?);
+        }
+        Ok(self.plan(jobs, head, &existing, base))
     }
 
     /// Decides each event's fate and seals the new ones. Pure apart from the salt RNG.
     fn plan(
         &self,
         jobs: &[Job],
-        hashes: &[Vec<Hash32>],
         head: ChainHead,
         existing: &HashMap<String, Existing>,
+        base: Option<&Plan>,
     ) -> Plan {
         let mut rng = rand::thread_rng();
         let sealer = Sealer::new(&self.tenant);
         let mut plan = Plan {
             records: Vec::new(),
-            producers: HashMap::new(),
+            producers: base.map(|b| b.producers.clone()).unwrap_or_default(),
             results: Vec::with_capacity(jobs.len()),
+            ids: base.map(|b| b.ids.clone()).unwrap_or_default(),
             head,
             gaps: 0,
         };
-        let mut in_group: HashMap<String, (i64, Hash32)> = HashMap::new();
-        for (job, hashes) in jobs.iter().zip(hashes) {
+        for job in jobs {
             let mut results = Vec::with_capacity(job.events.len());
-            for (e, hash) in job.events.iter().zip(hashes) {
+            for e in &job.events {
                 let id = e.event_id.to_string();
-                if let Some(x) = existing.get(&id) {
-                    results.push(if x.content_hash == hash.to_hex() {
-                        IngestResult::Duplicate { seq: x.seq }
+                let hash = e.content_hash();
+                let seen = existing
+                    .get(&id)
+                    .map(|x| (x.seq, x.content_hash == hash.to_hex()))
+                    .or_else(|| plan.ids.get(&id).map(|(seq, h)| (*seq, *h == hash)));
+                if let Some((seq, same)) = seen {
+                    results.push(if same {
+                        IngestResult::Duplicate { seq }
                     } else {
-                        IngestResult::Conflict { seq: x.seq }
-                    });
-                    continue;
-                }
-                if let Some((seq, h)) = in_group.get(&id) {
-                    results.push(if h == hash {
-                        IngestResult::Duplicate { seq: *seq }
-                    } else {
-                        IngestResult::Conflict { seq: *seq }
+                        IngestResult::Conflict { seq }
                     });
                     continue;
                 }
@@ -479,14 +586,18 @@ impl TenantWriter {
                     &mut rng,
                 );
                 plan.head = plan.head.advance(&r);
-                in_group.insert(id, (r.seq, *hash));
+                plan.ids.insert(id, (r.seq, hash));
                 results.push(IngestResult::Stored { seq: r.seq });
                 plan.records.push(NewRecord {
                     record: r,
-                    content_hash: *hash,
+                    content_hash: hash,
                 });
             }
             plan.results.push(results);
+        }
+        // Only this group's producer positions are written by its transaction.
+        if let Some(b) = base {
+            plan.producers.retain(|k, v| b.producers.get(k) != Some(v));
         }
         plan
     }

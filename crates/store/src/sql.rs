@@ -195,6 +195,14 @@ macro_rules! checkpoint_from_row {
     }};
 }
 
+/// `$2,$3,…` for `n` values that follow the tenant (`$1`).
+fn placeholders(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("${}", i + 2))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("maps of strings and JSON values serialize")
 }
@@ -243,13 +251,11 @@ impl Store for SqlStore {
     ) -> Result<HashMap<String, Existing>, StoreError> {
         let mut out = HashMap::new();
         for chunk in event_ids.chunks(500) {
-            let mut sql = String::from("SELECT event_id, seq, content_hash FROM events WHERE tenant_id = $1 AND event_id IN (");
-            for i in 0..chunk.len() {
-                sql.push_str(&format!("{}${}", if i == 0 { "" } else { "," }, i + 2));
-            }
-            sql.push(')');
+            let sql = format!("SELECT event_id, seq, content_hash FROM events WHERE tenant_id = $1 AND event_id IN ({})", placeholders(chunk.len()));
             let rows: Vec<(String, i64, String)> = with_pool!(self, p => {
-                let mut q = sqlx::query_as(&sql).bind(tenant.as_str());
+                // Not a cached prepared statement: Postgres would switch to a generic plan for the long
+                // IN list after five runs, and that plan scans the whole tenant (seconds, not ms).
+                let mut q = sqlx::query_as(&sql).persistent(false).bind(tenant.as_str());
                 for id in chunk {
                     q = q.bind(id);
                 }
@@ -271,13 +277,11 @@ impl Store for SqlStore {
     ) -> Result<HashMap<String, i64>, StoreError> {
         let mut out = HashMap::new();
         for chunk in producer_ids.chunks(500) {
-            let mut sql = String::from("SELECT producer_id, last_seq FROM producers WHERE tenant_id = $1 AND producer_id IN (");
-            for i in 0..chunk.len() {
-                sql.push_str(&format!("{}${}", if i == 0 { "" } else { "," }, i + 2));
-            }
-            sql.push(')');
+            let sql = format!("SELECT producer_id, last_seq FROM producers WHERE tenant_id = $1 AND producer_id IN ({})", placeholders(chunk.len()));
             let rows: Vec<(String, i64)> = with_pool!(self, p => {
-                let mut q = sqlx::query_as(&sql).bind(tenant.as_str());
+                // Not a cached prepared statement: Postgres would switch to a generic plan for the long
+                // IN list after five runs, and that plan scans the whole tenant (seconds, not ms).
+                let mut q = sqlx::query_as(&sql).persistent(false).bind(tenant.as_str());
                 for id in chunk {
                     q = q.bind(id);
                 }

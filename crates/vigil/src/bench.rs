@@ -1,10 +1,519 @@
-//! `vigil bench`: the benchmarks behind BENCHMARKS.md.
+//! `vigil bench`: the benchmarks behind BENCHMARKS.md. Each compares, in one run, Vigil's path
+//! with the baseline the issue names.
+//!
+//! - `ingest`: chained ingest (validation, idempotency lookups, producer checks, sequencing,
+//!   sealing, group commit) against a raw insert of the same rows through the same store call
+//!   in transactions of the batch size, with no hashing, sequencing or idempotency check.
+//! - `query`: p50/p99 of filtered pages of 100 over HTTP, at 1,000,000 events of 100 tenants.
+//! - `verify`: verification throughput beside SHA-256 over the same canonical bytes.
 
-use clap::Subcommand;
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use hdrhistogram::Histogram;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vigil_audit::checkpointer::Checkpointer;
+use vigil_audit::metrics::AuditMetrics;
+use vigil_audit::sequencer::Sequencer;
+use vigil_core::chain::ChainHead;
+use vigil_core::checkpoint::NoteSigner;
+use vigil_core::event::{Event, EventInput};
+use vigil_core::hash::Hash32;
+use vigil_core::ids::{EventId, TenantId};
+use vigil_core::record::{Record, Sealer};
+use vigil_core::time::Timestamp;
+use vigil_core::verify::ChainVerifier;
+use vigil_store::{NewRecord, Store};
 
 #[derive(Subcommand, Debug)]
-pub(crate) enum BenchCommand {}
+pub(crate) enum BenchCommand {
+    /// Chained ingest vs raw insert, events/s.
+    Ingest(IngestArgs),
+    /// Query latency for filtered pages, over HTTP.
+    Query(QueryArgs),
+    /// Verification throughput vs SHA-256 over the same bytes.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct IngestArgs {
+    /// A fresh store: sqlite://PATH or postgres://… (the benchmark writes to it).
+    #[arg(long)]
+    database_url: String,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Events per request / per raw transaction.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Batches each client sends per round.
+    #[arg(long, default_value_t = 40)]
+    batches: usize,
+    /// Rounds (raw and chained alternate; each round uses new tenants).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct QueryArgs {
+    /// The store; filled to --events first if it holds fewer.
+    #[arg(long)]
+    database_url: String,
+    /// Events to hold.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Tenants they are spread over.
+    #[arg(long, default_value_t = 100)]
+    tenants: u64,
+    /// Queries to time per filter.
+    #[arg(long, default_value_t = 500)]
+    queries: usize,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct VerifyArgs {
+    /// A filled store (e.g. the one `bench query` filled).
+    #[arg(long)]
+    database_url: String,
+    /// Tenants to verify (the first N).
+    #[arg(long, default_value_t = 20)]
+    tenants: usize,
+}
 
 pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
-    match cmd {}
+    match cmd {
+        BenchCommand::Ingest(a) => ingest(a).await,
+        BenchCommand::Query(a) => query(a).await,
+        BenchCommand::Verify(a) => verify(a).await,
+    }
+}
+
+const ACTIONS: [&str; 12] = [
+    "payment.void",
+    "payment.refund",
+    "payment.capture",
+    "payment.refund.partial",
+    "user.login",
+    "user.logout",
+    "user.password.change",
+    "customer.update",
+    "customer.view",
+    "inventory.adjust",
+    "order.create",
+    "order.cancel",
+];
+const RESOURCES: [&str; 5] = ["payment", "customer", "order", "sku", "session"];
+const OUTCOMES: [&str; 5] = ["success", "success", "success", "failure", "denied"];
+const SEVERITIES: [&str; 6] = ["info", "info", "info", "notice", "warning", "security"];
+
+/// A realistic event: ~600 bytes of JSON with a five-field payload.
+fn bench_event(rng: &mut impl Rng, i: u64, producer: &str) -> Value {
+    json!({
+        "event_id": uuid::Uuid::from_u64_pair(rng.gen(), i).to_string(),
+        "occurred_at": Timestamp::from_micros(1_790_000_000_000_000 + (i as i64) * 2_500_000 + rng.gen_range(0..1_000_000)).unwrap().to_rfc3339(),
+        "actor": {"type": "user", "id": format!("u-{}", rng.gen_range(0..50))},
+        "action": ACTIONS[rng.gen_range(0..ACTIONS.len())],
+        "resource": {"type": RESOURCES[rng.gen_range(0..5)], "id": format!("r-{}", rng.gen_range(0..2000))},
+        "outcome": OUTCOMES[rng.gen_range(0..5)],
+        "severity": SEVERITIES[rng.gen_range(0..SEVERITIES.len())],
+        "source": {"service": "payments", "producer_id": producer, "producer_seq": i},
+        "trace_id": hex::encode(rng.gen::<[u8; 16]>()),
+        "payload": {
+            "amount": rng.gen_range(1..100_000) as f64 / 100.0,
+            "currency": "EUR",
+            "ip": format!("10.{}.{}.{}", rng.gen::<u8>(), rng.gen::<u8>(), rng.gen::<u8>()),
+            "user_agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36",
+            "reason": {"code": rng.gen_range(0..40), "text": "customer request"},
+        }
+    })
+}
+
+fn validate(v: Value) -> Event {
+    EventInput::new(v)
+        .validate(|| EventId::from_uuid(uuid::Uuid::now_v7()))
+        .expect("bench events are valid")
+}
+
+fn seal_all(
+    tenant: &TenantId,
+    events: &[Event],
+    head: &mut ChainHead,
+    at: Timestamp,
+) -> Vec<NewRecord> {
+    let mut rng = rand::thread_rng();
+    events
+        .iter()
+        .map(|e| {
+            let r = Sealer::new(tenant).seal(e, head.seq + 1, at, &head.hash, &mut rng);
+            *head = head.advance(&r);
+            NewRecord {
+                content_hash: e.content_hash(),
+                record: r,
+            }
+        })
+        .collect()
+}
+
+async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
+    let store = vigil_store::open(&a.database_url)
+        .await
+        .context("opening the store")?;
+    let dir = tempfile::tempdir()?;
+    let signer = NoteSigner::new("bench", &[7; 32])?;
+    let metrics = AuditMetrics::new();
+    let cp = Arc::new(Checkpointer::new(
+        Arc::clone(&store),
+        signer,
+        metrics.clone(),
+        1000,
+        Duration::from_secs(60),
+    ));
+    let seq = Sequencer::new(Arc::clone(&store), cp, metrics.clone(), 5000);
+    drop(dir);
+    let per_client = a.batch * a.batches;
+    let total = (a.clients * per_client) as f64;
+    println!(
+        "ingest into {} ({}): {} clients x {} batches of {} events per round",
+        store.engine(),
+        redact(&a.database_url),
+        a.clients,
+        a.batches,
+        a.batch
+    );
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let mut raw_rates = vec![];
+    let mut chained_rates = vec![];
+    let mut one_rates = vec![];
+    for round in 0..a.rounds {
+        // The same JSON events for both paths.
+        let inputs: Vec<Vec<Value>> = (0..a.clients)
+            .map(|c| {
+                (0..per_client as u64)
+                    .map(|i| bench_event(&mut rng, i + 1, &format!("p-{round}-{c}")))
+                    .collect()
+            })
+            .collect();
+
+        // Raw: rows prepared beforehand (untimed), each client inserts its own tenant's rows in
+        // transactions of `batch`, through the same store call.
+        let at = vigil_audit::checkpointer::now();
+        let prepared: Vec<(TenantId, Vec<NewRecord>)> = inputs
+            .iter()
+            .enumerate()
+            .map(|(c, evs)| {
+                let t = TenantId::parse(&format!("raw-{round}-{c}")).unwrap();
+                let events: Vec<Event> = evs.iter().cloned().map(validate).collect();
+                let recs = seal_all(&t, &events, &mut ChainHead::genesis(), at);
+                (t, recs)
+            })
+            .collect();
+        let started = Instant::now();
+        let mut tasks = vec![];
+        for (t, recs) in prepared {
+            let store = Arc::clone(&store);
+            let batch = a.batch;
+            tasks.push(tokio::spawn(async move {
+                for chunk in recs.chunks(batch) {
+                    store.append(&t, chunk, &[]).await.expect("raw insert");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await?;
+        }
+        let raw = total / started.elapsed().as_secs_f64();
+
+        // Chained, like for like: each client its own tenant, as in the raw run.
+        let chained =
+            chained_run(&seq, &inputs, a.batch, |c| format!("chained-{round}-{c}")).await?;
+        let chained_rate = total / chained.as_secs_f64();
+        // Chained, worst case: every client on one tenant, whose chain is one sequence.
+        let one = chained_run(&seq, &inputs, a.batch, |_| format!("one-{round}")).await?;
+        let one_rate = total / one.as_secs_f64();
+        println!(
+            "round {round}: raw insert {raw:>7.0} events/s   chained ingest {chained_rate:>7.0} events/s (ratio {:.2})   all clients on one tenant {one_rate:>7.0} events/s (ratio {:.2})",
+            chained_rate / raw,
+            one_rate / raw
+        );
+        raw_rates.push(raw);
+        chained_rates.push(chained_rate);
+        one_rates.push(one_rate);
+    }
+    seq.shutdown().await;
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (raw, chained, one) = (mean(&raw_rates), mean(&chained_rates), mean(&one_rates));
+    let group =
+        metrics.group_size.get_sample_sum() / metrics.group_size.get_sample_count().max(1) as f64;
+    println!(
+        "mean: raw {raw:.0} events/s, chained {chained:.0} events/s, ratio {:.2} (target >= 0.85); one tenant {one:.0} events/s, ratio {:.2}; mean group commit {group:.0} events",
+        chained / raw,
+        one / raw
+    );
+    Ok(())
+}
+
+/// Every client submits its batches (validated from JSON per request) to `tenant_of(client)`.
+async fn chained_run(
+    seq: &Sequencer,
+    inputs: &[Vec<Value>],
+    batch: usize,
+    tenant_of: impl Fn(usize) -> String,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut tasks = vec![];
+    for (c, evs) in inputs.iter().enumerate() {
+        let (seq, tenant, evs) = (seq.clone(), TenantId::parse(&tenant_of(c))?, evs.clone());
+        tasks.push(tokio::spawn(async move {
+            for chunk in evs.chunks(batch) {
+                let events: Vec<Event> = chunk.iter().cloned().map(validate).collect();
+                let results = seq
+                    .submit(&tenant, events, vigil_audit::checkpointer::now())
+                    .await
+                    .expect("chained ingest");
+                assert!(results
+                    .iter()
+                    .all(|r| matches!(r, vigil_audit::sequencer::IngestResult::Stored { .. })));
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    Ok(started.elapsed())
+}
+
+fn redact(url: &str) -> String {
+    vigil_audit::settings::redact_url(url)
+}
+
+async fn fill(store: &Arc<dyn Store>, events: u64, tenants: u64) -> anyhow::Result<()> {
+    let per_tenant = events / tenants;
+    let mut have = 0u64;
+    for t in 0..tenants {
+        have += store
+            .head(&TenantId::parse(&format!("t{t:03}"))?)
+            .await?
+            .seq as u64;
+    }
+    if have >= events {
+        println!("store holds {have} events of {tenants} tenants already");
+        return Ok(());
+    }
+    println!("filling the store with {events} events of {tenants} tenants...");
+    let started = Instant::now();
+    let mut tasks = vec![];
+    for t in 0..tenants {
+        let store = Arc::clone(store);
+        tasks.push(tokio::spawn(async move {
+            let tenant = TenantId::parse(&format!("t{t:03}")).unwrap();
+            let mut head = store.head(&tenant).await.expect("head");
+            let mut rng = rand::rngs::StdRng::seed_from_u64(t);
+            while (head.seq as u64) < per_tenant {
+                let n = (per_tenant - head.seq as u64).min(2000);
+                let from = head.seq as u64 + 1;
+                let events: Vec<Event> = (from..from + n)
+                    .map(|i| validate(bench_event(&mut rng, i, "filler")))
+                    .collect();
+                let at =
+                    Timestamp::from_micros(1_790_000_000_000_000 + head.seq * 2_500_000).unwrap();
+                let recs = seal_all(&tenant, &events, &mut head, at);
+                store
+                    .append(&tenant, &recs, &[("filler".into(), head.seq)])
+                    .await
+                    .expect("fill");
+            }
+        }));
+        if tasks.len() >= 4 {
+            tasks.remove(0).await?;
+        }
+    }
+    for t in tasks {
+        t.await?;
+    }
+    println!("filled in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+async fn query(a: QueryArgs) -> anyhow::Result<()> {
+    let store = vigil_store::open(&a.database_url)
+        .await
+        .context("opening the store")?;
+    fill(&store, a.events, a.tenants).await?;
+    let dir = tempfile::tempdir()?;
+    let mut settings = vigil_audit::AuditSettings::embedded(dir.path().to_path_buf());
+    settings.listen = "127.0.0.1:0".parse()?;
+    settings.database_url = a.database_url.clone();
+    let app = vigil_audit::Application::build(settings).await?;
+    let base = format!("http://{}", app.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    type Filter = fn(&mut rand::rngs::StdRng) -> String;
+    let filters: Vec<(&str, Filter)> = vec![
+        ("no filter", |_| String::new()),
+        ("actor_id", |r| format!("actor_id=u-{}", r.gen_range(0..50))),
+        ("action exact", |r| {
+            format!("action={}", ACTIONS[r.gen_range(0..ACTIONS.len())])
+        }),
+        ("action prefix", |r| {
+            format!(
+                "action={}.*",
+                ["payment", "user", "order"][r.gen_range(0..3)]
+            )
+        }),
+        ("resource", |r| {
+            format!(
+                "resource_type=payment&resource_id=r-{}",
+                r.gen_range(0..2000)
+            )
+        }),
+        ("outcome", |_| "outcome=denied".into()),
+        ("min_severity", |_| "min_severity=warning".into()),
+        ("time window", |r| {
+            let from = 1_790_000_000_000_000 + r.gen_range(0..9_000i64) * 2_500_000;
+            format!(
+                "since={}&until={}",
+                Timestamp::from_micros(from).unwrap().to_rfc3339(),
+                Timestamp::from_micros(from + 3_600_000_000)
+                    .unwrap()
+                    .to_rfc3339()
+            )
+        }),
+        ("actor+outcome", |r| {
+            format!("actor_id=u-{}&outcome=failure", r.gen_range(0..50))
+        }),
+    ];
+    println!(
+        "query latency over HTTP, {} queries per filter, limit=100, store {}",
+        a.queries,
+        store.engine()
+    );
+    let mut all = Histogram::<u64>::new(3)?;
+    for (name, f) in &filters {
+        let mut h = Histogram::<u64>::new(3)?;
+        let mut returned = 0usize;
+        for i in 0..a.queries + 20 {
+            let tenant = format!("t{:03}", rng.gen_range(0..a.tenants));
+            let url = format!("{base}/v1/events?limit=100&{}", f(&mut rng));
+            let started = Instant::now();
+            let r = client
+                .get(&url)
+                .header("X-Tenant-ID", &tenant)
+                .send()
+                .await?;
+            anyhow::ensure!(r.status() == 200, "{url}: {}", r.status());
+            let body = r.bytes().await?;
+            let us = started.elapsed().as_micros() as u64;
+            if i >= 20 {
+                // the first 20 warm caches and connections
+                h.record(us)?;
+                all.record(us)?;
+                returned += body.len();
+            }
+        }
+        println!(
+            "{name:>14}: p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>6.2} ms  ({} KiB/page)",
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0,
+            h.max() as f64 / 1000.0,
+            returned / a.queries / 1024
+        );
+    }
+    println!(
+        "{:>14}: p50 {:>6.2} ms  p99 {:>6.2} ms  (target p99 < 5 ms)",
+        "all",
+        all.value_at_quantile(0.5) as f64 / 1000.0,
+        all.value_at_quantile(0.99) as f64 / 1000.0
+    );
+    let _ = stop.send(());
+    server.await??;
+    Ok(())
+}
+
+async fn verify(a: VerifyArgs) -> anyhow::Result<()> {
+    let store = vigil_store::open(&a.database_url)
+        .await
+        .context("opening the store")?;
+    let tenants: Vec<String> = store.tenants().await?.into_iter().take(a.tenants).collect();
+    anyhow::ensure!(
+        !tenants.is_empty(),
+        "the store is empty: run `vigil bench query` first"
+    );
+    // Load the records once (untimed) for the in-memory comparisons.
+    let mut records: Vec<Vec<Record>> = vec![];
+    for t in &tenants {
+        records.push(store.scan(t, 0, i64::MAX).await?);
+    }
+    let n: usize = records.iter().map(Vec::len).sum();
+    let bytes: Vec<Vec<u8>> = records
+        .iter()
+        .flatten()
+        .map(Record::canonical_hashed_form)
+        .collect();
+    let total_bytes: usize = bytes.iter().map(Vec::len).sum();
+
+    let best = |f: &dyn Fn()| {
+        (0..3)
+            .map(|_| {
+                let s = Instant::now();
+                f();
+                s.elapsed()
+            })
+            .min()
+            .unwrap()
+    };
+    let sha = best(&|| {
+        let mut acc = 0u8;
+        for b in &bytes {
+            acc ^= Hash32::digest(&[b]).0[0];
+        }
+        std::hint::black_box(acc);
+    });
+    let core = best(&|| {
+        for rs in &records {
+            let mut v = ChainVerifier::new(vec![]);
+            for r in rs {
+                v.push(r).expect("intact");
+            }
+            std::hint::black_box(v.head());
+        }
+    });
+    let keys = vigil_audit::verification::resolve_keys(
+        &store,
+        vigil_audit::verification::TrustedKeys::FromStore,
+    )
+    .await?;
+    let started = Instant::now();
+    for t in &tenants {
+        let report = vigil_audit::verification::verify_tenant(&store, t, &keys, &|_| {}).await?;
+        anyhow::ensure!(report.verdict.is_intact(), "{report}");
+    }
+    let e2e = started.elapsed();
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    println!(
+        "verify {n} records of {} tenants ({} bytes of hashed form on average), store {}",
+        tenants.len(),
+        total_bytes / n,
+        store.engine()
+    );
+    println!(
+        "SHA-256 over the canonical hashed forms: {:>9.0} records/s",
+        rate(sha)
+    );
+    println!(
+        "core verification (in memory):          {:>9.0} records/s  ratio {:.2} (target >= 0.5)",
+        rate(core),
+        rate(core) / rate(sha)
+    );
+    println!(
+        "vigil verify end to end (store reads):  {:>9.0} records/s  ratio {:.2}",
+        rate(e2e),
+        rate(e2e) / rate(sha)
+    );
+    Ok(())
 }

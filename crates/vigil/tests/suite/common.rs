@@ -125,6 +125,12 @@ impl TestApp {
         r.json().await.unwrap()
     }
 
+    /// GET without a tenant (public and ops routes); (status, body text).
+    pub async fn public(&self, path: &str) -> (u16, String) {
+        let r = self.client.get(self.url(path)).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
     pub async fn metric(&self, name: &str) -> f64 {
         let text = self
             .client

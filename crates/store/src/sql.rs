@@ -97,6 +97,12 @@ impl SqlStore {
                 .run(&pool)
                 .await
                 .map_err(|e| StoreError::Migrate(e.to_string()))?;
+            // Gives the query planner statistics where they are missing or stale (SQLite's
+            // advice for long-lived connections); without them it picks poor indexes.
+            sqlx::query("PRAGMA optimize=0x10002")
+                .execute(&pool)
+                .await
+                .map_err(|e| StoreError::from_sqlx("optimizing the SQLite database", e))?;
             Pool::Sqlite {
                 pool,
                 write: tokio::sync::Mutex::new(()),
@@ -381,7 +387,7 @@ impl Store for SqlStore {
         );
         let op = "querying events";
         with_pool!(self, p => {
-            let rows = bind_all!(sqlx::query(&sql).bind(tenant.as_str()), binds).fetch_all(p).await.map_err(|e| StoreError::from_sqlx(op, e))?;
+            let rows = bind_all!(sqlx::query(&sql).persistent(false).bind(tenant.as_str()), binds).fetch_all(p).await.map_err(|e| StoreError::from_sqlx(op, e))?;
             rows.iter().map(|row| Ok::<_, sqlx::Error>(record_from_row!(row))).collect::<Result<Vec<_>, _>>().map_err(|e| StoreError::from_sqlx(op, e))
         })
     }

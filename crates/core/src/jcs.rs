@@ -18,9 +18,14 @@ pub fn to_vec(value: &Value) -> Vec<u8> {
         Value::Bool(true) => w.raw("true"),
         Value::Bool(false) => w.raw("false"),
         Value::String(s) => w.string(s),
-        Value::Number(n) if n.as_i64().is_some_and(|i| i.unsigned_abs() < (1 << 53)) => w.int(n.as_i64().expect("checked")),
+        Value::Number(n) if n.as_i64().is_some_and(|i| i.unsigned_abs() < (1 << 53)) => {
+            w.int(n.as_i64().expect("checked"))
+        }
         // Serializing a `serde_json::Value` cannot fail: its keys are strings, numbers finite.
-        _ => return serde_json_canonicalizer::to_vec(value).expect("a serde_json::Value always canonicalizes"),
+        _ => {
+            return serde_json_canonicalizer::to_vec(value)
+                .expect("a serde_json::Value always canonicalizes")
+        }
     }
     w.buf
 }

@@ -152,8 +152,15 @@ impl ChainVerifier {
         }
         for (k, v) in &r.payload {
             let mut salt = [0u8; 16];
-            let ok = match (r.payload_salts.get(k), r.payload_commitments.get(k).and_then(|c| Hash32::from_hex(c))) {
-                (Some(s), Some(c)) => hex::decode_to_slice(s, &mut salt).is_ok() && commitment(&salt, v) == c,
+            let ok = match (
+                r.payload_salts.get(k),
+                r.payload_commitments
+                    .get(k)
+                    .and_then(|c| Hash32::from_hex(c)),
+            ) {
+                (Some(s), Some(c)) => {
+                    hex::decode_to_slice(s, &mut salt).is_ok() && commitment(&salt, v) == c
+                }
                 _ => false,
             };
             if !ok {

@@ -411,7 +411,67 @@ impl Event {
     /// SHA-256 of the canonical normalized content: what idempotency compares. Two
     /// submissions with the same id are the same event exactly when these are equal.
     pub fn content_hash(&self) -> Hash32 {
-        Hash32::digest(&[&jcs::to_vec(&self.to_json())])
+        // JCS of `to_json()`, written directly in canonical key order (a test pins the two).
+        let mut w = jcs::Writer::with_capacity(512);
+        let party = |w: &mut jcs::Writer, id: &str, kind: &str| {
+            w.raw("{");
+            w.key("id");
+            w.string(id);
+            w.raw(",");
+            w.key("type");
+            w.string(kind);
+            w.raw("}");
+        };
+        w.raw("{");
+        w.key("action");
+        w.string(self.action.as_str());
+        w.raw(",");
+        w.key("actor");
+        party(&mut w, &self.actor.id, self.actor.kind.as_str());
+        w.raw(",");
+        w.key("event_id");
+        w.string(&self.event_id.to_string());
+        w.raw(",");
+        w.key("occurred_at");
+        w.string(&self.occurred_at.to_rfc3339());
+        w.raw(",");
+        w.key("outcome");
+        w.string(self.outcome.as_str());
+        w.raw(",");
+        w.key("payload");
+        w.object(&self.payload);
+        w.raw(",");
+        w.key("resource");
+        party(&mut w, &self.resource.id, &self.resource.kind);
+        w.raw(",");
+        w.key("schema_version");
+        w.int(SCHEMA_VERSION);
+        w.raw(",");
+        w.key("severity");
+        w.string(self.severity.as_str());
+        w.raw(",");
+        w.key("source");
+        w.raw("{");
+        if let Some(p) = &self.source.producer_id {
+            w.key("producer_id");
+            w.string(p);
+            w.raw(",");
+        }
+        if let Some(n) = self.source.producer_seq {
+            w.key("producer_seq");
+            w.int(n);
+            w.raw(",");
+        }
+        w.key("service");
+        w.string(&self.source.service);
+        w.raw("}");
+        if let Some(t) = &self.trace_id {
+            w.raw(",");
+            w.key("trace_id");
+            w.string(t.as_str());
+        }
+        w.raw("}");
+        Hash32::digest(&[&w.buf])
     }
 }
 
@@ -652,6 +712,19 @@ mod tests {
             "payload.n"
         );
         assert!(with(&["payload"], json!({"n": 9007199254740991u64})).is_ok());
+    }
+
+    #[test]
+    fn the_content_hash_is_the_hash_of_the_canonical_normalized_event() {
+        let mut no_trace = base();
+        no_trace.as_object_mut().unwrap().remove("trace_id");
+        no_trace["source"] = json!({"service": "s"});
+        no_trace["payload"] = json!({"z": 1, "é": [1.5, {"b": null, "a": "\u{1F600}"}], "a": "x"});
+        for v in [base(), no_trace] {
+            let e = EventInput::new(v).validate(gen).unwrap();
+            let oracle = serde_json_canonicalizer::to_vec(&e.to_json()).unwrap();
+            assert_eq!(e.content_hash(), Hash32::digest(&[&oracle]));
+        }
     }
 
     #[test]

@@ -1,32 +1,18 @@
 //! RFC 8785 JSON Canonicalization Scheme.
 //!
-//! Arbitrary values go through the maintained `serde_json_canonicalizer` crate (tested here
-//! against the public vectors in `shared/vectors/jcs`). The hashed form of a record has a fixed
-//! set of ASCII keys, so [`Writer`] writes it directly in canonical order without building a
-//! map; a property test pins that both paths give the same bytes.
+//! Our own writer, because it sits on every hot path (content hashes, commitments, the
+//! hashed form, verification) and the general-purpose crate allocates per member. Numbers are
+//! formatted as ECMAScript's `Number.prototype.toString` by `ryu-js`; object members are
+//! ordered by UTF-16 code units. It is tested against the public vectors in
+//! `shared/vectors/jcs` and, property by property, against the maintained
+//! `serde_json_canonicalizer` crate.
 
 use serde_json::Value;
 
 /// Canonical bytes of any JSON value.
 pub fn to_vec(value: &Value) -> Vec<u8> {
-    // Scalars (most payload members) are written directly; floats, arrays and objects go
-    // through the canonicalizer, which implements ECMAScript number formatting and UTF-16
-    // key order. A property test pins that both agree.
     let mut w = Writer::with_capacity(64);
-    match value {
-        Value::Null => w.raw("null"),
-        Value::Bool(true) => w.raw("true"),
-        Value::Bool(false) => w.raw("false"),
-        Value::String(s) => w.string(s),
-        Value::Number(n) if n.as_i64().is_some_and(|i| i.unsigned_abs() < (1 << 53)) => {
-            w.int(n.as_i64().expect("checked"))
-        }
-        // Serializing a `serde_json::Value` cannot fail: its keys are strings, numbers finite.
-        _ => {
-            return serde_json_canonicalizer::to_vec(value)
-                .expect("a serde_json::Value always canonicalizes")
-        }
-    }
+    w.value(value);
     w.buf
 }
 
@@ -59,35 +45,116 @@ impl Writer {
 
     /// Writes a string with RFC 8785 escaping (that of ECMAScript's `JSON.stringify`).
     pub fn string(&mut self, s: &str) {
+        // Which bytes need an escape: control characters, '"' and '\\'. Everything else,
+        // including all of UTF-8 beyond ASCII, is copied as is, in runs.
+        const fn table() -> [bool; 256] {
+            let mut t = [false; 256];
+            let mut i = 0;
+            while i < 0x20 {
+                t[i] = true;
+                i += 1;
+            }
+            t[b'"' as usize] = true;
+            t[b'\\' as usize] = true;
+            t
+        }
+        static ESCAPE: [bool; 256] = table();
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        self.buf.reserve(s.len() + 2);
         self.buf.push(b'"');
         let bytes = s.as_bytes();
         let mut start = 0;
         for (i, &b) in bytes.iter().enumerate() {
-            let esc: &[u8] = match b {
-                b'"' => b"\\\"",
-                b'\\' => b"\\\\",
-                b'\n' => b"\\n",
-                b'\r' => b"\\r",
-                b'\t' => b"\\t",
-                0x08 => b"\\b",
-                0x0c => b"\\f",
-                0..=0x1f => {
-                    self.buf.extend_from_slice(&bytes[start..i]);
-                    const HEX: &[u8; 16] = b"0123456789abcdef";
-                    self.buf.extend_from_slice(b"\\u00");
-                    self.buf.push(HEX[(b >> 4) as usize]);
-                    self.buf.push(HEX[(b & 0xf) as usize]);
-                    start = i + 1;
-                    continue;
-                }
-                _ => continue,
-            };
+            if !ESCAPE[b as usize] {
+                continue;
+            }
             self.buf.extend_from_slice(&bytes[start..i]);
-            self.buf.extend_from_slice(esc);
+            match b {
+                b'"' => self.buf.extend_from_slice(b"\\\""),
+                b'\\' => self.buf.extend_from_slice(b"\\\\"),
+                b'\n' => self.buf.extend_from_slice(b"\\n"),
+                b'\r' => self.buf.extend_from_slice(b"\\r"),
+                b'\t' => self.buf.extend_from_slice(b"\\t"),
+                0x08 => self.buf.extend_from_slice(b"\\b"),
+                0x0c => self.buf.extend_from_slice(b"\\f"),
+                _ => self.buf.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(b >> 4) as usize],
+                    HEX[(b & 0xf) as usize],
+                ]),
+            }
             start = i + 1;
         }
         self.buf.extend_from_slice(&bytes[start..]);
         self.buf.push(b'"');
+    }
+
+    /// Writes any JSON value canonically.
+    pub fn value(&mut self, v: &Value) {
+        match v {
+            Value::Null => self.raw("null"),
+            Value::Bool(true) => self.raw("true"),
+            Value::Bool(false) => self.raw("false"),
+            Value::String(s) => self.string(s),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) if i.unsigned_abs() < (1 << 53) => self.int(i),
+                _ => self.float(
+                    n.as_f64()
+                        .expect("a JSON number is finite without arbitrary_precision"),
+                ),
+            },
+            Value::Array(a) => {
+                self.buf.push(b'[');
+                for (i, x) in a.iter().enumerate() {
+                    if i > 0 {
+                        self.buf.push(b',');
+                    }
+                    self.value(x);
+                }
+                self.buf.push(b']');
+            }
+            Value::Object(m) => self.object(m),
+        }
+    }
+
+    /// Writes a JSON object canonically (members in UTF-16 order of their keys).
+    pub fn object(&mut self, m: &serde_json::Map<String, Value>) {
+        {
+            {
+                let mut members: Vec<(&String, &Value)> = m.iter().collect();
+                // serde_json's map is usually ordered by bytes already, which is UTF-16 order
+                // for ASCII keys; sort only when that does not hold.
+                let ordered = members
+                    .windows(2)
+                    .all(|w| w[0].0.is_ascii() && w[1].0.is_ascii() && w[0].0 < w[1].0);
+                if !ordered {
+                    members.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+                }
+                self.buf.push(b'{');
+                for (i, (k, x)) in members.into_iter().enumerate() {
+                    if i > 0 {
+                        self.buf.push(b',');
+                    }
+                    self.string(k);
+                    self.buf.push(b':');
+                    self.value(x);
+                }
+                self.buf.push(b'}');
+            }
+        }
+    }
+
+    /// Writes a finite double as ECMAScript prints it (`1e+21`, `0.000001`, `-0` as `0`).
+    pub fn float(&mut self, f: f64) {
+        if f == 0.0 {
+            self.buf.push(b'0');
+        } else {
+            self.buf
+                .extend_from_slice(ryu_js::Buffer::new().format_finite(f).as_bytes());
+        }
     }
 
     /// Writes an integer; canonical only when exactly representable as an IEEE double
@@ -129,12 +196,41 @@ mod tests {
         assert!(seen >= 5, "expected the five public vectors, found {seen}");
     }
 
+    fn arb_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            "\\PC{0,8}|[\\x00-\\x20\"\\\\\u{e000}\u{10000}]{0,4}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    "\\PC{0,6}|[a-z\u{e000}\u{10000}\u{7f}]{0,3}",
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
     proptest::proptest! {
         #[test]
         fn the_scalar_fast_path_matches_the_generic_canonicalizer(i in proptest::num::i64::ANY, f in proptest::num::f64::NORMAL, s in "\\PC*", b in proptest::bool::ANY) {
-            for v in [Value::from(i), Value::from(f), Value::from(s), Value::from(b), Value::Null, Value::from(i % (1 << 53))] {
+            for v in [Value::from(i), Value::from(f), Value::from(-f), Value::from(s), Value::from(b), Value::Null, Value::from(i % (1 << 53)), Value::from(f64::MIN_POSITIVE), Value::from(-0.0), Value::from(1e21), Value::from(1e-7), Value::from(u64::MAX)] {
                 proptest::prop_assert_eq!(to_vec(&v), serde_json_canonicalizer::to_vec(&v).unwrap(), "{}", v);
             }
+        }
+
+        #[test]
+        fn any_json_value_canonicalizes_as_the_maintained_crate_does(v in arb_json()) {
+            proptest::prop_assert_eq!(String::from_utf8(to_vec(&v)).unwrap(), serde_json_canonicalizer::to_string(&v).unwrap());
         }
 
         #[test]

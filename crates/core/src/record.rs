@@ -7,7 +7,7 @@ use crate::chain::link;
 use crate::event::{Event, SCHEMA_VERSION};
 use crate::hash::Hash32;
 use crate::ids::TenantId;
-use crate::jcs::{self, Writer};
+use crate::jcs::Writer;
 use crate::time::Timestamp;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -87,7 +87,14 @@ pub struct Record {
 
 /// The commitment to one payload member.
 pub fn commitment(salt: &[u8], value: &Value) -> Hash32 {
-    Hash32::digest(&[salt, &jcs::to_vec(value)])
+    commitment_with(salt, value, &mut Writer::default())
+}
+
+/// [`commitment`], canonicalizing into `scratch` (cleared first) to spare an allocation.
+pub fn commitment_with(salt: &[u8], value: &Value, scratch: &mut Writer) -> Hash32 {
+    scratch.buf.clear();
+    scratch.value(value);
+    Hash32::digest(&[salt, &scratch.buf])
 }
 
 fn utf16_cmp(a: &str, b: &str) -> std::cmp::Ordering {
@@ -99,12 +106,18 @@ impl Record {
     /// two hashes. Written directly in canonical key order (see [`Record::hashed_form`]).
     pub fn canonical_hashed_form(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(512 + 96 * self.payload_commitments.len());
+        self.write_hashed_form(&mut w);
+        w.buf
+    }
+
+    /// Appends the canonical hashed form to `w`.
+    pub fn write_hashed_form(&self, w: &mut Writer) {
         w.raw("{");
         w.key("action");
         w.string(&self.action);
         w.raw(",");
         w.key("actor");
-        party(&mut w, &self.actor);
+        party(w, &self.actor);
         w.raw(",");
         w.key("event_id");
         w.string(&self.event_id);
@@ -134,7 +147,7 @@ impl Record {
         w.string(&self.received_at);
         w.raw(",");
         w.key("resource");
-        party(&mut w, &self.resource);
+        party(w, &self.resource);
         w.raw(",");
         w.key("schema_version");
         w.int(self.schema_version);
@@ -168,7 +181,6 @@ impl Record {
             w.string(t);
         }
         w.raw("}");
-        w.buf
     }
 
     /// The hashed form as a JSON value (what a third party reconstructs from a served record).
@@ -183,7 +195,15 @@ impl Record {
 
     /// `SHA-256(0x00 ‖ JCS(hashed form))`, recomputed from the record's content.
     pub fn compute_leaf_hash(&self) -> Hash32 {
-        Hash32::digest(&[&[LEAF_PREFIX], &self.canonical_hashed_form()])
+        self.compute_leaf_hash_with(&mut Writer::with_capacity(1024))
+    }
+
+    /// [`Record::compute_leaf_hash`], writing into `scratch` (cleared first).
+    pub fn compute_leaf_hash_with(&self, scratch: &mut Writer) -> Hash32 {
+        scratch.buf.clear();
+        scratch.buf.push(LEAF_PREFIX);
+        self.write_hashed_form(scratch);
+        Hash32::digest(&[&scratch.buf])
     }
 }
 
@@ -221,11 +241,12 @@ impl<'a> Sealer<'a> {
     ) -> Record {
         let mut payload_commitments = BTreeMap::new();
         let mut payload_salts = BTreeMap::new();
+        let mut scratch = Writer::with_capacity(256);
         for (k, v) in &event.payload {
             let mut salt = [0u8; 16];
             rng.fill_bytes(&mut salt);
-            payload_commitments.insert(k.clone(), commitment(&salt, v).to_hex());
-            payload_salts.insert(k.clone(), hex::encode(salt));
+            payload_commitments.insert(k.clone(), commitment_with(&salt, v, &mut scratch).to_hex());
+            payload_salts.insert(k.clone(), crate::hash::encode_hex(&salt));
         }
         let mut r = Record {
             tenant_id: self.tenant.as_str().to_owned(),
@@ -357,7 +378,7 @@ pub(crate) mod tests {
             r.source.producer_seq = pseq;
             r.trace_id = trace;
             r.payload_commitments = keys.into_iter().map(|k| (k, "ab".into())).collect();
-            prop_assert_eq!(String::from_utf8(r.canonical_hashed_form()).unwrap(), String::from_utf8(jcs::to_vec(&r.hashed_form())).unwrap());
+            prop_assert_eq!(String::from_utf8(r.canonical_hashed_form()).unwrap(), serde_json_canonicalizer::to_string(&r.hashed_form()).unwrap());
         }
     }
 }

@@ -8,7 +8,8 @@
 use crate::chain::{link, ChainHead};
 use crate::checkpoint::Checkpoint;
 use crate::hash::Hash32;
-use crate::record::{commitment, Record};
+use crate::jcs::Writer;
+use crate::record::{commitment_with, Record};
 use std::fmt;
 
 /// What is wrong at the first bad seq.
@@ -93,6 +94,7 @@ impl Verdict {
 #[derive(Debug)]
 pub struct ChainVerifier {
     head: ChainHead,
+    scratch: Writer,
     checkpoints: std::vec::IntoIter<Checkpoint>,
     next_checkpoint: Option<Checkpoint>,
 }
@@ -105,6 +107,7 @@ impl ChainVerifier {
         let next = it.next();
         ChainVerifier {
             head: ChainHead::genesis(),
+            scratch: Writer::with_capacity(2048),
             checkpoints: it,
             next_checkpoint: next,
         }
@@ -131,7 +134,7 @@ impl ChainVerifier {
             });
         }
         let bad = |damage| Err(Finding { seq: r.seq, damage });
-        let leaf = r.compute_leaf_hash();
+        let leaf = r.compute_leaf_hash_with(&mut self.scratch);
         let stored_leaf = Hash32::from_hex(&r.leaf_hash);
         let chain = link(&self.head.hash, &leaf);
         if stored_leaf != Some(leaf) {
@@ -159,7 +162,8 @@ impl ChainVerifier {
                     .and_then(|c| Hash32::from_hex(c)),
             ) {
                 (Some(s), Some(c)) => {
-                    hex::decode_to_slice(s, &mut salt).is_ok() && commitment(&salt, v) == c
+                    crate::hash::decode_hex(s.as_bytes(), &mut salt)
+                        && commitment_with(&salt, v, &mut self.scratch) == c
                 }
                 _ => false,
             };

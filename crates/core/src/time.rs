@@ -6,7 +6,7 @@
 //! microsecond is truncated.
 
 use crate::Error;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::DateTime;
 use std::fmt;
 
 /// A point in time, microseconds since the Unix epoch.
@@ -49,9 +49,49 @@ impl Timestamp {
 
     /// The canonical text form, e.g. `2026-11-22T10:00:00.000000Z`.
     pub fn to_rfc3339(&self) -> String {
-        DateTime::<Utc>::from_timestamp_micros(self.0)
-            .expect("range checked at construction")
-            .to_rfc3339_opts(SecondsFormat::Micros, true)
+        // Written by hand (civil-from-days, H. Hinnant): it runs several times per event on
+        // the ingest path, and a test pins it to chrono's formatting.
+        let (days, us_of_day) = (
+            self.0.div_euclid(86_400_000_000),
+            self.0.rem_euclid(86_400_000_000),
+        );
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        let secs = us_of_day / 1_000_000;
+        let mut out = [0u8; 27];
+        let put = |out: &mut [u8; 27], at: usize, v: i64, width: usize| {
+            let mut v = v;
+            for i in (0..width).rev() {
+                out[at + i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(&mut out, 0, year, 4);
+        put(&mut out, 5, month, 2);
+        put(&mut out, 8, day, 2);
+        put(&mut out, 11, secs / 3600, 2);
+        put(&mut out, 14, secs / 60 % 60, 2);
+        put(&mut out, 17, secs % 60, 2);
+        put(&mut out, 20, us_of_day % 1_000_000, 6);
+        for (at, c) in [
+            (4, b'-'),
+            (7, b'-'),
+            (10, b'T'),
+            (13, b':'),
+            (16, b':'),
+            (19, b'.'),
+            (26, b'Z'),
+        ] {
+            out[at] = c;
+        }
+        String::from_utf8(out.to_vec()).expect("ASCII")
     }
 }
 
@@ -70,6 +110,7 @@ impl fmt::Debug for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::{SecondsFormat, Utc};
 
     #[test]
     fn offsets_and_precision_are_normalized() {
@@ -88,6 +129,15 @@ mod tests {
         assert!(Timestamp::parse("yesterday").is_err());
         assert!(Timestamp::parse("1999-12-31T23:59:59Z").is_err());
         assert!(Timestamp::parse("2026-11-22 10:00:00").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_hand_written_format_equals_chronos(us in MIN_MICROS..=MAX_MICROS) {
+            let t = Timestamp::from_micros(us).unwrap();
+            let chrono = DateTime::<Utc>::from_timestamp_micros(us).unwrap().to_rfc3339_opts(SecondsFormat::Micros, true);
+            proptest::prop_assert_eq!(t.to_rfc3339(), chrono);
+        }
     }
 
     #[test]

@@ -94,7 +94,7 @@ impl AuditMetrics {
         .expect("valid metric");
         let chain_conflicts = IntCounter::new(
             "audit_chain_conflicts_total",
-            "Appends refused because another writer took the seq (then retried)",
+            "Appends refused by a unique constraint (another writer took the seq, or an event id was replayed), then planned again",
         )
         .expect("valid metric");
         let checkpoints = IntCounter::new("audit_checkpoints_total", "Signed checkpoints made")

@@ -225,6 +225,17 @@ struct Plan {
     gaps: u64,
 }
 
+/// Whether planning looks up which event ids are already stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lookup {
+    /// Assume none is: a replayed id makes the `(tenant_id, event_id)` constraint refuse the
+    /// transaction, and the group is then planned again with [`Lookup::Stored`]. Replays are
+    /// rare, and this saves a round trip on every group.
+    Optimistic,
+    /// Look them up (after a refusal, or when retrying).
+    Stored,
+}
+
 /// A group whose transaction is running while the writer plans the next one.
 struct InFlight {
     jobs: Vec<Job>,
@@ -257,7 +268,7 @@ impl TenantWriter {
                         inflight = match inflight.take() {
                             None => self.launch(jobs, None).await,
                             Some(f) => {
-                                let next = self.prepare(&jobs, Some(&f.plan)).await;
+                                let next = self.prepare(&jobs, Some(&f.plan), Lookup::Optimistic).await;
                                 let done = f.task.await;
                                 let ok = self.settle(f.jobs, f.plan, f.started, done).await;
                                 self.maybe_checkpoint(false).await;
@@ -320,7 +331,7 @@ impl TenantWriter {
     /// Plans `jobs` on the stored head and starts their transaction; on a lookup failure
     /// answers them at once.
     async fn launch(&mut self, jobs: Vec<Job>, base: Option<&Plan>) -> Option<InFlight> {
-        match self.prepare(&jobs, base).await {
+        match self.prepare(&jobs, base, Lookup::Optimistic).await {
             Ok(plan) => Some(self.spawn(jobs, plan)),
             Err(e) => {
                 self.fail(jobs, e);
@@ -447,7 +458,7 @@ impl TenantWriter {
     /// Commits `jobs` without pipelining, re-planning after each lost seq race, and answers.
     async fn commit(&mut self, jobs: Vec<Job>) {
         for attempt in 1..=MAX_ATTEMPTS {
-            let plan = match self.prepare(&jobs, None).await {
+            let plan = match self.prepare(&jobs, None, Lookup::Stored).await {
                 Ok(p) => p,
                 Err(e) => return self.fail(jobs, e),
             };
@@ -486,7 +497,7 @@ impl TenantWriter {
 
     /// Looks up what the plan needs and plans `jobs`, on top of `base` (a group still in
     /// flight) when given, else on the stored head.
-    async fn prepare(&mut self, jobs: &[Job], base: Option<&Plan>) -> Result<Plan, StoreError> {
+    async fn prepare(&mut self, jobs: &[Job], base: Option<&Plan>, lookup: Lookup) -> Result<Plan, StoreError> {
         let store = Arc::clone(&self.inner.store);
         let head = match (base, self.head) {
             (Some(b), _) => b.head,
@@ -496,13 +507,15 @@ impl TenantWriter {
                 *self.head.insert(h)
             }
         };
-        let mut ids: Vec<String> = jobs
-            .iter()
-            .flat_map(|j| j.events.iter().map(|e| e.event_id.to_string()))
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let existing = store.existing(&self.tenant, &ids).await?;
+        let existing = match lookup {
+            Lookup::Optimistic => HashMap::new(),
+            Lookup::Stored => {
+                let mut ids: Vec<String> = jobs.iter().flat_map(|j| j.events.iter().map(|e| e.event_id.to_string())).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                store.existing(&self.tenant, &ids).await?
+            }
+        };
         let mut missing: Vec<String> = jobs
             .iter()
             .flat_map(|j| j.events.iter().filter_map(|e| e.source.producer_id.clone()))

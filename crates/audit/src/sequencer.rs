@@ -497,7 +497,12 @@ impl TenantWriter {
 
     /// Looks up what the plan needs and plans `jobs`, on top of `base` (a group still in
     /// flight) when given, else on the stored head.
-    async fn prepare(&mut self, jobs: &[Job], base: Option<&Plan>, lookup: Lookup) -> Result<Plan, StoreError> {
+    async fn prepare(
+        &mut self,
+        jobs: &[Job],
+        base: Option<&Plan>,
+        lookup: Lookup,
+    ) -> Result<Plan, StoreError> {
         let store = Arc::clone(&self.inner.store);
         let head = match (base, self.head) {
             (Some(b), _) => b.head,
@@ -510,7 +515,10 @@ impl TenantWriter {
         let existing = match lookup {
             Lookup::Optimistic => HashMap::new(),
             Lookup::Stored => {
-                let mut ids: Vec<String> = jobs.iter().flat_map(|j| j.events.iter().map(|e| e.event_id.to_string())).collect();
+                let mut ids: Vec<String> = jobs
+                    .iter()
+                    .flat_map(|j| j.events.iter().map(|e| e.event_id.to_string()))
+                    .collect();
                 ids.sort_unstable();
                 ids.dedup();
                 store.existing(&self.tenant, &ids).await?
@@ -550,7 +558,9 @@ impl TenantWriter {
             records: Vec::new(),
             producers: base.map(|b| b.producers.clone()).unwrap_or_default(),
             results: Vec::with_capacity(jobs.len()),
-            ids: base.map(|b| b.ids.clone()).unwrap_or_default(),
+            // Only this group's ids: the group below's are looked up in `base`, and anything
+            // older has committed (a replay of it is refused by the store and re-planned).
+            ids: HashMap::new(),
             head,
             gaps: 0,
         };
@@ -562,7 +572,12 @@ impl TenantWriter {
                 let seen = existing
                     .get(&id)
                     .map(|x| (x.seq, x.content_hash == hash.to_hex()))
-                    .or_else(|| plan.ids.get(&id).map(|(seq, h)| (*seq, *h == hash)));
+                    .or_else(|| {
+                        plan.ids
+                            .get(&id)
+                            .or_else(|| base.and_then(|b| b.ids.get(&id)))
+                            .map(|(seq, h)| (*seq, *h == hash))
+                    });
                 if let Some((seq, same)) = seen {
                     results.push(if same {
                         IngestResult::Duplicate { seq }

@@ -13,7 +13,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use vigil_security::context::IdentitySource;
+use vigil_security::capability::CapabilityPolicy;
+use vigil_security::context::{Guard, IdentitySource, SecurityConfig};
 
 /// A built, bound audit service.
 #[derive(Debug)]
@@ -26,6 +27,20 @@ pub struct Application {
 impl Application {
     /// Opens and migrates the store, loads (or creates) the signing key and binds.
     pub async fn build(settings: AuditSettings) -> anyhow::Result<Application> {
+        if settings.trust_headers
+            && !settings.listen.ip().is_loopback()
+            && settings.trusted_peers.is_empty()
+        {
+            anyhow::bail!(
+                "--trust-headers on a non-loopback address ({}) would let anyone who reaches it claim any identity: \
+                 name the gateway's address with --trusted-peer, or listen on loopback",
+                settings.listen
+            );
+        }
+        let policy = match &settings.capability_policy {
+            Some(path) => CapabilityPolicy::from_file(path)?,
+            None => CapabilityPolicy::shipped(),
+        };
         // The key first: it creates the data directory, where the default SQLite file lives.
         let signer = crate::keys::load_or_create(&settings.data_dir, &settings.key_name)?;
         let store = vigil_store::open(&settings.database_url)
@@ -62,16 +77,24 @@ impl Application {
             metrics.clone(),
             settings.max_group_events,
         );
+        let guard = Guard::new(policy, metrics.registry());
+        guard.set_denial_sink(Arc::new(crate::denials::AuditDenials::new(
+            sequencer.clone(),
+        )));
         let state = Arc::new(AppState {
             store,
             sequencer,
             checkpointer,
             metrics,
         });
-        let mut app = router(Arc::clone(&state));
-        if settings.trust_headers {
-            app = app.layer(Extension(IdentitySource::TrustedHeadersOnLoopback));
-        }
+        let source = if settings.trust_headers {
+            IdentitySource::TrustedHeaders {
+                trusted_peers: settings.trusted_peers.clone(),
+            }
+        } else {
+            IdentitySource::None
+        };
+        let app = router(Arc::clone(&state)).layer(Extension(SecurityConfig { source, guard }));
         let app = vigil_security::harden(app);
         let listener = TcpListener::bind(settings.listen)
             .await

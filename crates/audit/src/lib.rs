@@ -10,6 +10,7 @@
 
 pub mod app;
 pub mod checkpointer;
+pub mod denials;
 pub mod http;
 pub mod keys;
 pub mod metrics;

@@ -159,6 +159,11 @@ impl AuditMetrics {
         self.store_errors.with_label_values(&[op, kind]).inc();
     }
 
+    /// The registry, for other layers (capability checks) to register into.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

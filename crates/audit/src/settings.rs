@@ -13,8 +13,13 @@ pub struct AuditSettings {
     pub database_url: String,
     /// Holds the checkpoint signing key (and the SQLite file by default).
     pub data_dir: PathBuf,
-    /// Accept the caller's tenant from `X-Tenant-ID` (loopback peers only).
+    /// Accept the caller's identity from `X-Tenant-ID`, `X-User-ID`, `X-Roles` (from
+    /// loopback peers and `trusted_peers` only).
     pub trust_headers: bool,
+    /// Non-loopback peers (the gateway) whose identity headers are trusted.
+    pub trusted_peers: Vec<std::net::IpAddr>,
+    /// A Cedar capability policy replacing the shipped one.
+    pub capability_policy: Option<PathBuf>,
     /// Sign a checkpoint after this many new events in a tenant...
     pub checkpoint_every: i64,
     /// ...or this long after its last one, whichever comes first.
@@ -33,6 +38,8 @@ impl AuditSettings {
             database_url: format!("sqlite://{}", data_dir.join("audit.db").display()),
             data_dir,
             trust_headers: true,
+            trusted_peers: Vec::new(),
+            capability_policy: None,
             checkpoint_every: 1000,
             checkpoint_interval: Duration::from_secs(60),
             max_group_events: 5000,
@@ -62,6 +69,8 @@ impl std::fmt::Debug for AuditSettings {
             .field("database_url", &redact_url(&self.database_url))
             .field("data_dir", &self.data_dir)
             .field("trust_headers", &self.trust_headers)
+            .field("trusted_peers", &self.trusted_peers)
+            .field("capability_policy", &self.capability_policy)
             .field("checkpoint_every", &self.checkpoint_every)
             .field("checkpoint_interval", &self.checkpoint_interval)
             .field("max_group_events", &self.max_group_events)

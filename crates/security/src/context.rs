@@ -1,80 +1,240 @@
-//! Who is calling, for which tenant.
+//! Who is calling, for which tenant, with which roles — and what they may do.
 //!
-//! Until verified tokens arrive, the identity is the trusted header `X-Tenant-ID`, which a
-//! service accepts only when told to and only from a loopback peer: on any other peer the
-//! header could be forged by anyone who reaches the port.
+//! The identity comes from one of the sources of [`IdentitySource`]; today that is the
+//! trusted headers a gateway sets (`X-Tenant-ID`, `X-User-ID`, `X-Roles`), accepted only from
+//! loopback or from peers the operator named, since anyone else reaching the port could forge
+//! them. Handlers take a [`SecurityContext`] and call [`SecurityContext::require`]; they never
+//! look at roles themselves.
 
+use crate::capability::{Capability, CapabilityPolicy, RoleSet};
 use crate::error::ApiError;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use std::net::SocketAddr;
+use axum::http::HeaderMap;
+use prometheus::{IntCounterVec, Opts, Registry};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use vigil_core::ids::{TenantId, TraceId};
 
-/// Header naming the caller's tenant (set by the gateway or, in development, by hand).
+/// Header naming the caller's tenant.
 pub const TENANT_HEADER: &str = "x-tenant-id";
+/// Header naming the caller (user or service id).
+pub const USER_HEADER: &str = "x-user-id";
+/// Header listing the caller's roles, comma-separated.
+pub const ROLES_HEADER: &str = "x-roles";
+/// Longest identity header value accepted.
+const MAX_HEADER: usize = 1024;
 
-/// How a service learns who is calling; put it in the request extensions (e.g. with
-/// `axum::Extension`) so the extractor can find it.
+/// Where a service learns who is calling.
 #[derive(Clone, Debug)]
 pub enum IdentitySource {
-    /// Trust `X-Tenant-ID` from loopback peers.
-    TrustedHeadersOnLoopback,
+    /// Trust `X-Tenant-ID`, `X-User-ID` and `X-Roles` from loopback peers and from these
+    /// addresses (the gateway's, on a private interface).
+    TrustedHeaders {
+        /// Non-loopback peers whose headers are trusted.
+        trusted_peers: Vec<IpAddr>,
+    },
+    /// Accept no identity: every request that needs one is 401.
+    None,
 }
 
-/// The caller: their tenant and the request's trace id.
+/// Told about every capability denial, e.g. to record it as an audit event.
+pub trait DenialSink: Send + Sync + std::fmt::Debug {
+    /// `ctx` was refused `capability`.
+    fn denied(&self, ctx: &SecurityContext, capability: Capability);
+}
+
+/// Decides capabilities and counts the decisions.
+#[derive(Debug)]
+pub struct Guard {
+    policy: CapabilityPolicy,
+    checks: IntCounterVec,
+    denials: IntCounterVec,
+    sink: std::sync::OnceLock<Arc<dyn DenialSink>>,
+}
+
+impl Guard {
+    /// A guard over `policy`, registering `capability_checks_total{capability,outcome}` and
+    /// `capability_denials_total{capability}` in `registry`.
+    pub fn new(policy: CapabilityPolicy, registry: &Registry) -> Arc<Guard> {
+        let checks = IntCounterVec::new(
+            Opts::new(
+                "capability_checks_total",
+                "Capability decisions by capability and outcome",
+            ),
+            &["capability", "outcome"],
+        )
+        .expect("valid metric");
+        let denials = IntCounterVec::new(
+            Opts::new(
+                "capability_denials_total",
+                "Capability denials by capability",
+            ),
+            &["capability"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(checks.clone()))
+            .expect("registered once");
+        registry
+            .register(Box::new(denials.clone()))
+            .expect("registered once");
+        Arc::new(Guard {
+            policy,
+            checks,
+            denials,
+            sink: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Where denials are reported (set once, when the service has its audit log).
+    pub fn set_denial_sink(&self, sink: Arc<dyn DenialSink>) {
+        let _ = self.sink.set(sink);
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &CapabilityPolicy {
+        &self.policy
+    }
+}
+
+/// What the extractor needs: put it in the request extensions with `axum::Extension`.
 #[derive(Clone, Debug)]
+pub struct SecurityConfig {
+    /// Where identities come from.
+    pub source: IdentitySource,
+    /// Capability decisions.
+    pub guard: Arc<Guard>,
+}
+
+/// The caller.
+#[derive(Clone)]
 pub struct SecurityContext {
     /// The caller's tenant; every read and write is scoped to it.
     pub tenant_id: TenantId,
+    /// The caller's id, when the identity names one.
+    pub user_id: Option<String>,
+    /// The caller's (known) roles.
+    pub roles: RoleSet,
     /// The request's trace id.
     pub trace_id: TraceId,
+    guard: Arc<Guard>,
+}
+
+impl std::fmt::Debug for SecurityContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecurityContext")
+            .field("tenant_id", &self.tenant_id)
+            .field("user_id", &self.user_id)
+            .field("roles", &self.roles)
+            .field("trace_id", &self.trace_id)
+            .finish()
+    }
+}
+
+impl SecurityContext {
+    /// Ok when the caller holds `capability`; otherwise 403 `missing_role`, counted and
+    /// reported to the denial sink.
+    pub fn require(&self, capability: Capability) -> Result<(), ApiError> {
+        let allowed = self.guard.policy.allows(self.roles, capability);
+        let outcome = if allowed { "allowed" } else { "denied" };
+        self.guard
+            .checks
+            .with_label_values(&[capability.as_str(), outcome])
+            .inc();
+        if allowed {
+            return Ok(());
+        }
+        self.guard
+            .denials
+            .with_label_values(&[capability.as_str()])
+            .inc();
+        tracing::info!(tenant = %self.tenant_id, user = ?self.user_id, roles = ?self.roles, %capability, trace_id = %self.trace_id, "capability denied");
+        if let Some(sink) = self.guard.sink.get() {
+            sink.denied(self, capability);
+        }
+        Err(ApiError::MissingRole(capability))
+    }
+}
+
+/// The one value of header `name`: absent is `Ok(None)`; sent twice, empty, too long or not
+/// visible ASCII is a 400 naming the header.
+fn single(headers: &HeaderMap, name: &str) -> Result<Option<String>, ApiError> {
+    let mut values = headers.get_all(name).iter();
+    let v = match (values.next(), values.next()) {
+        (None, _) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest(format!(
+                "{name} was sent more than once"
+            )))
+        }
+        (Some(v), None) => v,
+    };
+    let bad = || {
+        ApiError::BadRequest(format!(
+            "{name} must be 1 to {MAX_HEADER} visible ASCII characters"
+        ))
+    };
+    let s = v.to_str().map_err(|_| bad())?.trim();
+    if s.is_empty() || s.len() > MAX_HEADER || !s.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+    {
+        return Err(bad());
+    }
+    Ok(Some(s.to_owned()))
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for SecurityContext {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        let source = parts.extensions.get::<IdentitySource>().cloned().ok_or_else(|| {
-            ApiError::Unauthenticated("this service is configured to accept no identity (start it with --trust-headers)".into())
-        })?;
+        let config = parts
+            .extensions
+            .get::<SecurityConfig>()
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::Internal("no SecurityConfig in the request extensions".into())
+            })?;
         let trace_id = parts
             .extensions
             .get::<TraceId>()
             .cloned()
-            .unwrap_or_else(|| {
-                crate::trace::current().unwrap_or_else(|| TraceId::from_bytes([1; 16]))
-            });
-        match source {
-            IdentitySource::TrustedHeadersOnLoopback => {
+            .or_else(crate::trace::current)
+            .unwrap_or_else(|| TraceId::from_bytes([1; 16]));
+        match &config.source {
+            IdentitySource::None => Err(ApiError::Unauthenticated(
+                "this service accepts no identity".into(),
+            )),
+            IdentitySource::TrustedHeaders { trusted_peers } => {
                 let peer = parts
                     .extensions
                     .get::<ConnectInfo<SocketAddr>>()
-                    .map(|c| c.0);
-                if !peer.is_some_and(|p| p.ip().is_loopback()) {
+                    .map(|c| c.0.ip());
+                if !peer.is_some_and(|p| p.is_loopback() || trusted_peers.contains(&p)) {
                     return Err(ApiError::Unauthenticated(
-                        "identity headers are accepted from loopback only".into(),
+                        "identity headers are accepted only from trusted peers".into(),
                     ));
                 }
-                let mut values = parts.headers.get_all(TENANT_HEADER).iter();
-                let tenant = match (values.next(), values.next()) {
-                    (None, _) => return Err(ApiError::MissingTenant),
-                    (Some(_), Some(_)) => {
-                        return Err(ApiError::BadRequest(
-                            "X-Tenant-ID was sent more than once".into(),
-                        ))
-                    }
-                    (Some(v), None) => v
-                        .to_str()
-                        .ok()
-                        .filter(|s| !s.is_empty())
-                        .ok_or(ApiError::MissingTenant)?,
-                };
-                let tenant_id = TenantId::parse(tenant).map_err(|_| {
-                    ApiError::BadRequest("X-Tenant-ID must match [a-z0-9][a-z0-9_-]{0,63}".into())
+                let tenant = single(&parts.headers, TENANT_HEADER).map_err(|_| {
+                    ApiError::BadRequest(
+                        "X-Tenant-ID must match [a-z0-9][a-z0-9_-]{0,63}, once".into(),
+                    )
                 })?;
+                let tenant_id =
+                    TenantId::parse(&tenant.ok_or(ApiError::MissingTenant)?).map_err(|_| {
+                        ApiError::BadRequest(
+                            "X-Tenant-ID must match [a-z0-9][a-z0-9_-]{0,63}".into(),
+                        )
+                    })?;
+                let user_id = single(&parts.headers, USER_HEADER)?;
+                let roles = single(&parts.headers, ROLES_HEADER)?
+                    .map(|r| RoleSet::from_names(r.split(',')))
+                    .unwrap_or_default();
                 Ok(SecurityContext {
                     tenant_id,
+                    user_id,
+                    roles,
                     trace_id,
+                    guard: config.guard,
                 })
             }
         }

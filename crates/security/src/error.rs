@@ -19,6 +19,12 @@ pub enum ApiError {
     MissingTenant,
     /// 401 `unauthenticated`: no acceptable identity.
     Unauthenticated(String),
+    /// 401 `invalid_token`: a bearer token that does not verify.
+    InvalidToken(String),
+    /// 401 `token_expired`.
+    TokenExpired,
+    /// 403 `missing_role`: the caller lacks this capability.
+    MissingRole(crate::capability::Capability),
     /// 404 `not_found`.
     NotFound(String),
     /// 405 `method_not_allowed`.
@@ -27,6 +33,8 @@ pub enum ApiError {
     Conflict(String),
     /// 413 `payload_too_large`.
     PayloadTooLarge(String),
+    /// 429 `rate_limited`.
+    RateLimited(String),
     /// 422 `invalid_event`: well-formed JSON that is not a valid event.
     InvalidEvent(String),
     /// 503 `unavailable`: a dependency (the store) is down; retry later.
@@ -53,7 +61,11 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) | ApiError::MissingTenant => StatusCode::BAD_REQUEST,
-            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthenticated(_) | ApiError::InvalidToken(_) | ApiError::TokenExpired => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::MissingRole(_) => StatusCode::FORBIDDEN,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -71,6 +83,10 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::MissingTenant => "missing_tenant_id",
             ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::InvalidToken(_) => "invalid_token",
+            ApiError::TokenExpired => "token_expired",
+            ApiError::MissingRole(_) => "missing_role",
+            ApiError::RateLimited(_) => "rate_limited",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
@@ -87,17 +103,30 @@ impl ApiError {
         match self {
             ApiError::BadRequest(m)
             | ApiError::Unauthenticated(m)
+            | ApiError::InvalidToken(m)
+            | ApiError::RateLimited(m)
             | ApiError::NotFound(m)
             | ApiError::Conflict(m)
             | ApiError::PayloadTooLarge(m)
             | ApiError::InvalidEvent(m)
             | ApiError::Unavailable(m) => m,
             ApiError::MissingTenant => "the request has no tenant: send X-Tenant-ID",
+            ApiError::TokenExpired => "the bearer token has expired",
+            ApiError::MissingRole(_) => "the caller lacks the capability this needs",
             ApiError::MethodNotAllowed => "method not allowed on this route",
             ApiError::Internal(_) => {
                 "internal error; the trace id identifies it in the service's log"
             }
             ApiError::WithDetails(e, _) => e.message(),
+        }
+    }
+
+    /// The capability a 403 is about.
+    fn missing_role(&self) -> Option<&'static str> {
+        match self {
+            ApiError::MissingRole(c) => Some(c.as_str()),
+            ApiError::WithDetails(e, _) => e.missing_role(),
+            _ => None,
         }
     }
 
@@ -134,7 +163,7 @@ impl IntoResponse for ApiError {
         let body = Body {
             code: self.code(),
             message: self.message(),
-            missing_role: None,
+            missing_role: self.missing_role(),
             trace_id,
             details,
         };

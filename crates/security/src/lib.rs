@@ -13,6 +13,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod capability;
 pub mod context;
 pub mod error;
 pub mod trace;

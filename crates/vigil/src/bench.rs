@@ -404,6 +404,7 @@ async fn query(a: QueryArgs) -> anyhow::Result<()> {
             let r = client
                 .get(&url)
                 .header("X-Tenant-ID", &tenant)
+                .header("X-Roles", "admin")
                 .send()
                 .await?;
             anyhow::ensure!(r.status() == 200, "{url}: {}", r.status());

@@ -93,9 +93,21 @@ struct ServeArgs {
     /// Holds the checkpoint signing key (and the default SQLite file).
     #[arg(long, env = "VIGIL_DATA_DIR", default_value = ".vigil")]
     data_dir: PathBuf,
-    /// Accept the caller's tenant from X-Tenant-ID (loopback peers only).
+    /// Accept the caller's identity from X-Tenant-ID, X-User-ID and X-Roles (loopback peers
+    /// and --trusted-peer addresses only).
     #[arg(long, env = "VIGIL_TRUST_HEADERS")]
     trust_headers: bool,
+    /// A non-loopback peer (the gateway) whose identity headers are trusted. Repeatable;
+    /// needed to trust headers on a non-loopback address.
+    #[arg(
+        long = "trusted-peer",
+        env = "VIGIL_TRUSTED_PEERS",
+        value_delimiter = ','
+    )]
+    trusted_peers: Vec<std::net::IpAddr>,
+    /// A Cedar capability policy replacing the shipped one (validated at start).
+    #[arg(long, env = "VIGIL_CAPABILITY_POLICY")]
+    capability_policy: Option<PathBuf>,
     /// Sign a checkpoint after this many new events per tenant.
     #[arg(long, env = "VIGIL_CHECKPOINT_EVERY", default_value_t = 1000)]
     checkpoint_every: i64,
@@ -115,6 +127,8 @@ impl ServeArgs {
             s.database_url = url;
         }
         s.trust_headers = self.trust_headers;
+        s.trusted_peers = self.trusted_peers;
+        s.capability_policy = self.capability_policy;
         s.checkpoint_every = self.checkpoint_every;
         s.checkpoint_interval = Duration::from_secs(self.checkpoint_interval_secs.max(1));
         s.max_group_events = self.max_group_events;
@@ -160,10 +174,10 @@ async fn dev(data_dir: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
     let addr = app.local_addr();
     eprintln!(
         "\nvigil dev: audit API on http://{addr} (SQLite in {dir})\n\
-         Identity in dev: send X-Tenant-ID (trusted from loopback only).\n\n  \
-         curl -s http://{addr}/v1/events -H 'X-Tenant-ID: acme' -H 'Content-Type: application/json' \\\n    \
+         Identity in dev: the trusted headers X-Tenant-ID, X-User-ID and X-Roles (loopback only).\n\n  \
+         curl -s http://{addr}/v1/events -H 'X-Tenant-ID: acme' -H 'X-Roles: admin' -H 'Content-Type: application/json' \\\n    \
          -d '[{{\"occurred_at\":\"2026-11-22T10:00:00Z\",\"actor\":{{\"type\":\"user\",\"id\":\"u-42\"}},\"action\":\"payment.void\",\"resource\":{{\"type\":\"payment\",\"id\":\"p-9\"}},\"outcome\":\"success\",\"source\":{{\"service\":\"payments\"}}}}]'\n  \
-         curl -s 'http://{addr}/v1/events?limit=10' -H 'X-Tenant-ID: acme'\n  \
+         curl -s 'http://{addr}/v1/events?limit=10' -H 'X-Tenant-ID: acme' -H 'X-Roles: admin'\n  \
          cargo run -q -p vigil -- verify --database-url sqlite://{dir}/audit.db\n",
         dir = data_dir.display()
     );

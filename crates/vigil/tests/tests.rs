@@ -11,6 +11,8 @@ mod http_api;
 mod independent;
 #[path = "suite/multiprocess.rs"]
 mod multiprocess;
+#[path = "suite/security.rs"]
+mod security;
 #[path = "suite/store_outage.rs"]
 mod store_outage;
 #[path = "suite/tamper.rs"]

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use vigil_core::event::{Event, EventInput};
 use vigil_core::ids::EventId;
+use vigil_security::capability::Capability;
 use vigil_security::context::SecurityContext;
 use vigil_security::error::ApiError;
 
@@ -155,6 +156,7 @@ pub(super) async fn ingest(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
+    ctx.require(Capability::AuditWrite)?;
     let body = body.map_err(|e| match e.status() {
         StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::PayloadTooLarge(format!("the body exceeds {MAX_BODY_BYTES} bytes"))

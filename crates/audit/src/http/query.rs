@@ -19,6 +19,7 @@ use vigil_core::event::{Action, Outcome, Severity};
 use vigil_core::ids::{EventId, TraceId};
 use vigil_core::record::Record;
 use vigil_core::time::Timestamp;
+use vigil_security::capability::Capability;
 use vigil_security::context::SecurityContext;
 use vigil_security::error::ApiError;
 use vigil_store::{ActionFilter, Query};
@@ -173,6 +174,7 @@ pub(super) async fn list_events(
     State(app): State<Arc<AppState>>,
     params: Result<QueryParams<EventsParams>, QueryRejection>,
 ) -> Result<Json<EventsPage>, ApiError> {
+    ctx.require(Capability::AuditRead)?;
     let QueryParams(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let (mut q, cursor) = parse_params(params)?;
     let fp = fingerprint(&q);
@@ -225,6 +227,7 @@ pub(super) async fn get_event(
     State(app): State<Arc<AppState>>,
     Path(event_id): Path<String>,
 ) -> Result<Json<Record>, ApiError> {
+    ctx.require(Capability::AuditRead)?;
     let id = EventId::parse(&event_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     app.store
         .get(&ctx.tenant_id, &id.to_string())
@@ -251,6 +254,7 @@ pub(super) async fn chain_head(
     ctx: SecurityContext,
     State(app): State<Arc<AppState>>,
 ) -> Result<Json<ChainHeadView>, ApiError> {
+    ctx.require(Capability::AuditRead)?;
     let head = app.store.head(&ctx.tenant_id).await.map_err(store_error)?;
     Ok(Json(ChainHeadView {
         tenant_id: ctx.tenant_id.to_string(),
@@ -282,6 +286,7 @@ pub(super) async fn latest_checkpoint(
     ctx: SecurityContext,
     State(app): State<Arc<AppState>>,
 ) -> Result<Json<CheckpointView>, ApiError> {
+    ctx.require(Capability::AuditRead)?;
     let cp = app
         .store
         .latest_checkpoint(&ctx.tenant_id)

@@ -88,6 +88,7 @@ impl TestApp {
         self.client
             .post(self.url("/v1/events"))
             .header("X-Tenant-ID", tenant)
+            .header("X-Roles", "admin")
             .json(body)
             .send()
             .await
@@ -103,6 +104,7 @@ impl TestApp {
         self.client
             .post(self.url("/v1/events"))
             .header("X-Tenant-ID", tenant)
+            .header("X-Roles", "admin")
             .header("Content-Type", content_type)
             .body(body)
             .send()
@@ -114,6 +116,7 @@ impl TestApp {
         self.client
             .get(self.url(path))
             .header("X-Tenant-ID", tenant)
+            .header("X-Roles", "admin")
             .send()
             .await
             .unwrap()

@@ -37,6 +37,7 @@ async fn every_acknowledged_event_survives_sigkill_exactly_once(engine: Engine) 
                     match client
                         .post(&url)
                         .header("X-Tenant-ID", "crash")
+                        .header("X-Roles", "service")
                         .json(&batch)
                         .send()
                         .await

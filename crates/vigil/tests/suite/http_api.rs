@@ -450,6 +450,7 @@ async fn concurrent_requests_share_commits_and_the_chain_verifies(engine: Engine
                 let r = client
                     .post(&url)
                     .header("X-Tenant-ID", "acme")
+                    .header("X-Roles", "service")
                     .json(&body)
                     .send()
                     .await

@@ -30,6 +30,7 @@ async fn two_processes_on_one_postgres_never_fork_a_chain() {
                 let r = client
                     .post(url)
                     .header("X-Tenant-ID", "shared")
+                    .header("X-Roles", "service")
                     .json(&events(c * 1000 + n * 10, 10))
                     .send()
                     .await

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use vigil_security::capability::CapabilityPolicy;
 use vigil_security::context::{Guard, IdentitySource, SecurityConfig};
+use vigil_security::http_metrics::{HttpMetrics, MAX_ERROR_CODES};
 
 /// A built, bound audit service.
 #[derive(Debug)]
@@ -95,7 +96,8 @@ impl Application {
             IdentitySource::None
         };
         let app = router(Arc::clone(&state)).layer(Extension(SecurityConfig { source, guard }));
-        let app = vigil_security::harden(app);
+        let http_metrics = HttpMetrics::new("audit", state.metrics.registry(), MAX_ERROR_CODES);
+        let app = vigil_security::harden(app, http_metrics);
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;

@@ -9,25 +9,36 @@
 //! async fn whoami(ctx: SecurityContext) -> Result<String, ApiError> {
 //!     Ok(ctx.tenant_id.to_string())
 //! }
-//! let app: Router = vigil_security::harden(Router::new().route("/whoami", get(whoami)));
+//! let registry = prometheus::Registry::new();
+//! let metrics = vigil_security::http_metrics::HttpMetrics::new("demo", &registry, 40);
+//! let app: Router = vigil_security::harden(Router::new().route("/whoami", get(whoami)), metrics);
 //! ```
 #![deny(missing_docs)]
 
 pub mod capability;
 pub mod context;
 pub mod error;
+pub mod http_metrics;
 pub mod trace;
 
 use axum::Router;
 
-/// Wraps a router with what every service needs at its edge: the trace-id layer, a 500 in the
-/// error shape for a panicking handler, and the error shape for unknown routes and methods.
-pub fn harden<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+/// Wraps a router with what every service needs at its edge, outermost first: the trace-id
+/// layer, HTTP metrics (by route template, with the error-code guard), a 500 in the error
+/// shape for a panicking handler, and the error shape for unknown routes and methods.
+pub fn harden<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    metrics: std::sync::Arc<http_metrics::HttpMetrics>,
+) -> Router<S> {
     router
         .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { error::ApiError::MethodNotAllowed })
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             error::panic_response,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            http_metrics::track,
         ))
         .layer(axum::middleware::from_fn(trace::trace_layer))
 }

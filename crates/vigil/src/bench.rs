@@ -35,6 +35,15 @@ pub(crate) enum BenchCommand {
     Query(QueryArgs),
     /// Verification throughput vs SHA-256 over the same bytes.
     Verify(VerifyArgs),
+    /// One capability decision through Cedar vs a HashMap of the same matrix.
+    Capability(CapabilityArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct CapabilityArgs {
+    /// Decisions to time per method.
+    #[arg(long, default_value_t = 200_000)]
+    decisions: usize,
 }
 
 #[derive(Args, Debug)]
@@ -87,6 +96,7 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ingest(a) => ingest(a).await,
         BenchCommand::Query(a) => query(a).await,
         BenchCommand::Verify(a) => verify(a).await,
+        BenchCommand::Capability(a) => capability(a),
     }
 }
 
@@ -516,5 +526,69 @@ async fn verify(a: VerifyArgs) -> anyhow::Result<()> {
         rate(e2e),
         rate(e2e) / rate(sha)
     );
+    Ok(())
+}
+
+fn capability(a: CapabilityArgs) -> anyhow::Result<()> {
+    use std::collections::HashMap;
+    use vigil_security::capability::{Capability, CapabilityPolicy, Role, RoleSet};
+    let started = Instant::now();
+    let policy = CapabilityPolicy::shipped();
+    println!(
+        "policy loaded, validated and tabulated in {:.1} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    // The same matrix as a plain HashMap, built from the policy's own answers.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let sets: Vec<RoleSet> = (0..64)
+        .map(|_| {
+            RoleSet::of(
+                &Role::ALL
+                    .iter()
+                    .copied()
+                    .filter(|_| rng.gen_bool(0.25))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    let map: HashMap<(RoleSet, Capability), bool> = sets
+        .iter()
+        .flat_map(|s| {
+            Capability::ALL
+                .iter()
+                .map(|c| ((*s, *c), policy.evaluate(*s, *c)))
+        })
+        .collect();
+    let picks: Vec<(RoleSet, Capability)> = (0..a.decisions)
+        .map(|_| {
+            (
+                sets[rng.gen_range(0..sets.len())],
+                Capability::ALL[rng.gen_range(0..Capability::ALL.len())],
+            )
+        })
+        .collect();
+    let time = |name: &str, f: &dyn Fn(RoleSet, Capability) -> bool| -> anyhow::Result<()> {
+        let mut h = Histogram::<u64>::new(3)?;
+        let mut allowed = 0usize;
+        for (s, c) in &picks {
+            let t = Instant::now();
+            allowed += usize::from(std::hint::black_box(f(*s, *c)));
+            h.record(t.elapsed().as_nanos() as u64)?;
+        }
+        println!(
+            "{name:>28}: p50 {:>8.3} µs  p99 {:>8.3} µs  ({allowed} of {} allowed)",
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0,
+            picks.len()
+        );
+        Ok(())
+    };
+    println!(
+        "one capability decision, {} random (role set, capability) pairs, timer overhead included",
+        picks.len()
+    );
+    time("HashMap lookup", &|s, c| map[&(s, c)])?;
+    time("Cedar evaluation", &|s, c| policy.evaluate(s, c))?;
+    time("Cedar, tabulated at load", &|s, c| policy.allows(s, c))?;
     Ok(())
 }

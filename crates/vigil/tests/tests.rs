@@ -9,6 +9,8 @@ mod crash;
 mod http_api;
 #[path = "suite/independent.rs"]
 mod independent;
+#[path = "suite/isolation.rs"]
+mod isolation;
 #[path = "suite/multiprocess.rs"]
 mod multiprocess;
 #[path = "suite/security.rs"]

@@ -88,12 +88,11 @@ impl Application {
             checkpointer,
             metrics,
         });
-        let source = if settings.trust_headers {
-            IdentitySource::TrustedHeaders {
-                trusted_peers: settings.trusted_peers.clone(),
-            }
-        } else {
-            IdentitySource::None
+        let source = IdentitySource {
+            trusted_headers: settings
+                .trust_headers
+                .then(|| settings.trusted_peers.clone()),
+            bearer: settings.bearer.clone(),
         };
         let app = router(Arc::clone(&state)).layer(Extension(SecurityConfig { source, guard }));
         let http_metrics = HttpMetrics::new("audit", state.metrics.registry(), MAX_ERROR_CODES);

@@ -20,6 +20,8 @@ pub struct AuditSettings {
     pub trusted_peers: Vec<std::net::IpAddr>,
     /// A Cedar capability policy replacing the shipped one.
     pub capability_policy: Option<PathBuf>,
+    /// Verifies `Authorization: Bearer` tokens (beside or instead of trusted headers).
+    pub bearer: Option<std::sync::Arc<dyn vigil_security::token::TokenVerifier>>,
     /// Sign a checkpoint after this many new events in a tenant...
     pub checkpoint_every: i64,
     /// ...or this long after its last one, whichever comes first.
@@ -40,6 +42,7 @@ impl AuditSettings {
             trust_headers: true,
             trusted_peers: Vec::new(),
             capability_policy: None,
+            bearer: None,
             checkpoint_every: 1000,
             checkpoint_interval: Duration::from_secs(60),
             max_group_events: 5000,
@@ -71,6 +74,7 @@ impl std::fmt::Debug for AuditSettings {
             .field("trust_headers", &self.trust_headers)
             .field("trusted_peers", &self.trusted_peers)
             .field("capability_policy", &self.capability_policy)
+            .field("bearer", &self.bearer)
             .field("checkpoint_every", &self.checkpoint_every)
             .field("checkpoint_interval", &self.checkpoint_interval)
             .field("max_group_events", &self.max_group_events)

@@ -8,6 +8,7 @@
 
 use crate::capability::{Capability, CapabilityPolicy, RoleSet};
 use crate::error::ApiError;
+use crate::token::{TokenError, TokenVerifier};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
@@ -25,17 +26,15 @@ pub const ROLES_HEADER: &str = "x-roles";
 /// Longest identity header value accepted.
 const MAX_HEADER: usize = 1024;
 
-/// Where a service learns who is calling.
-#[derive(Clone, Debug)]
-pub enum IdentitySource {
+/// Where a service learns who is calling: a verified bearer token, trusted headers, or both
+/// (a request with a token is judged by the token alone).
+#[derive(Clone, Debug, Default)]
+pub struct IdentitySource {
     /// Trust `X-Tenant-ID`, `X-User-ID` and `X-Roles` from loopback peers and from these
-    /// addresses (the gateway's, on a private interface).
-    TrustedHeaders {
-        /// Non-loopback peers whose headers are trusted.
-        trusted_peers: Vec<IpAddr>,
-    },
-    /// Accept no identity: every request that needs one is 401.
-    None,
+    /// addresses (the gateway's, on a private interface). `None`: never trust them.
+    pub trusted_headers: Option<Vec<IpAddr>>,
+    /// Verify `Authorization: Bearer …` tokens with this.
+    pub bearer: Option<Arc<dyn TokenVerifier>>,
 }
 
 /// Told about every capability denial, e.g. to record it as an audit event.
@@ -200,43 +199,72 @@ impl<S: Send + Sync> FromRequestParts<S> for SecurityContext {
             .cloned()
             .or_else(crate::trace::current)
             .unwrap_or_else(|| TraceId::from_bytes([1; 16]));
-        match &config.source {
-            IdentitySource::None => Err(ApiError::Unauthenticated(
-                "this service accepts no identity".into(),
-            )),
-            IdentitySource::TrustedHeaders { trusted_peers } => {
-                let peer = parts
-                    .extensions
-                    .get::<ConnectInfo<SocketAddr>>()
-                    .map(|c| c.0.ip());
-                if !peer.is_some_and(|p| p.is_loopback() || trusted_peers.contains(&p)) {
-                    return Err(ApiError::Unauthenticated(
-                        "identity headers are accepted only from trusted peers".into(),
-                    ));
-                }
-                let tenant = single(&parts.headers, TENANT_HEADER).map_err(|_| {
-                    ApiError::BadRequest(
-                        "X-Tenant-ID must match [a-z0-9][a-z0-9_-]{0,63}, once".into(),
-                    )
-                })?;
-                let tenant_id =
-                    TenantId::parse(&tenant.ok_or(ApiError::MissingTenant)?).map_err(|_| {
-                        ApiError::BadRequest(
-                            "X-Tenant-ID must match [a-z0-9][a-z0-9_-]{0,63}".into(),
-                        )
-                    })?;
-                let user_id = single(&parts.headers, USER_HEADER)?;
-                let roles = single(&parts.headers, ROLES_HEADER)?
-                    .map(|r| RoleSet::from_names(r.split(',')))
-                    .unwrap_or_default();
-                Ok(SecurityContext {
-                    tenant_id,
-                    user_id,
-                    roles,
-                    trace_id,
-                    guard: config.guard,
+        let source = &config.source;
+        if let Some(auth) = parts.headers.get(axum::http::header::AUTHORIZATION) {
+            let Some(verifier) = &source.bearer else {
+                return Err(ApiError::Unauthenticated(
+                    "this service does not accept bearer tokens".into(),
+                ));
+            };
+            let token = auth
+                .to_str()
+                .ok()
+                .and_then(|v| {
+                    v.strip_prefix("Bearer ")
+                        .or_else(|| v.strip_prefix("bearer "))
                 })
-            }
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| {
+                    ApiError::InvalidToken("expected Authorization: Bearer <token>".into())
+                })?;
+            let v = verifier.verify(token).await.map_err(|e| match e {
+                TokenError::Expired => ApiError::TokenExpired,
+                TokenError::Invalid(why) => {
+                    tracing::info!(%trace_id, reason = %why, "bearer token refused");
+                    ApiError::InvalidToken("the bearer token does not verify".into())
+                }
+            })?;
+            return Ok(SecurityContext {
+                tenant_id: v.tenant_id,
+                user_id: Some(v.subject),
+                roles: v.roles,
+                trace_id,
+                guard: config.guard,
+            });
         }
+        let Some(trusted_peers) = &source.trusted_headers else {
+            return Err(ApiError::Unauthenticated(if source.bearer.is_some() {
+                "send Authorization: Bearer <token>".into()
+            } else {
+                "this service accepts no identity".into()
+            }));
+        };
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        if !peer.is_some_and(|p| p.is_loopback() || trusted_peers.contains(&p)) {
+            return Err(ApiError::Unauthenticated(
+                "identity headers are accepted only from trusted peers".into(),
+            ));
+        }
+        let tenant = single(&parts.headers, TENANT_HEADER).map_err(|_| {
+            ApiError::BadRequest("X-Tenant-ID must match [a-z0-9][a-z0-9_-]{0,63}, once".into())
+        })?;
+        let tenant_id = TenantId::parse(&tenant.ok_or(ApiError::MissingTenant)?).map_err(|_| {
+            ApiError::BadRequest("X-Tenant-ID must match [a-z0-9][a-z0-9_-]{0,63}".into())
+        })?;
+        let user_id = single(&parts.headers, USER_HEADER)?;
+        let roles = single(&parts.headers, ROLES_HEADER)?
+            .map(|r| RoleSet::from_names(r.split(',')))
+            .unwrap_or_default();
+        Ok(SecurityContext {
+            tenant_id,
+            user_id,
+            roles,
+            trace_id,
+            guard: config.guard,
+        })
     }
 }

@@ -19,6 +19,7 @@ pub mod capability;
 pub mod context;
 pub mod error;
 pub mod http_metrics;
+pub mod token;
 pub mod trace;
 
 use axum::Router;

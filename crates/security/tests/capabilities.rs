@@ -25,8 +25,9 @@ async fn each_capability_answers_200_or_403_as_the_policy_says_for_each_role() {
     let registry = prometheus::Registry::new();
     let guard = Guard::new(CapabilityPolicy::shipped(), &registry);
     let config = SecurityConfig {
-        source: IdentitySource::TrustedHeaders {
-            trusted_peers: vec![],
+        source: IdentitySource {
+            trusted_headers: Some(vec![]),
+            bearer: None,
         },
         guard: guard.clone(),
     };

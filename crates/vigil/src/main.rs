@@ -108,6 +108,18 @@ struct ServeArgs {
     /// A Cedar capability policy replacing the shipped one (validated at start).
     #[arg(long, env = "VIGIL_CAPABILITY_POLICY")]
     capability_policy: Option<PathBuf>,
+    /// Accept bearer JWTs signed (EdDSA) by this Ed25519 public key (PEM file).
+    #[arg(long, env = "VIGIL_TOKEN_PUBLIC_KEY", requires = "token_issuer")]
+    token_public_key: Option<PathBuf>,
+    /// The `iss` bearer tokens must carry.
+    #[arg(long, env = "VIGIL_TOKEN_ISSUER")]
+    token_issuer: Option<String>,
+    /// The `aud` bearer tokens must carry.
+    #[arg(long, env = "VIGIL_TOKEN_AUDIENCE", default_value = "vigil")]
+    token_audience: String,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    #[arg(long, env = "VIGIL_TOKEN_LEEWAY_SECS", default_value_t = 30)]
+    token_leeway_secs: u64,
     /// Sign a checkpoint after this many new events per tenant.
     #[arg(long, env = "VIGIL_CHECKPOINT_EVERY", default_value_t = 1000)]
     checkpoint_every: i64,
@@ -120,8 +132,21 @@ struct ServeArgs {
 }
 
 impl ServeArgs {
-    fn settings(self) -> AuditSettings {
+    fn settings(self) -> anyhow::Result<AuditSettings> {
         let mut s = AuditSettings::embedded(self.data_dir);
+        if let Some(path) = &self.token_public_key {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading --token-public-key {}", path.display()))?;
+            let issuer = self.token_issuer.as_deref().unwrap_or_default();
+            let v = vigil_security::token::StaticKeyVerifier::ed25519_pem(
+                &pem,
+                issuer,
+                &self.token_audience,
+                self.token_leeway_secs,
+            )
+            .map_err(|e| anyhow::anyhow!("--token-public-key {}: {e}", path.display()))?;
+            s.bearer = Some(std::sync::Arc::new(v));
+        }
         s.listen = self.listen;
         if let Some(url) = self.database_url {
             s.database_url = url;
@@ -132,7 +157,7 @@ impl ServeArgs {
         s.checkpoint_every = self.checkpoint_every;
         s.checkpoint_interval = Duration::from_secs(self.checkpoint_interval_secs.max(1));
         s.max_group_events = self.max_group_events;
-        s
+        Ok(s)
     }
 }
 
@@ -208,7 +233,10 @@ fn main() -> ExitCode {
             }
             Command::Audit {
                 command: AuditCommand::Serve(args),
-            } => serve(args.settings()).await.map(|_| ExitCode::SUCCESS),
+            } => match args.settings() {
+                Ok(settings) => serve(settings).await.map(|_| ExitCode::SUCCESS),
+                Err(e) => Err(e),
+            },
             Command::Verify {
                 database_url,
                 tenant,

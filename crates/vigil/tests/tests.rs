@@ -19,3 +19,5 @@ mod security;
 mod store_outage;
 #[path = "suite/tamper.rs"]
 mod tamper;
+#[path = "suite/tokens.rs"]
+mod tokens;

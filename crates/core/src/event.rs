@@ -413,21 +413,12 @@ impl Event {
     pub fn content_hash(&self) -> Hash32 {
         // JCS of `to_json()`, written directly in canonical key order (a test pins the two).
         let mut w = jcs::Writer::with_capacity(512);
-        let party = |w: &mut jcs::Writer, id: &str, kind: &str| {
-            w.raw("{");
-            w.key("id");
-            w.string(id);
-            w.raw(",");
-            w.key("type");
-            w.string(kind);
-            w.raw("}");
-        };
         w.raw("{");
         w.key("action");
         w.string(self.action.as_str());
         w.raw(",");
         w.key("actor");
-        party(&mut w, &self.actor.id, self.actor.kind.as_str());
+        w.party(&self.actor.id, self.actor.kind.as_str());
         w.raw(",");
         w.key("event_id");
         w.string(&self.event_id.to_string());
@@ -442,7 +433,7 @@ impl Event {
         w.object(&self.payload);
         w.raw(",");
         w.key("resource");
-        party(&mut w, &self.resource.id, &self.resource.kind);
+        w.party(&self.resource.id, &self.resource.kind);
         w.raw(",");
         w.key("schema_version");
         w.int(SCHEMA_VERSION);
@@ -451,20 +442,11 @@ impl Event {
         w.string(self.severity.as_str());
         w.raw(",");
         w.key("source");
-        w.raw("{");
-        if let Some(p) = &self.source.producer_id {
-            w.key("producer_id");
-            w.string(p);
-            w.raw(",");
-        }
-        if let Some(n) = self.source.producer_seq {
-            w.key("producer_seq");
-            w.int(n);
-            w.raw(",");
-        }
-        w.key("service");
-        w.string(&self.source.service);
-        w.raw("}");
+        w.source(
+            &self.source.service,
+            self.source.producer_id.as_deref(),
+            self.source.producer_seq,
+        );
         if let Some(t) = &self.trace_id {
             w.raw(",");
             w.key("trace_id");

@@ -92,6 +92,35 @@ impl Writer {
         self.buf.push(b'"');
     }
 
+    /// Writes `{"id":…,"type":…}` (an actor or a resource), keys in canonical order.
+    pub fn party(&mut self, id: &str, kind: &str) {
+        self.raw("{");
+        self.key("id");
+        self.string(id);
+        self.raw(",");
+        self.key("type");
+        self.string(kind);
+        self.raw("}");
+    }
+
+    /// Writes a record's or event's `source` object, keys in canonical order.
+    pub fn source(&mut self, service: &str, producer_id: Option<&str>, producer_seq: Option<i64>) {
+        self.raw("{");
+        if let Some(p) = producer_id {
+            self.key("producer_id");
+            self.string(p);
+            self.raw(",");
+        }
+        if let Some(n) = producer_seq {
+            self.key("producer_seq");
+            self.int(n);
+            self.raw(",");
+        }
+        self.key("service");
+        self.string(service);
+        self.raw("}");
+    }
+
     /// Writes any JSON value canonically.
     pub fn value(&mut self, v: &Value) {
         match v {

@@ -117,7 +117,7 @@ impl Record {
         w.string(&self.action);
         w.raw(",");
         w.key("actor");
-        party(w, &self.actor);
+        w.party(&self.actor.id, &self.actor.kind);
         w.raw(",");
         w.key("event_id");
         w.string(&self.event_id);
@@ -147,7 +147,7 @@ impl Record {
         w.string(&self.received_at);
         w.raw(",");
         w.key("resource");
-        party(w, &self.resource);
+        w.party(&self.resource.id, &self.resource.kind);
         w.raw(",");
         w.key("schema_version");
         w.int(self.schema_version);
@@ -159,20 +159,12 @@ impl Record {
         w.string(&self.severity);
         w.raw(",");
         w.key("source");
-        w.raw("{");
-        if let Some(p) = &self.source.producer_id {
-            w.key("producer_id");
-            w.string(p);
-            w.raw(",");
-        }
-        if let Some(s) = self.source.producer_seq {
-            w.key("producer_seq");
-            w.int(s);
-            w.raw(",");
-        }
-        w.key("service");
-        w.string(&self.source.service);
-        w.raw("},");
+        w.source(
+            &self.source.service,
+            self.source.producer_id.as_deref(),
+            self.source.producer_seq,
+        );
+        w.raw(",");
         w.key("tenant_id");
         w.string(&self.tenant_id);
         if let Some(t) = &self.trace_id {
@@ -205,16 +197,6 @@ impl Record {
         self.write_hashed_form(scratch);
         Hash32::digest(&[&scratch.buf])
     }
-}
-
-fn party(w: &mut Writer, p: &Party) {
-    w.raw("{");
-    w.key("id");
-    w.string(&p.id);
-    w.raw(",");
-    w.key("type");
-    w.string(&p.kind);
-    w.raw("}");
 }
 
 /// Seals validated events into a tenant's chain.

@@ -1,10 +1,10 @@
 //! Who is calling, for which tenant, with which roles — and what they may do.
 //!
-//! The identity comes from one of the sources of [`IdentitySource`]; today that is the
-//! trusted headers a gateway sets (`X-Tenant-ID`, `X-User-ID`, `X-Roles`), accepted only from
-//! loopback or from peers the operator named, since anyone else reaching the port could forge
-//! them. Handlers take a [`SecurityContext`] and call [`SecurityContext::require`]; they never
-//! look at roles themselves.
+//! The identity comes from the sources of [`IdentitySource`]: a bearer token checked by a
+//! [`TokenVerifier`], or the trusted headers a gateway sets (`X-Tenant-ID`, `X-User-ID`,
+//! `X-Roles`), accepted only from loopback or from peers the operator named, since anyone else
+//! reaching the port could forge them. Handlers take a [`SecurityContext`] and call
+//! [`SecurityContext::require`]; they never look at roles themselves.
 
 use crate::capability::{Capability, CapabilityPolicy, RoleSet};
 use crate::error::ApiError;

@@ -1,6 +1,8 @@
 //! Security for every Vigil service: who is calling and for which tenant
-//! ([`context::SecurityContext`]), the trace id of every request ([`trace`]), and the one error
-//! shape every refusal takes ([`error::ApiError`]).
+//! ([`context::SecurityContext`], from a verified token ([`token`]) or trusted headers), what
+//! they may do ([`capability`], decided by a Cedar policy), the trace id of every request
+//! ([`trace`]), HTTP metrics ([`http_metrics`]) and the one error shape every refusal takes
+//! ([`error::ApiError`]).
 //!
 //! ```no_run
 //! use axum::{routing::get, Router};

@@ -29,6 +29,10 @@ pub struct AuditMetrics {
     pub checkpoints: IntCounter,
 }
 
+fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric")
+}
+
 fn buckets_count() -> Vec<f64> {
     vec![
         1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0,
@@ -58,32 +62,26 @@ impl AuditMetrics {
             "producer_seq values skipped: events lost between a producer and the store",
         )
         .expect("valid metric");
-        let batch_size = Histogram::with_opts(
-            HistogramOpts::new("audit_ingest_batch_size", "Events per ingest request")
-                .buckets(buckets_count()),
-        )
-        .expect("valid metric");
-        let ingest_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "audit_ingest_duration_seconds",
-                "Ingest request latency, until acknowledged",
-            )
-            .buckets(buckets_seconds()),
-        )
-        .expect("valid metric");
-        let group_size = Histogram::with_opts(
-            HistogramOpts::new("audit_group_commit_size", "Events per store transaction")
-                .buckets(buckets_count()),
-        )
-        .expect("valid metric");
-        let commit_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "audit_group_commit_duration_seconds",
-                "Duration of one group commit",
-            )
-            .buckets(buckets_seconds()),
-        )
-        .expect("valid metric");
+        let batch_size = histogram(
+            "audit_ingest_batch_size",
+            "Events per ingest request",
+            buckets_count(),
+        );
+        let ingest_seconds = histogram(
+            "audit_ingest_duration_seconds",
+            "Ingest request latency, until acknowledged",
+            buckets_seconds(),
+        );
+        let group_size = histogram(
+            "audit_group_commit_size",
+            "Events per store transaction",
+            buckets_count(),
+        );
+        let commit_seconds = histogram(
+            "audit_group_commit_duration_seconds",
+            "Duration of one group commit",
+            buckets_seconds(),
+        );
         let store_errors = IntCounterVec::new(
             Opts::new(
                 "audit_store_errors_total",
@@ -99,33 +97,22 @@ impl AuditMetrics {
         .expect("valid metric");
         let checkpoints = IntCounter::new("audit_checkpoints_total", "Signed checkpoints made")
             .expect("valid metric");
-        registry
-            .register(Box::new(processed.clone()))
-            .expect("unique");
-        registry
-            .register(Box::new(chain_gap.clone()))
-            .expect("unique");
-        registry
-            .register(Box::new(batch_size.clone()))
-            .expect("unique");
-        registry
-            .register(Box::new(ingest_seconds.clone()))
-            .expect("unique");
-        registry
-            .register(Box::new(group_size.clone()))
-            .expect("unique");
-        registry
-            .register(Box::new(commit_seconds.clone()))
-            .expect("unique");
-        registry
-            .register(Box::new(store_errors.clone()))
-            .expect("unique");
-        registry
-            .register(Box::new(chain_conflicts.clone()))
-            .expect("unique");
-        registry
-            .register(Box::new(checkpoints.clone()))
-            .expect("unique");
+        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+            Box::new(processed.clone()),
+            Box::new(chain_gap.clone()),
+            Box::new(batch_size.clone()),
+            Box::new(ingest_seconds.clone()),
+            Box::new(group_size.clone()),
+            Box::new(commit_seconds.clone()),
+            Box::new(store_errors.clone()),
+            Box::new(chain_conflicts.clone()),
+            Box::new(checkpoints.clone()),
+        ];
+        for c in collectors {
+            registry
+                .register(c)
+                .expect("each metric is registered once");
+        }
         // Series exist from the start, so dashboards and alerts see zeros rather than gaps.
         for r in ["stored", "duplicate", "rejected", "conflict"] {
             processed.with_label_values(&[r]);

@@ -5,8 +5,9 @@
 #   - Postgres: uses a running server (VIGIL_TEST_POSTGRES_URL, default
 #     postgres://postgres@127.0.0.1:5432/test), starts an installed one that is stopped, or
 #     installs one with apt-get when running as root. Postgres tests are never skipped.
-#   - Python with the rfc8785 and cryptography packages (PyPI), for the independent
-#     verification test, in a virtualenv under the cargo target directory.
+#   - Python with the rfc8785, cryptography and PyJWT packages (PyPI), for the independent
+#     verification and JWT interoperability tests, in a virtualenv under the cargo target
+#     directory.
 # The cargo target directory lives outside the clone (reused between CI runs when present).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,12 +59,12 @@ tests are part of the suite and are not skipped."
 
 ensure_python() {
   local py=python3
-  if ! "$py" -c 'import rfc8785, cryptography' 2>/dev/null; then
+  if ! "$py" -c 'import rfc8785, cryptography, jwt' 2>/dev/null; then
     local venv="$CARGO_TARGET_DIR/vigil-venv"
-    if ! [ -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import rfc8785, cryptography' 2>/dev/null; then
-      say "installing rfc8785 and cryptography from PyPI into $venv"
-      python3 -m venv "$venv" || die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
-      "$venv/bin/pip" install -q rfc8785 cryptography || die "pip could not install rfc8785 and cryptography"
+    if ! [ -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import rfc8785, cryptography, jwt' 2>/dev/null; then
+      say "installing rfc8785, cryptography and PyJWT from PyPI into $venv"
+      [ -x "$venv/bin/python" ] || python3 -m venv "$venv" || die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
+      "$venv/bin/pip" install -q rfc8785 cryptography PyJWT || die "pip could not install rfc8785, cryptography and PyJWT"
     fi
     py="$venv/bin/python"
   fi
@@ -74,7 +75,7 @@ say "checking services"
 ensure_postgres
 echo "Postgres: $VIGIL_TEST_POSTGRES_URL"
 ensure_python
-echo "Python for independent verification: $VIGIL_PYTHON"
+echo "Python for independent verification and JWT interop: $VIGIL_PYTHON"
 
 say "formatting"
 cargo fmt --all -- --check || die "cargo fmt would change files: run cargo fmt --all"

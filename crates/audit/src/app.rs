@@ -79,6 +79,16 @@ impl Application {
             settings.max_group_events,
         );
         let guard = Guard::new(policy, metrics.registry());
+        let bearer = match &settings.jwks {
+            Some(cfg) => {
+                let v = vigil_auth::JwksVerifier::start(cfg.clone(), metrics.registry());
+                if let Err(e) = v.refresh().await {
+                    tracing::warn!(error = %e, "the issuer's JWKS is not reachable yet; bearer tokens are refused until it is");
+                }
+                Some(Arc::new(v) as Arc<dyn vigil_security::token::TokenVerifier>)
+            }
+            None => settings.bearer.clone(),
+        };
         guard.set_denial_sink(Arc::new(crate::denials::AuditDenials::new(
             sequencer.clone(),
         )));
@@ -87,12 +97,13 @@ impl Application {
             sequencer,
             checkpointer,
             metrics,
+            bearer: bearer.clone(),
         });
         let source = IdentitySource {
             trusted_headers: settings
                 .trust_headers
                 .then(|| settings.trusted_peers.clone()),
-            bearer: settings.bearer.clone(),
+            bearer,
         };
         let app = router(Arc::clone(&state)).layer(Extension(SecurityConfig { source, guard }));
         let http_metrics = HttpMetrics::new("audit", state.metrics.registry(), MAX_ERROR_CODES);
@@ -113,6 +124,11 @@ impl Application {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// Appends events in-process (for services running in the same process, `vigil dev`).
+    pub fn sequencer(&self) -> crate::sequencer::Sequencer {
+        self.state.sequencer.clone()
     }
 
     /// The bound port.

@@ -26,6 +26,8 @@ pub struct AppState {
     pub checkpointer: Arc<Checkpointer>,
     /// Metrics.
     pub metrics: AuditMetrics,
+    /// The bearer-token verifier, when the service takes tokens (its state goes in `/readyz`).
+    pub bearer: Option<Arc<dyn vigil_security::token::TokenVerifier>>,
 }
 
 /// The audit service's routes (without the identity layer, which [`crate::app`] adds).

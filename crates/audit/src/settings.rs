@@ -22,6 +22,8 @@ pub struct AuditSettings {
     pub capability_policy: Option<PathBuf>,
     /// Verifies `Authorization: Bearer` tokens (beside or instead of trusted headers).
     pub bearer: Option<std::sync::Arc<dyn vigil_security::token::TokenVerifier>>,
+    /// Verify bearer tokens through this issuer's JWKS (takes the place of `bearer`).
+    pub jwks: Option<vigil_auth::JwksConfig>,
     /// Sign a checkpoint after this many new events in a tenant...
     pub checkpoint_every: i64,
     /// ...or this long after its last one, whichever comes first.
@@ -43,6 +45,7 @@ impl AuditSettings {
             trusted_peers: Vec::new(),
             capability_policy: None,
             bearer: None,
+            jwks: None,
             checkpoint_every: 1000,
             checkpoint_interval: Duration::from_secs(60),
             max_group_events: 5000,
@@ -51,19 +54,7 @@ impl AuditSettings {
     }
 }
 
-/// The URL with any password replaced, for logs and `Debug`.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let userinfo = &url[s + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
+pub use vigil_store::db::redact_url;
 
 impl std::fmt::Debug for AuditSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,6 +66,7 @@ impl std::fmt::Debug for AuditSettings {
             .field("trusted_peers", &self.trusted_peers)
             .field("capability_policy", &self.capability_policy)
             .field("bearer", &self.bearer)
+            .field("jwks", &self.jwks)
             .field("checkpoint_every", &self.checkpoint_every)
             .field("checkpoint_interval", &self.checkpoint_interval)
             .field("max_group_events", &self.max_group_events)

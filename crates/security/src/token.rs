@@ -41,6 +41,12 @@ pub enum TokenError {
 pub trait TokenVerifier: Send + Sync + std::fmt::Debug {
     /// Verifies `token` (the part after `Bearer `).
     async fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError>;
+
+    /// For `/readyz`: can tokens be verified now, and a short word on the keys (e.g. that
+    /// they are stale because the issuer is unreachable). Default: ready.
+    fn readiness(&self) -> (bool, String) {
+        (true, "static key".into())
+    }
 }
 
 #[derive(Deserialize)]

@@ -37,7 +37,7 @@ pub enum StoreError {
 
 impl StoreError {
     /// Classifies a driver error raised while doing `op`.
-    pub(crate) fn from_sqlx(op: &'static str, e: sqlx::Error) -> StoreError {
+    pub fn from_sqlx(op: &'static str, e: sqlx::Error) -> StoreError {
         let message = e.to_string();
         match &e {
             sqlx::Error::Database(db) if db.is_unique_violation() => {

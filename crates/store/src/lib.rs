@@ -18,6 +18,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod db;
 mod error;
 mod query;
 mod sql;

@@ -2,17 +2,14 @@
 //! and Postgres both bind by position), and [`with_pool!`] instantiates each statement for the
 //! engine's concrete pool type, so each is type-checked against its own driver.
 
+use crate::db::Database;
 use crate::query::{Bind, Query};
 use crate::{Existing, NewRecord, PublicKey, Store, StoreError, StoredCheckpoint};
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::SqlitePool;
 use sqlx::{QueryBuilder, Row};
 use std::collections::{BTreeMap, HashMap};
-use std::str::FromStr;
-use std::time::Duration;
 use vigil_core::chain::ChainHead;
 use vigil_core::checkpoint::Checkpoint;
 use vigil_core::hash::Hash32;
@@ -24,8 +21,6 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 
 /// Rows per multi-row INSERT: 23 columns × 400 rows stays under both engines' bind limits.
 const INSERT_CHUNK: usize = 400;
-/// How long a request waits for a connection before the store counts as unavailable.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 const COLUMNS: &str = "tenant_id, seq, event_id, occurred_at, received_at, actor_type, actor_id, action, \
      resource_type, resource_id, outcome, severity, source_service, producer_id, producer_seq, trace_id, \
@@ -75,58 +70,12 @@ macro_rules! bind_all {
 impl SqlStore {
     /// Opens and migrates the store at `url`.
     pub async fn open(url: &str) -> Result<SqlStore, StoreError> {
-        let pool = if url.starts_with("sqlite:") {
-            let opts = SqliteConnectOptions::from_str(url)
-                .map_err(|e| StoreError::BadUrl(format!("{url}: {e}")))?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                // FULL: an acknowledged event survives power loss, not only a crash; group
-                // commit pays for the extra fsync.
-                .synchronous(SqliteSynchronous::Full)
-                .busy_timeout(Duration::from_secs(5))
-                .foreign_keys(true);
-            // An in-memory database exists once per connection: keep exactly one.
-            let max = if url.contains(":memory:") { 1 } else { 8 };
-            let pool = SqlitePoolOptions::new()
-                .max_connections(max)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_with(opts)
-                .await
-                .map_err(|e| StoreError::from_sqlx("opening the SQLite database", e))?;
-            SQLITE_MIGRATIONS
-                .run(&pool)
-                .await
-                .map_err(|e| StoreError::Migrate(e.to_string()))?;
-            // Gives the query planner statistics where they are missing or stale (SQLite's
-            // advice for long-lived connections); without them it picks poor indexes.
-            sqlx::query("PRAGMA optimize=0x10002")
-                .execute(&pool)
-                .await
-                .map_err(|e| StoreError::from_sqlx("optimizing the SQLite database", e))?;
-            Pool::Sqlite {
+        let pool = match Database::open(url, &SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await? {
+            Database::Sqlite(pool) => Pool::Sqlite {
                 pool,
                 write: tokio::sync::Mutex::new(()),
-            }
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let opts =
-                PgConnectOptions::from_str(url).map_err(|e| StoreError::BadUrl(format!("{e}")))?;
-            let pool = PgPoolOptions::new()
-                .max_connections(16)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_with(opts)
-                .await
-                .map_err(|e| StoreError::from_sqlx("connecting to Postgres", e))?;
-            // Two services starting at once must not both apply a migration: Postgres
-            // migrations take sqlx's advisory lock.
-            POSTGRES_MIGRATIONS
-                .run(&pool)
-                .await
-                .map_err(|e| StoreError::Migrate(e.to_string()))?;
-            Pool::Postgres(pool)
-        } else {
-            return Err(StoreError::BadUrl(format!(
-                "{url:?}: expected sqlite://PATH, sqlite::memory: or postgres://…"
-            )));
+            },
+            Database::Postgres(pool) => Pool::Postgres(pool),
         };
         Ok(SqlStore { pool })
     }

@@ -2,6 +2,7 @@
 //! codes here and nowhere else (0 success, 1 not intact / not allowed, 2 usage or
 //! configuration error).
 
+mod auth;
 mod bench;
 mod verify;
 
@@ -34,11 +35,19 @@ enum Command {
         /// Where the audit API listens.
         #[arg(long, env = "VIGIL_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Where the auth service listens.
+        #[arg(long, env = "VIGIL_AUTH_LISTEN", default_value = "127.0.0.1:8081")]
+        auth_listen: SocketAddr,
     },
     /// The audit service.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// The auth service: tokens, JWKS, signing keys, users, service clients, API keys.
+    Auth {
+        #[command(subcommand)]
+        command: auth::AuthCommand,
     },
     /// Check every tenant's chain (or one) and every checkpoint signature against the records.
     /// Exit 0 intact, 1 tampered (first bad seq named), 2 usage or connection error.
@@ -120,6 +129,17 @@ struct ServeArgs {
     /// Clock skew allowed on `exp` and `nbf`, in seconds.
     #[arg(long, env = "VIGIL_TOKEN_LEEWAY_SECS", default_value_t = 30)]
     token_leeway_secs: u64,
+    /// Accept bearer JWTs verified through this JWKS (the auth service's
+    /// /.well-known/jwks.json); needs --token-issuer.
+    #[arg(
+        long,
+        env = "VIGIL_JWKS_URL",
+        requires = "token_issuer",
+        conflicts_with = "token_public_key"
+    )]
+    jwks_url: Option<String>,
+    #[command(flatten)]
+    jwks: auth::JwksArgs,
     /// Sign a checkpoint after this many new events per tenant.
     #[arg(long, env = "VIGIL_CHECKPOINT_EVERY", default_value_t = 1000)]
     checkpoint_every: i64,
@@ -146,6 +166,14 @@ impl ServeArgs {
             )
             .map_err(|e| anyhow::anyhow!("--token-public-key {}: {e}", path.display()))?;
             s.bearer = Some(std::sync::Arc::new(v));
+        }
+        if let Some(url) = &self.jwks_url {
+            let issuer = self.token_issuer.clone().unwrap_or_default();
+            s.jwks =
+                Some(
+                    self.jwks
+                        .config(url, &issuer, &self.token_audience, self.token_leeway_secs),
+                );
         }
         s.listen = self.listen;
         if let Some(url) = self.database_url {
@@ -192,23 +220,6 @@ async fn serve(settings: AuditSettings) -> anyhow::Result<()> {
     app.run_until_stopped(shutdown_signal()).await
 }
 
-async fn dev(data_dir: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
-    let mut settings = AuditSettings::embedded(data_dir.clone());
-    settings.listen = listen;
-    let app = Application::build(settings).await?;
-    let addr = app.local_addr();
-    eprintln!(
-        "\nvigil dev: audit API on http://{addr} (SQLite in {dir})\n\
-         Identity in dev: the trusted headers X-Tenant-ID, X-User-ID and X-Roles (loopback only).\n\n  \
-         curl -s http://{addr}/v1/events -H 'X-Tenant-ID: acme' -H 'X-Roles: admin' -H 'Content-Type: application/json' \\\n    \
-         -d '[{{\"occurred_at\":\"2026-11-22T10:00:00Z\",\"actor\":{{\"type\":\"user\",\"id\":\"u-42\"}},\"action\":\"payment.void\",\"resource\":{{\"type\":\"payment\",\"id\":\"p-9\"}},\"outcome\":\"success\",\"source\":{{\"service\":\"payments\"}}}}]'\n  \
-         curl -s 'http://{addr}/v1/events?limit=10' -H 'X-Tenant-ID: acme' -H 'X-Roles: admin'\n  \
-         cargo run -q -p vigil -- verify --database-url sqlite://{dir}/audit.db\n",
-        dir = data_dir.display()
-    );
-    app.run_until_stopped(shutdown_signal()).await
-}
-
 async fn keys_list(database_url: &str) -> anyhow::Result<()> {
     let store = vigil_store::open(database_url)
         .await
@@ -228,9 +239,14 @@ fn main() -> ExitCode {
         .expect("starting the runtime");
     let result: anyhow::Result<ExitCode> = rt.block_on(async {
         match cli.command {
-            Command::Dev { data_dir, listen } => {
-                dev(data_dir, listen).await.map(|_| ExitCode::SUCCESS)
-            }
+            Command::Dev {
+                data_dir,
+                listen,
+                auth_listen,
+            } => auth::dev(data_dir, listen, auth_listen, shutdown_signal())
+                .await
+                .map(|_| ExitCode::SUCCESS),
+            Command::Auth { command } => auth::run(command, shutdown_signal()).await,
             Command::Audit {
                 command: AuditCommand::Serve(args),
             } => match args.settings() {

@@ -30,9 +30,15 @@ pub(super) async fn healthz() -> Json<serde_json::Value> {
 pub(super) async fn readyz(
     State(app): State<Arc<AppState>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let tokens = app.bearer.as_ref().map(|b| b.readiness());
+    if let Some((false, why)) = &tokens {
+        return Err(ApiError::Unavailable(format!(
+            "bearer tokens cannot be verified: {why}"
+        )));
+    }
     match tokio::time::timeout(Duration::from_secs(2), app.store.ping()).await {
         Ok(Ok(())) => Ok(Json(
-            json!({"status": "ready", "store": app.store.engine()}),
+            json!({"status": "ready", "store": app.store.engine(), "tokens": tokens.map(|t| t.1)}),
         )),
         Ok(Err(e)) => Err(ApiError::Unavailable(format!(
             "the audit store is unreachable: {}",

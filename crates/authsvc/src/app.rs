@@ -1,0 +1,168 @@
+//! Wiring: [`Application::build`] opens the database, loads (or creates) the keys and binds;
+//! [`Application::run_until_stopped`] serves, keeps the key ring current and delivers the
+//! audit outbox until the shutdown signal.
+
+use crate::http::{router, AppState};
+use crate::keyring::{KeyPolicy, KeyRing};
+use crate::outbox::{AuditSink, HttpAuditSink, LogSink};
+use crate::settings::AuthSettings;
+use crate::store::AuthStore;
+use anyhow::Context;
+use axum::{Extension, Router};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use vigil_auth::password::PasswordPolicy;
+use vigil_auth::{JwksConfig, JwksVerifier};
+use vigil_core::ids::TenantId;
+use vigil_security::capability::CapabilityPolicy;
+use vigil_security::context::{Guard, IdentitySource, SecurityConfig};
+use vigil_security::http_metrics::{HttpMetrics, MAX_ERROR_CODES};
+use vigil_store::db::redact_url;
+
+/// A built, bound auth service.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    state: Arc<AppState>,
+    router: Router,
+    sink: Option<Arc<dyn AuditSink>>,
+    reload_interval: Duration,
+}
+
+/// Opens the auth database (for the service and for `vigil auth` commands).
+pub async fn open_store(url: &str) -> anyhow::Result<AuthStore> {
+    AuthStore::open(url)
+        .await
+        .with_context(|| format!("opening the auth database {}", redact_url(url)))
+}
+
+/// The key policy `settings` describe.
+pub fn key_policy(settings: &AuthSettings) -> anyhow::Result<KeyPolicy> {
+    Ok(KeyPolicy {
+        algorithm: settings.key_algorithm,
+        publish_after_rotation: settings.token_ttl + settings.rotation_grace,
+        system_tenant: TenantId::parse(&settings.system_tenant)
+            .map_err(|e| anyhow::anyhow!("--system-tenant: {e}"))?,
+    })
+}
+
+impl Application {
+    /// Opens the database, loads the keys and binds. `sink` replaces the audit destination
+    /// (`vigil dev` passes the in-process audit service); without it events go to
+    /// `settings.audit_url`, or to the log.
+    pub async fn build(
+        settings: AuthSettings,
+        sink: Option<Arc<dyn AuditSink>>,
+    ) -> anyhow::Result<Application> {
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?;
+        let addr = listener.local_addr()?;
+        let issuer = settings
+            .issuer
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
+        let policy = match &settings.capability_policy {
+            Some(path) => CapabilityPolicy::from_file(path)?,
+            None => CapabilityPolicy::shipped(),
+        };
+        let store = open_store(&settings.database_url).await?;
+        let registry = prometheus::Registry::new();
+        // The service's own tokens (management API) are verified against its own keys.
+        let mut own = JwksConfig::new(String::new(), issuer.clone(), settings.audience.clone());
+        own.leeway = Duration::from_secs(5);
+        let verifier = JwksVerifier::offline(own, &registry);
+        let keys = KeyRing::load(store.clone(), key_policy(&settings)?, verifier.clone()).await?;
+        let sink: Arc<dyn AuditSink> = match (sink, &settings.audit_url) {
+            (Some(s), _) => s,
+            (None, Some(url)) => Arc::new(HttpAuditSink::new(
+                url,
+                keys.clone(),
+                issuer.clone(),
+                settings.audience.clone(),
+            )),
+            (None, None) => {
+                tracing::warn!("no --audit-url: auth events are written to the log only");
+                Arc::new(LogSink)
+            }
+        };
+        let guard = Guard::new(policy, &registry);
+        let state = Arc::new(AppState::new(
+            store,
+            keys,
+            issuer,
+            settings.audience.clone(),
+            settings.token_ttl,
+            settings.jwks_max_age,
+            PasswordPolicy::with_min_chars(settings.min_password_chars),
+            settings.lockout_threshold,
+            registry,
+        ));
+        let source = IdentitySource {
+            trusted_headers: settings.trust_headers.then(Vec::new),
+            bearer: Some(Arc::new(verifier)),
+        };
+        let http_metrics = HttpMetrics::new("auth", &state.registry, MAX_ERROR_CODES);
+        let app = router(Arc::clone(&state)).layer(Extension(SecurityConfig { source, guard }));
+        let app = vigil_security::harden(app, http_metrics);
+        tracing::info!(%addr, issuer = %state.issuer, store = %redact_url(&settings.database_url), "auth service listening");
+        Ok(Application {
+            listener,
+            state,
+            router: app,
+            sink: Some(sink),
+            reload_interval: settings.reload_interval,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The issuer (`iss`) of this service's tokens.
+    pub fn issuer(&self) -> &str {
+        &self.state.issuer
+    }
+
+    /// The key ring (for tests and `vigil dev`).
+    pub fn keys(&self) -> &KeyRing {
+        &self.state.keys
+    }
+
+    /// Serves until `shutdown` resolves, then delivers what is left in the audit outbox.
+    pub async fn run_until_stopped(
+        mut self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        self.state.keys.spawn_maintenance(self.reload_interval);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let drainer = self.sink.take().map(|sink| {
+            tokio::spawn(crate::outbox::drain(
+                self.state.store.clone(),
+                sink,
+                Duration::from_millis(200),
+                async move {
+                    let _ = stop_rx.await;
+                },
+            ))
+        });
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(self.listener, service)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP");
+        let _ = stop_tx.send(());
+        if let Some(d) = drainer {
+            let _ = d.await;
+        }
+        served
+    }
+}

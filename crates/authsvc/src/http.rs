@@ -1,0 +1,893 @@
+//! The auth service's routes.
+//!
+//! Public: `GET /.well-known/jwks.json`, `GET /.well-known/openid-configuration`,
+//! `POST /oauth/token` (client credentials), `POST /v1/login` (tenant users), `/healthz`,
+//! `/readyz`, `/metrics`. Everything else needs a caller with a capability: users, service
+//! clients and API keys of the caller's own tenant need `identity_manage`; signing keys need
+//! `keys_manage`.
+
+use crate::events::{event, Actor};
+use crate::keyring::{unix_now, KeyRing};
+use crate::store::{ApiKeyRow, AuthStore, ClientRow, KeyState, UserRow};
+use axum::extract::{Path, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Form, Json, Router};
+use base64::Engine;
+use prometheus::{IntCounterVec, Opts, Registry};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use vigil_auth::password::PasswordPolicy;
+use vigil_auth::{password, secret, Claims};
+use vigil_core::ids::TenantId;
+use vigil_security::capability::{Capability, Role, RoleSet};
+use vigil_security::context::SecurityContext;
+use vigil_security::error::ApiError;
+use vigil_store::StoreError;
+
+/// Shared by every handler.
+#[derive(Debug)]
+pub struct AppState {
+    /// The database.
+    pub store: AuthStore,
+    /// Signing keys.
+    pub keys: KeyRing,
+    /// `iss` of issued tokens.
+    pub issuer: String,
+    /// `aud` of issued tokens.
+    pub audience: String,
+    /// Token lifetime.
+    pub token_ttl: Duration,
+    /// JWKS `max-age`.
+    pub jwks_max_age: Duration,
+    /// Password rules.
+    pub passwords: PasswordPolicy,
+    /// Failed logins before throttling starts.
+    pub lockout_threshold: i64,
+    /// Metrics registry.
+    pub registry: Registry,
+    tokens: IntCounterVec,
+    logins: IntCounterVec,
+}
+
+impl AppState {
+    /// State with its metrics registered in `registry`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: AuthStore,
+        keys: KeyRing,
+        issuer: String,
+        audience: String,
+        token_ttl: Duration,
+        jwks_max_age: Duration,
+        passwords: PasswordPolicy,
+        lockout_threshold: i64,
+        registry: Registry,
+    ) -> AppState {
+        let tokens = IntCounterVec::new(
+            Opts::new("auth_tokens_issued_total", "Tokens issued by grant"),
+            &["grant"],
+        )
+        .expect("valid metric");
+        let logins = IntCounterVec::new(
+            Opts::new("auth_logins_total", "Login attempts by outcome"),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(tokens.clone())).expect("once");
+        registry.register(Box::new(logins.clone())).expect("once");
+        AppState {
+            store,
+            keys,
+            issuer,
+            audience,
+            token_ttl,
+            jwks_max_age,
+            passwords,
+            lockout_threshold,
+            registry,
+            tokens,
+            logins,
+        }
+    }
+
+    fn issue(&self, sub: String, tenant: &TenantId, roles: Vec<String>) -> Value {
+        let now = unix_now();
+        let ttl = self.token_ttl.as_secs() as i64;
+        let token = self.keys.signer().sign(&Claims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub,
+            exp: now + ttl,
+            iat: now,
+            nbf: now,
+            jti: uuid::Uuid::new_v4().simple().to_string(),
+            tenant_id: tenant.as_str().to_owned(),
+            roles,
+        });
+        json!({"access_token": token, "token_type": "Bearer", "expires_in": ttl})
+    }
+}
+
+/// All routes (the identity layer is added by [`crate::app`]).
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/oauth/token", post(token))
+        .route("/v1/login", post(login))
+        .route("/v1/users", post(create_user).get(list_users))
+        .route("/v1/users/{username}", delete(delete_user))
+        .route("/v1/clients", post(create_client))
+        .route("/v1/api-keys", post(create_api_key).get(list_api_keys))
+        .route("/v1/api-keys/{id}", delete(revoke_api_key))
+        .route("/v1/api-keys/{id}/rotate", post(rotate_api_key))
+        .route("/v1/keys", get(list_keys))
+        .route("/v1/keys/rotate", post(rotate_keys))
+        .route("/v1/keys/{kid}/retire", post(retire_key))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Conflict { message, .. } => ApiError::Conflict(message),
+        e if e.is_unavailable() => ApiError::Unavailable("the auth database is unavailable".into()),
+        e => ApiError::Internal(e.to_string()),
+    }
+}
+
+/// Role names from a request: every name must be a role.
+fn parse_roles(names: &[String]) -> Result<RoleSet, ApiError> {
+    if let Some(bad) = names.iter().find(|n| Role::parse(n).is_none()) {
+        return Err(ApiError::BadRequest(format!("{bad:?} is not a role")));
+    }
+    Ok(RoleSet::from_names(names.iter().map(String::as_str)))
+}
+
+/// A caller may hand out only roles they hold themselves (a `super_admin` any).
+fn may_grant(ctx: &SecurityContext, roles: RoleSet) -> Result<(), ApiError> {
+    if ctx.roles.contains(Role::SuperAdmin) {
+        return Ok(());
+    }
+    match roles.iter().find(|r| !ctx.roles.contains(*r)) {
+        Some(r) => Err(ApiError::BadRequest(format!(
+            "you cannot grant role {r}, which you do not hold"
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn actor_of(ctx: &SecurityContext) -> Actor<'_> {
+    Actor::User(ctx.user_id.as_deref().unwrap_or("unknown"))
+}
+
+async fn jwks(State(app): State<Arc<AppState>>) -> Response {
+    (
+        [
+            (CONTENT_TYPE, "application/json".to_owned()),
+            (
+                CACHE_CONTROL,
+                format!("public, max-age={}", app.jwks_max_age.as_secs()),
+            ),
+        ],
+        app.keys.jwks(),
+    )
+        .into_response()
+}
+
+async fn discovery(State(app): State<Arc<AppState>>) -> Json<Value> {
+    let base = app.issuer.trim_end_matches('/');
+    Json(json!({
+        "issuer": app.issuer,
+        "jwks_uri": format!("{base}/.well-known/jwks.json"),
+        "token_endpoint": format!("{base}/oauth/token"),
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "id_token_signing_alg_values_supported": [app.keys.signer().algorithm().as_str()],
+        "response_types_supported": ["token"],
+        "subject_types_supported": ["public"],
+    }))
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    grant_type: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// `POST /oauth/token`, `grant_type=client_credentials`, client authenticated by HTTP Basic
+/// or by `client_id`/`client_secret` in the form.
+async fn token(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Form(form): Form<TokenForm>,
+) -> Result<Json<Value>, ApiError> {
+    if form.grant_type.as_deref() != Some("client_credentials") {
+        return Err(ApiError::BadRequest(
+            "grant_type must be client_credentials".into(),
+        ));
+    }
+    let basic = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned())));
+    let (id, secret) = match (basic, form.client_id, form.client_secret) {
+        (Some(pair), _, _) => pair,
+        (None, Some(id), Some(secret)) => (id, secret),
+        _ => {
+            return Err(ApiError::Unauthenticated(
+                "client authentication is required (HTTP Basic or client_id/client_secret)".into(),
+            ))
+        }
+    };
+    let client = app.store.client(&id).await.map_err(store_error)?;
+    let stored = client.as_ref().map_or_else(
+        || password::decoy_hash().to_owned(),
+        |c| c.secret_hash.clone(),
+    );
+    let ok = tokio::task::spawn_blocking(move || password::verify(&secret, &stored))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let Some(client) = client.filter(|_| ok) else {
+        app.tokens
+            .with_label_values(&["client_credentials_refused"])
+            .inc();
+        return Err(ApiError::Unauthenticated(
+            "invalid client credentials".into(),
+        ));
+    };
+    let tenant =
+        TenantId::parse(&client.tenant_id).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let roles: Vec<String> = client
+        .roles
+        .split(',')
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let body = app.issue(
+        format!("client:{}", client.client_id),
+        &tenant,
+        roles.clone(),
+    );
+    let ev = event(
+        Actor::Service(&client.client_id),
+        "auth.token.issued",
+        ("client", &client.client_id),
+        "success",
+        "info",
+        json!({"grant_type": "client_credentials", "roles": roles, "expires_in": body["expires_in"]}),
+    );
+    app.store
+        .record(vec![(tenant, ev)])
+        .await
+        .map_err(store_error)?;
+    app.tokens.with_label_values(&["client_credentials"]).inc();
+    Ok(Json(body))
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    tenant_id: String,
+    username: String,
+    password: String,
+}
+
+impl std::fmt::Debug for LoginBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginBody")
+            .field("tenant_id", &self.tenant_id)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Seconds an account is locked after `failures` failed logins in a row: none below the
+/// threshold, then 1 s doubling to at most 15 minutes.
+fn lockout(failures: i64, threshold: i64) -> i64 {
+    if failures < threshold {
+        0
+    } else {
+        (1i64 << (failures - threshold).min(10)).min(900)
+    }
+}
+
+/// `POST /v1/login` `{tenant_id, username, password}`.
+async fn login(
+    State(app): State<Arc<AppState>>,
+    Json(body): Json<LoginBody>,
+) -> Result<Response, ApiError> {
+    let tenant = TenantId::parse(&body.tenant_id).map_err(|_| {
+        ApiError::BadRequest("tenant_id must match [a-z0-9][a-z0-9_-]{0,63}".into())
+    })?;
+    let now = unix_now();
+    let user = app
+        .store
+        .user(&tenant, &body.username)
+        .await
+        .map_err(store_error)?;
+    let failure = |reason: &str| {
+        event(
+            Actor::User(&body.username),
+            "auth.login",
+            ("user", &body.username),
+            "failure",
+            "warning",
+            json!({"reason": reason}),
+        )
+    };
+    if let Some(u) = &user {
+        if u.locked_until > now {
+            app.logins.with_label_values(&["throttled"]).inc();
+            app.store
+                .record(vec![(tenant.clone(), failure("throttled"))])
+                .await
+                .map_err(store_error)?;
+            let wait = u.locked_until - now;
+            return Ok((
+                [(RETRY_AFTER, wait.to_string())],
+                ApiError::RateLimited(format!(
+                    "too many failed logins for this account; try again in {wait} s"
+                )),
+            )
+                .into_response());
+        }
+    }
+    let stored = user.as_ref().map_or_else(
+        || password::decoy_hash().to_owned(),
+        |u| u.password_hash.clone(),
+    );
+    let pw = body.password.clone();
+    let ok = tokio::task::spawn_blocking(move || password::verify(&pw, &stored))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    match user.filter(|_| ok) {
+        Some(u) => {
+            let roles: Vec<String> = u
+                .roles
+                .split(',')
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned)
+                .collect();
+            let body_json = app.issue(format!("user:{}", u.username), &tenant, roles.clone());
+            let ev = event(
+                Actor::User(&u.username),
+                "auth.login",
+                ("user", &u.username),
+                "success",
+                "info",
+                json!({"roles": roles}),
+            );
+            app.store
+                .record_login(&tenant, &u.username, true, 0, vec![(tenant.clone(), ev)])
+                .await
+                .map_err(store_error)?;
+            app.logins.with_label_values(&["success"]).inc();
+            app.tokens.with_label_values(&["password"]).inc();
+            Ok(Json(body_json).into_response())
+        }
+        None => {
+            app.logins.with_label_values(&["failure"]).inc();
+            let existing = app
+                .store
+                .user(&tenant, &body.username)
+                .await
+                .map_err(store_error)?;
+            match existing {
+                Some(u) => {
+                    let until = now + lockout(u.failed_logins + 1, app.lockout_threshold);
+                    app.store
+                        .record_login(
+                            &tenant,
+                            &body.username,
+                            false,
+                            until,
+                            vec![(tenant.clone(), failure("bad_password"))],
+                        )
+                        .await
+                        .map_err(store_error)?
+                }
+                None => app
+                    .store
+                    .record(vec![(tenant.clone(), failure("unknown_user"))])
+                    .await
+                    .map_err(store_error)?,
+            }
+            Err(ApiError::Unauthenticated("invalid credentials".into()))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct NewUser {
+    username: String,
+    password: String,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+fn valid_name(what: &str, s: &str) -> Result<(), ApiError> {
+    if s.is_empty()
+        || s.len() > 128
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "{what} must be 1 to 128 characters of letters, digits, '.', '_', '@' or '-'"
+        )));
+    }
+    Ok(())
+}
+
+/// Creates a user in the caller's tenant, checking the password against the policy.
+pub async fn add_user(
+    store: &AuthStore,
+    policy: &PasswordPolicy,
+    tenant: &TenantId,
+    username: &str,
+    password_text: &str,
+    roles: RoleSet,
+    actor: Actor<'_>,
+) -> Result<(), ApiError> {
+    valid_name("username", username)?;
+    policy
+        .check(password_text, &[username, tenant.as_str(), "vigil"])
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let pw = password_text.to_owned();
+    let hash = tokio::task::spawn_blocking(move || password::hash(&pw))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let ev = event(
+        actor,
+        "auth.user.created",
+        ("user", username),
+        "success",
+        "notice",
+        json!({"roles": roles.names()}),
+    );
+    store
+        .create_user(
+            &UserRow {
+                tenant_id: tenant.as_str().to_owned(),
+                username: username.to_owned(),
+                password_hash: hash,
+                roles: roles.names().join(","),
+                created_at: unix_now(),
+                failed_logins: 0,
+                locked_until: 0,
+            },
+            vec![(tenant.clone(), ev)],
+        )
+        .await
+        .map_err(store_error)
+}
+
+async fn create_user(
+    State(app): State<Arc<AppState>>,
+    ctx: SecurityContext,
+    Json(body): Json<NewUser>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    ctx.require(Capability::IdentityManage)?;
+    let roles = parse_roles(&body.roles)?;
+    may_grant(&ctx, roles)?;
+    add_user(
+        &app.store,
+        &app.passwords,
+        &ctx.tenant_id,
+        &body.username,
+        &body.password,
+        roles,
+        actor_of(&ctx),
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({"tenant_id": ctx.tenant_id.as_str(), "username": body.username, "roles": roles.names()}),
+        ),
+    ))
+}
+
+async fn list_users(
+    State(app): State<Arc<AppState>>,
+    ctx: SecurityContext,
+) -> Result<Json<Value>, ApiError> {
+    ctx.require(Capability::IdentityManage)?;
+    let users = app.store.users(&ctx.tenant_id).await.map_err(store_error)?;
+    Ok(Json(
+        json!({"users": users.into_iter().map(|(u, r, c)| json!({"username": u, "roles": r.split(',').filter(|x| !x.is_empty()).collect::<Vec<_>>(), "created_at": c})).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn delete_user(
+    State(app): State<Arc<AppState>>,
+    ctx: SecurityContext,
+    Path(username): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    ctx.require(Capability::IdentityManage)?;
+    let ev = event(
+        actor_of(&ctx),
+        "auth.user.deleted",
+        ("user", &username),
+        "success",
+        "notice",
+        json!({}),
+    );
+    if app
+        .store
+        .delete_user(&ctx.tenant_id, &username, vec![(ctx.tenant_id.clone(), ev)])
+        .await
+        .map_err(store_error)?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!(
+            "no user {username:?} in this tenant"
+        )))
+    }
+}
+
+#[derive(Deserialize)]
+struct NewClient {
+    name: String,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+/// Creates a service client; returns `(client_id, secret)`, the secret shown once.
+pub async fn add_client(
+    store: &AuthStore,
+    tenant: &TenantId,
+    name: &str,
+    roles: RoleSet,
+    actor: Actor<'_>,
+) -> Result<(String, secret::Secret), ApiError> {
+    valid_name("name", name)?;
+    let client_id = format!("vc_{}", uuid::Uuid::new_v4().simple());
+    let secret = secret::new_client_secret();
+    let s = secret.expose().to_owned();
+    let hash = tokio::task::spawn_blocking(move || password::hash(&s))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let ev = event(
+        actor,
+        "auth.client.created",
+        ("client", &client_id),
+        "success",
+        "notice",
+        json!({"name": name, "roles": roles.names()}),
+    );
+    store
+        .create_client(
+            &ClientRow {
+                client_id: client_id.clone(),
+                tenant_id: tenant.as_str().to_owned(),
+                name: name.to_owned(),
+                secret_hash: hash,
+                roles: roles.names().join(","),
+                created_at: unix_now(),
+            },
+            vec![(tenant.clone(), ev)],
+        )
+        .await
+        .map_err(store_error)?;
+    Ok((client_id, secret))
+}
+
+async fn create_client(
+    State(app): State<Arc<AppState>>,
+    ctx: SecurityContext,
+    Json(body): Json<NewClient>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    ctx.require(Capability::IdentityManage)?;
+    let roles = parse_roles(&body.roles)?;
+    may_grant(&ctx, roles)?;
+    let (id, secret) = add_client(
+        &app.store,
+        &ctx.tenant_id,
+        &body.name,
+        roles,
+        actor_of(&ctx),
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({"client_id": id, "client_secret": secret.expose(), "tenant_id": ctx.tenant_id.as_str(), "roles": roles.names(),
+                    "note": "the secret is shown once; store it now"}),
+        ),
+    ))
+}
+
+#[derive(Deserialize)]
+struct NewApiKey {
+    name: String,
+    #[serde(default)]
+    roles: Vec<String>,
+    /// Lifetime in seconds; absent: until revoked.
+    expires_in: Option<i64>,
+}
+
+fn api_key_json(k: &ApiKeyRow, now: i64) -> Value {
+    json!({
+        "id": k.id, "name": k.name, "tenant_id": k.tenant_id,
+        "roles": k.roles.split(',').filter(|x| !x.is_empty()).collect::<Vec<_>>(),
+        "created_at": k.created_at, "expires_at": k.expires_at, "revoked_at": k.revoked_at,
+        "replaced_by": k.replaced_by, "active": k.active(now),
+    })
+}
+
+fn new_api_key_row(
+    tenant: &TenantId,
+    name: &str,
+    roles: RoleSet,
+    expires_at: Option<i64>,
+) -> (ApiKeyRow, secret::Secret) {
+    let (id, key) = secret::new_api_key();
+    (
+        ApiKeyRow {
+            id,
+            tenant_id: tenant.as_str().to_owned(),
+            name: name.to_owned(),
+            key_hash: secret::api_key_hash(key.expose()),
+            roles: roles.names().join(","),
+            created_at: unix_now(),
+            expires_at,
+            revoked_at: None,
+            replaced_by: None,
+        },
+        key,
+    )
+}
+
+async fn create_api_key(
+    State(app): State<Arc<AppState>>,
+    ctx: SecurityContext,
+    Json(body): Json<NewApiKey>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    ctx.require(Capability::IdentityManage)?;
+    valid_name("name", &body.name)?;
+    let roles = parse_roles(&body.roles)?;
+    may_grant(&ctx, roles)?;
+    if body.expires_in.is_some_and(|s| s <= 0) {
+        return Err(ApiError::BadRequest("expires_in must be positive".into()));
+    }
+    let (row, key) = new_api_key_row(
+        &ctx.tenant_id,
+        &body.name,
+        roles,
+        body.expires_in.map(|s| unix_now() + s),
+    );
+    let ev = event(
+        actor_of(&ctx),
+        "auth.api_key.created",
+        ("api_key", &row.id),
+        "success",
+        "notice",
+        json!({"name": row.name, "roles": roles.names(), "expires_at": row.expires_at}),
+    );
+    app.store
+        .create_api_key(&row, vec![(ctx.tenant_id.clone(), ev)])
+        .await
+        .map_err(store_error)?;
+    let mut out = api_key_json(&row, unix_now());
+    out["key"] = key.expose().into();
+    out["note"] = "the key is shown once; store it now".into();
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+async fn list_api_keys(
+    State(app): State<Arc<AppState>>,
+    ctx: SecurityContext,
+) -> Result<Json<Value>, ApiError> {
+    ctx.require(Capability::IdentityManage)?;
+    let now = unix_now();
+    let keys = app
+        .store
+        .api_keys(&ctx.tenant_id)
+        .await
+        .map_err(store_error)?;
+    Ok(Json(
+        json!({"api_keys": keys.iter().map(|k| api_key_json(k, now)).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn revoke_api_key(
+    State(app): State<Arc<AppState>>,
+    ctx: SecurityContext,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    ctx.require(Capability::IdentityManage)?;
+    let ev = event(
+        actor_of(&ctx),
+        "auth.api_key.revoked",
+        ("api_key", &id),
+        "success",
+        "notice",
+        json!({}),
+    );
+    if app
+        .store
+        .revoke_api_key(
+            &ctx.tenant_id,
+            &id,
+            unix_now(),
+            vec![(ctx.tenant_id.clone(), ev)],
+        )
+        .await
+        .map_err(store_error)?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!(
+            "no unrevoked API key {id:?} in this tenant"
+        )))
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct RotateApiKey {
+    /// How long the old key keeps working, seconds (default 24 h).
+    overlap_secs: Option<i64>,
+}
+
+async fn rotate_api_key(
+    State(app): State<Arc<AppState>>,
+    ctx: SecurityContext,
+    Path(id): Path<String>,
+    body: Option<Json<RotateApiKey>>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    ctx.require(Capability::IdentityManage)?;
+    let overlap = body.and_then(|b| b.0.overlap_secs).unwrap_or(86_400);
+    if overlap < 0 {
+        return Err(ApiError::BadRequest(
+            "overlap_secs must not be negative".into(),
+        ));
+    }
+    let old = app
+        .store
+        .api_key(&id)
+        .await
+        .map_err(store_error)?
+        .filter(|k| k.tenant_id == ctx.tenant_id.as_str())
+        .ok_or_else(|| ApiError::NotFound(format!("no API key {id:?} in this tenant")))?;
+    let roles = RoleSet::from_names(old.roles.split(','));
+    let (row, key) = new_api_key_row(&ctx.tenant_id, &old.name, roles, None);
+    let now = unix_now();
+    let ev = event(
+        actor_of(&ctx),
+        "auth.api_key.rotated",
+        ("api_key", &id),
+        "success",
+        "notice",
+        json!({"new_id": row.id, "old_expires_at": now + overlap}),
+    );
+    if !app
+        .store
+        .rotate_api_key(
+            &ctx.tenant_id,
+            &id,
+            &row,
+            now + overlap,
+            vec![(ctx.tenant_id.clone(), ev)],
+        )
+        .await
+        .map_err(store_error)?
+    {
+        return Err(ApiError::Conflict(format!(
+            "API key {id:?} is revoked, expired or already rotated"
+        )));
+    }
+    let mut out = api_key_json(&row, now);
+    out["key"] = key.expose().into();
+    out["replaces"] = id.into();
+    out["old_key_expires_at"] = (now + overlap).into();
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+async fn list_keys(
+    State(app): State<Arc<AppState>>,
+    ctx: SecurityContext,
+) -> Result<Json<Value>, ApiError> {
+    ctx.require(Capability::KeysManage)?;
+    let keys = app.store.keys().await.map_err(store_error)?;
+    Ok(Json(
+        json!({"keys": keys.iter().map(key_json).collect::<Vec<_>>()}),
+    ))
+}
+
+/// A key as listed (public parts only).
+pub fn key_json(k: &crate::store::StoredKey) -> Value {
+    json!({"kid": k.kid, "alg": k.alg, "state": k.state.as_str(), "created_at": k.created_at,
+           "activated_at": k.activated_at, "retire_after": k.retire_after, "retired_at": k.retired_at,
+           "published": k.state != KeyState::Retired})
+}
+
+async fn rotate_keys(
+    State(app): State<Arc<AppState>>,
+    ctx: SecurityContext,
+) -> Result<Json<Value>, ApiError> {
+    ctx.require(Capability::KeysManage)?;
+    let kid =
+        app.keys
+            .rotate(actor_of(&ctx))
+            .await
+            .map_err(|e| match e.downcast::<StoreError>() {
+                Ok(s) => store_error(s),
+                Err(e) => ApiError::Internal(e.to_string()),
+            })?;
+    Ok(Json(json!({"signing_kid": kid})))
+}
+
+async fn retire_key(
+    State(app): State<Arc<AppState>>,
+    ctx: SecurityContext,
+    Path(kid): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    ctx.require(Capability::KeysManage)?;
+    if crate::keyring::retire(
+        &app.store,
+        app.keys.policy(),
+        &kid,
+        actor_of(&ctx),
+        "retired by an operator",
+    )
+    .await
+    .map_err(store_error)?
+    {
+        app.keys
+            .reload()
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::Conflict(format!(
+            "{kid:?} is not a rotated-out key (rotate first to retire the signing key)"
+        )))
+    }
+}
+
+async fn readyz(State(app): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    match tokio::time::timeout(Duration::from_secs(2), app.store.ping()).await {
+        Ok(Ok(())) => Ok(Json(
+            json!({"status": "ready", "signing_kid": app.keys.signer().kid()}),
+        )),
+        _ => Err(ApiError::Unavailable(
+            "the auth database does not answer".into(),
+        )),
+    }
+}
+
+async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+    let mut out = String::new();
+    let _ = prometheus::TextEncoder::new().encode_utf8(&app.registry.gather(), &mut out);
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lockout;
+
+    #[test]
+    fn lockout_starts_at_the_threshold_and_is_capped() {
+        assert_eq!(lockout(4, 5), 0);
+        assert_eq!(lockout(5, 5), 1);
+        assert_eq!(lockout(6, 5), 2);
+        assert_eq!(lockout(100, 5), 900);
+    }
+}

@@ -1,0 +1,652 @@
+//! What the auth service keeps, on SQLite or Postgres: signing keys, users, service clients,
+//! API keys, and the audit outbox. Every change that is an audit event writes that event into
+//! the outbox in the same transaction, so an event is never lost and never recorded for a
+//! change that did not happen.
+
+use serde_json::Value;
+use sqlx::Row;
+use vigil_core::ids::TenantId;
+use vigil_store::db::Database;
+use vigil_store::{with_db, StoreError};
+
+static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// An audit event waiting in the outbox: the tenant whose chain it joins, and the event.
+pub type OutboxEvent = (TenantId, Value);
+
+/// Where a signing key is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyState {
+    /// Published, not yet signing: verifiers learn it before the first token it signs.
+    Next,
+    /// Signs new tokens.
+    Current,
+    /// Published until its tokens have expired.
+    Previous,
+    /// Neither published nor used.
+    Retired,
+}
+
+impl KeyState {
+    fn parse(s: &str) -> KeyState {
+        match s {
+            "next" => KeyState::Next,
+            "current" => KeyState::Current,
+            "previous" => KeyState::Previous,
+            _ => KeyState::Retired,
+        }
+    }
+
+    /// The stored name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            KeyState::Next => "next",
+            KeyState::Current => "current",
+            KeyState::Previous => "previous",
+            KeyState::Retired => "retired",
+        }
+    }
+}
+
+/// A signing key as stored. `Debug` leaves the private key out.
+#[derive(Clone)]
+pub struct StoredKey {
+    /// Key id.
+    pub kid: String,
+    /// `EdDSA` or `ES256`.
+    pub alg: String,
+    /// Base64 PKCS#8.
+    pub private_der: String,
+    /// The public JWK.
+    pub public_jwk: Value,
+    /// Its state.
+    pub state: KeyState,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// When it started signing.
+    pub activated_at: Option<i64>,
+    /// When it will be retired by itself.
+    pub retire_after: Option<i64>,
+    /// When it was retired.
+    pub retired_at: Option<i64>,
+}
+
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("state", &self.state)
+            .field("created_at", &self.created_at)
+            .field("activated_at", &self.activated_at)
+            .field("retire_after", &self.retire_after)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A new signing key to store. `Debug` leaves the private key out.
+#[derive(Clone)]
+pub struct NewKey {
+    /// Key id.
+    pub kid: String,
+    /// Algorithm name.
+    pub alg: String,
+    /// Base64 PKCS#8.
+    pub private_der: String,
+    /// The public JWK.
+    pub public_jwk: Value,
+}
+
+/// A user account. `Debug` leaves the password hash out.
+#[derive(Clone)]
+pub struct UserRow {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Name, unique in the tenant.
+    pub username: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// Comma-separated role names.
+    pub roles: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Failed logins in a row.
+    pub failed_logins: i64,
+    /// No login attempt is checked before this time.
+    pub locked_until: i64,
+}
+
+/// A service client. `Debug` leaves the secret hash out.
+#[derive(Clone)]
+pub struct ClientRow {
+    /// Public id.
+    pub client_id: String,
+    /// Tenant.
+    pub tenant_id: String,
+    /// Display name.
+    pub name: String,
+    /// Argon2id PHC string of the secret.
+    pub secret_hash: String,
+    /// Comma-separated role names.
+    pub roles: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// An API key (its hash; the key itself is never stored).
+#[derive(Clone, Debug)]
+pub struct ApiKeyRow {
+    /// The visible id.
+    pub id: String,
+    /// Tenant.
+    pub tenant_id: String,
+    /// Display name.
+    pub name: String,
+    /// SHA-256 hex of the key.
+    pub key_hash: String,
+    /// Comma-separated role names.
+    pub roles: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Stops working at (rotation overlap, or a set lifetime).
+    pub expires_at: Option<i64>,
+    /// Revoked at.
+    pub revoked_at: Option<i64>,
+    /// The key that replaced it.
+    pub replaced_by: Option<String>,
+}
+
+impl ApiKeyRow {
+    /// Usable at `now`?
+    pub fn active(&self, now: i64) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| e > now)
+    }
+}
+
+impl std::fmt::Debug for NewKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for UserRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRow")
+            .field("tenant_id", &self.tenant_id)
+            .field("username", &self.username)
+            .field("roles", &self.roles)
+            .field("failed_logins", &self.failed_logins)
+            .field("locked_until", &self.locked_until)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for ClientRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientRow")
+            .field("client_id", &self.client_id)
+            .field("tenant_id", &self.tenant_id)
+            .field("name", &self.name)
+            .field("roles", &self.roles)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The auth service's database.
+#[derive(Debug, Clone)]
+pub struct AuthStore {
+    db: Database,
+}
+
+fn unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+fn conflict(op: &'static str, message: impl Into<String>) -> StoreError {
+    StoreError::Conflict {
+        op,
+        message: message.into(),
+    }
+}
+
+fn err(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| StoreError::from_sqlx(what, e)
+}
+
+/// Inserts outbox events inside transaction `$tx`.
+macro_rules! outbox {
+    ($tx:expr, $events:expr) => {
+        for (tenant, event) in $events {
+            sqlx::query("INSERT INTO audit_outbox (tenant_id, event) VALUES ($1, $2)")
+                .bind(tenant.as_str())
+                .bind(event.to_string())
+                .execute(&mut *$tx)
+                .await
+                .map_err(err("writing the audit outbox"))?;
+        }
+    };
+}
+
+macro_rules! key_from_row {
+    ($r:expr) => {{
+        let r = $r;
+        StoredKey {
+            kid: r.get("kid"),
+            alg: r.get("alg"),
+            private_der: r.get("private_der"),
+            public_jwk: serde_json::from_str(&r.get::<String, _>("public_jwk"))
+                .unwrap_or(Value::Null),
+            state: KeyState::parse(&r.get::<String, _>("state")),
+            created_at: r.get("created_at"),
+            activated_at: r.get("activated_at"),
+            retire_after: r.get("retire_after"),
+            retired_at: r.get("retired_at"),
+        }
+    }};
+}
+
+macro_rules! api_key_from_row {
+    ($r:expr) => {{
+        let r = $r;
+        ApiKeyRow {
+            id: r.get("id"),
+            tenant_id: r.get("tenant_id"),
+            name: r.get("name"),
+            key_hash: r.get("key_hash"),
+            roles: r.get("roles"),
+            created_at: r.get("created_at"),
+            expires_at: r.get("expires_at"),
+            revoked_at: r.get("revoked_at"),
+            replaced_by: r.get("replaced_by"),
+        }
+    }};
+}
+
+/// Inserts an API key row inside transaction `$tx`.
+macro_rules! insert_api_key {
+    ($tx:expr, $k:expr) => {{
+        let k = $k;
+        sqlx::query("INSERT INTO api_keys (id, tenant_id, name, key_hash, roles, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(&k.id).bind(&k.tenant_id).bind(&k.name).bind(&k.key_hash).bind(&k.roles).bind(k.created_at).bind(k.expires_at)
+            .execute(&mut *$tx).await.map_err(err("storing an API key"))?;
+    }};
+}
+
+const INSERT_KEY: &str = "INSERT INTO signing_keys (kid, alg, private_der, public_jwk, state, created_at, activated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+impl AuthStore {
+    /// Opens and migrates the database at `url`.
+    pub async fn open(url: &str) -> Result<AuthStore, StoreError> {
+        Ok(AuthStore {
+            db: Database::open(url, &SQLITE, &POSTGRES).await?,
+        })
+    }
+
+    /// Is the database reachable?
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        with_db!(&self.db, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()).map_err(err("checking the database")))
+    }
+
+    // ----- signing keys -----
+
+    /// Every key, newest first.
+    pub async fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        with_db!(&self.db, p => {
+            let rows = sqlx::query("SELECT * FROM signing_keys ORDER BY created_at DESC, kid")
+                .fetch_all(p).await.map_err(err("reading signing keys"))?;
+            Ok(rows.iter().map(|r| key_from_row!(r)).collect())
+        })
+    }
+
+    /// Creates a current and a next key when there is no current one (first start). Returns
+    /// false when another instance did it first or keys exist.
+    pub async fn bootstrap_keys(
+        &self,
+        current: &NewKey,
+        next: &NewKey,
+        now: i64,
+        events: Vec<OutboxEvent>,
+    ) -> Result<bool, StoreError> {
+        with_db!(&self.db, p => {
+            let mut tx = p.begin().await.map_err(err("starting a transaction"))?;
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM signing_keys WHERE state = 'current'")
+                .fetch_one(&mut *tx).await.map_err(err("reading signing keys"))?;
+            if n > 0 {
+                return Ok(false);
+            }
+            for (k, state, activated) in [(current, "current", Some(now)), (next, "next", None)] {
+                let r = sqlx::query(INSERT_KEY)
+                    .bind(&k.kid).bind(&k.alg).bind(&k.private_der).bind(k.public_jwk.to_string())
+                    .bind(state).bind(now).bind(activated)
+                    .execute(&mut *tx).await;
+                match r {
+                    Ok(_) => {}
+                    Err(e) if unique_violation(&e) => return Ok(false),
+                    Err(e) => return Err(err("storing a signing key")(e)),
+                }
+            }
+            outbox!(tx, events);
+            match tx.commit().await {
+                Ok(()) => Ok(true),
+                Err(e) if unique_violation(&e) => Ok(false),
+                Err(e) => Err(err("committing signing keys")(e)),
+            }
+        })
+    }
+
+    /// Rotation: the next key starts signing, the current one becomes previous (published
+    /// until `retire_after`), and `new_next` is published to sign after the following
+    /// rotation. Returns the kid that now signs.
+    pub async fn rotate(
+        &self,
+        new_next: &NewKey,
+        now: i64,
+        retire_after: i64,
+        events: impl FnOnce(&str, &str) -> Vec<OutboxEvent>,
+    ) -> Result<String, StoreError> {
+        with_db!(&self.db, p => {
+            let mut tx = p.begin().await.map_err(err("starting a transaction"))?;
+            let current: Option<String> = sqlx::query_scalar("SELECT kid FROM signing_keys WHERE state = 'current'")
+                .fetch_optional(&mut *tx).await.map_err(err("reading signing keys"))?;
+            let next: Option<String> = sqlx::query_scalar("SELECT kid FROM signing_keys WHERE state = 'next'")
+                .fetch_optional(&mut *tx).await.map_err(err("reading signing keys"))?;
+            let (Some(current), Some(next)) = (current, next) else {
+                return Err(conflict("rotating signing keys", "no current and next key to rotate: start the service once first"));
+            };
+            sqlx::query("UPDATE signing_keys SET state = 'previous', retire_after = $1 WHERE kid = $2 AND state = 'current'")
+                .bind(retire_after).bind(&current)
+                .execute(&mut *tx).await.map_err(err("rotating signing keys"))?;
+            sqlx::query("UPDATE signing_keys SET state = 'current', activated_at = $1 WHERE kid = $2 AND state = 'next'")
+                .bind(now).bind(&next)
+                .execute(&mut *tx).await.map_err(err("rotating signing keys"))?;
+            sqlx::query(INSERT_KEY)
+                .bind(&new_next.kid).bind(&new_next.alg).bind(&new_next.private_der).bind(new_next.public_jwk.to_string())
+                .bind("next").bind(now).bind(None::<i64>)
+                .execute(&mut *tx).await
+                .map_err(|e| if unique_violation(&e) { conflict("rotating signing keys", "another rotation ran at the same time; try again") } else { err("storing a signing key")(e) })?;
+            outbox!(tx, events(&next, &current));
+            tx.commit().await.map_err(|e| if unique_violation(&e) { conflict("rotating signing keys", "another rotation ran at the same time; try again") } else { err("committing a rotation")(e) })?;
+            Ok(next)
+        })
+    }
+
+    /// Retires a previous (or next) key now. False when there is no such key in a state that
+    /// can be retired; the current key cannot be (rotate first).
+    pub async fn retire(
+        &self,
+        kid: &str,
+        now: i64,
+        events: Vec<OutboxEvent>,
+    ) -> Result<bool, StoreError> {
+        with_db!(&self.db, p => {
+            let mut tx = p.begin().await.map_err(err("starting a transaction"))?;
+            let n = sqlx::query("UPDATE signing_keys SET state = 'retired', retired_at = $1 WHERE kid = $2 AND state = 'previous'")
+                .bind(now).bind(kid)
+                .execute(&mut *tx).await.map_err(err("retiring a signing key"))?
+                .rows_affected();
+            if n == 0 {
+                return Ok(false);
+            }
+            outbox!(tx, events);
+            tx.commit().await.map_err(err("retiring a signing key"))?;
+            Ok(true)
+        })
+    }
+
+    // ----- users -----
+
+    /// Creates a user; a taken name is a conflict.
+    pub async fn create_user(
+        &self,
+        u: &UserRow,
+        events: Vec<OutboxEvent>,
+    ) -> Result<(), StoreError> {
+        with_db!(&self.db, p => {
+            let mut tx = p.begin().await.map_err(err("starting a transaction"))?;
+            sqlx::query("INSERT INTO users (tenant_id, username, password_hash, roles, created_at) VALUES ($1, $2, $3, $4, $5)")
+                .bind(&u.tenant_id).bind(&u.username).bind(&u.password_hash).bind(&u.roles).bind(u.created_at)
+                .execute(&mut *tx).await
+                .map_err(|e| if unique_violation(&e) { conflict("creating a user", format!("user {} exists", u.username)) } else { err("creating a user")(e) })?;
+            outbox!(tx, events);
+            tx.commit().await.map_err(err("creating a user"))
+        })
+    }
+
+    /// A user.
+    pub async fn user(
+        &self,
+        tenant: &TenantId,
+        username: &str,
+    ) -> Result<Option<UserRow>, StoreError> {
+        with_db!(&self.db, p => {
+            let row = sqlx::query("SELECT * FROM users WHERE tenant_id = $1 AND username = $2")
+                .bind(tenant.as_str()).bind(username)
+                .fetch_optional(p).await.map_err(err("reading a user"))?;
+            Ok(row.map(|r| UserRow {
+                tenant_id: r.get("tenant_id"),
+                username: r.get("username"),
+                password_hash: r.get("password_hash"),
+                roles: r.get("roles"),
+                created_at: r.get("created_at"),
+                failed_logins: r.get("failed_logins"),
+                locked_until: r.get("locked_until"),
+            }))
+        })
+    }
+
+    /// A tenant's users: (name, roles, created_at).
+    pub async fn users(&self, tenant: &TenantId) -> Result<Vec<(String, String, i64)>, StoreError> {
+        with_db!(&self.db, p => {
+            let rows = sqlx::query("SELECT username, roles, created_at FROM users WHERE tenant_id = $1 ORDER BY username")
+                .bind(tenant.as_str())
+                .fetch_all(p).await.map_err(err("listing users"))?;
+            Ok(rows.iter().map(|r| (r.get("username"), r.get("roles"), r.get("created_at"))).collect())
+        })
+    }
+
+    /// Deletes a user; false when there was none.
+    pub async fn delete_user(
+        &self,
+        tenant: &TenantId,
+        username: &str,
+        events: Vec<OutboxEvent>,
+    ) -> Result<bool, StoreError> {
+        with_db!(&self.db, p => {
+            let mut tx = p.begin().await.map_err(err("starting a transaction"))?;
+            let n = sqlx::query("DELETE FROM users WHERE tenant_id = $1 AND username = $2")
+                .bind(tenant.as_str()).bind(username)
+                .execute(&mut *tx).await.map_err(err("deleting a user"))?.rows_affected();
+            if n == 0 {
+                return Ok(false);
+            }
+            outbox!(tx, events);
+            tx.commit().await.map_err(err("deleting a user"))?;
+            Ok(true)
+        })
+    }
+
+    /// Records a login attempt: on success the failure count resets; on failure it grows and
+    /// the account is locked until `locked_until`.
+    pub async fn record_login(
+        &self,
+        tenant: &TenantId,
+        username: &str,
+        success: bool,
+        locked_until: i64,
+        events: Vec<OutboxEvent>,
+    ) -> Result<(), StoreError> {
+        with_db!(&self.db, p => {
+            let mut tx = p.begin().await.map_err(err("starting a transaction"))?;
+            let q = if success {
+                "UPDATE users SET failed_logins = 0, locked_until = $3 WHERE tenant_id = $1 AND username = $2"
+            } else {
+                "UPDATE users SET failed_logins = failed_logins + 1, locked_until = $3 WHERE tenant_id = $1 AND username = $2"
+            };
+            sqlx::query(q).bind(tenant.as_str()).bind(username).bind(locked_until)
+                .execute(&mut *tx).await.map_err(err("recording a login"))?;
+            outbox!(tx, events);
+            tx.commit().await.map_err(err("recording a login"))
+        })
+    }
+
+    // ----- service clients -----
+
+    /// Creates a service client.
+    pub async fn create_client(
+        &self,
+        c: &ClientRow,
+        events: Vec<OutboxEvent>,
+    ) -> Result<(), StoreError> {
+        with_db!(&self.db, p => {
+            let mut tx = p.begin().await.map_err(err("starting a transaction"))?;
+            sqlx::query("INSERT INTO clients (client_id, tenant_id, name, secret_hash, roles, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+                .bind(&c.client_id).bind(&c.tenant_id).bind(&c.name).bind(&c.secret_hash).bind(&c.roles).bind(c.created_at)
+                .execute(&mut *tx).await.map_err(err("creating a client"))?;
+            outbox!(tx, events);
+            tx.commit().await.map_err(err("creating a client"))
+        })
+    }
+
+    /// A service client.
+    pub async fn client(&self, client_id: &str) -> Result<Option<ClientRow>, StoreError> {
+        with_db!(&self.db, p => {
+            let row = sqlx::query("SELECT * FROM clients WHERE client_id = $1")
+                .bind(client_id)
+                .fetch_optional(p).await.map_err(err("reading a client"))?;
+            Ok(row.map(|r| ClientRow {
+                client_id: r.get("client_id"),
+                tenant_id: r.get("tenant_id"),
+                name: r.get("name"),
+                secret_hash: r.get("secret_hash"),
+                roles: r.get("roles"),
+                created_at: r.get("created_at"),
+            }))
+        })
+    }
+
+    /// Appends events to the outbox on their own (token issuance, refused attempts).
+    pub async fn record(&self, events: Vec<OutboxEvent>) -> Result<(), StoreError> {
+        with_db!(&self.db, p => {
+            let mut tx = p.begin().await.map_err(err("starting a transaction"))?;
+            outbox!(tx, events);
+            tx.commit().await.map_err(err("writing the audit outbox"))
+        })
+    }
+
+    // ----- API keys -----
+
+    /// Stores a new API key.
+    pub async fn create_api_key(
+        &self,
+        k: &ApiKeyRow,
+        events: Vec<OutboxEvent>,
+    ) -> Result<(), StoreError> {
+        with_db!(&self.db, p => {
+            let mut tx = p.begin().await.map_err(err("starting a transaction"))?;
+            insert_api_key!(tx, k);
+            outbox!(tx, events);
+            tx.commit().await.map_err(err("creating an API key"))
+        })
+    }
+
+    /// An API key by id.
+    pub async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRow>, StoreError> {
+        with_db!(&self.db, p => {
+            let row = sqlx::query("SELECT * FROM api_keys WHERE id = $1")
+                .bind(id)
+                .fetch_optional(p).await.map_err(err("reading an API key"))?;
+            Ok(row.map(|r| api_key_from_row!(r)))
+        })
+    }
+
+    /// A tenant's API keys, newest first.
+    pub async fn api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRow>, StoreError> {
+        with_db!(&self.db, p => {
+            let rows = sqlx::query("SELECT * FROM api_keys WHERE tenant_id = $1 ORDER BY created_at DESC, id")
+                .bind(tenant.as_str())
+                .fetch_all(p).await.map_err(err("listing API keys"))?;
+            Ok(rows.iter().map(|r| api_key_from_row!(r)).collect())
+        })
+    }
+
+    /// Revokes a tenant's key; false when it has no such unrevoked key.
+    pub async fn revoke_api_key(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        now: i64,
+        events: Vec<OutboxEvent>,
+    ) -> Result<bool, StoreError> {
+        with_db!(&self.db, p => {
+            let mut tx = p.begin().await.map_err(err("starting a transaction"))?;
+            let n = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE tenant_id = $2 AND id = $3 AND revoked_at IS NULL")
+                .bind(now).bind(tenant.as_str()).bind(id)
+                .execute(&mut *tx).await.map_err(err("revoking an API key"))?.rows_affected();
+            if n == 0 {
+                return Ok(false);
+            }
+            outbox!(tx, events);
+            tx.commit().await.map_err(err("revoking an API key"))?;
+            Ok(true)
+        })
+    }
+
+    /// Replaces key `old` with `new`: the old one keeps working until `old_expires_at`.
+    /// False when `old` is not an active key of the tenant.
+    pub async fn rotate_api_key(
+        &self,
+        tenant: &TenantId,
+        old: &str,
+        new: &ApiKeyRow,
+        old_expires_at: i64,
+        events: Vec<OutboxEvent>,
+    ) -> Result<bool, StoreError> {
+        with_db!(&self.db, p => {
+            let mut tx = p.begin().await.map_err(err("starting a transaction"))?;
+            let n = sqlx::query("UPDATE api_keys SET expires_at = CASE WHEN expires_at IS NULL OR expires_at > $1 THEN $1 ELSE expires_at END, replaced_by = $2 \
+                                 WHERE tenant_id = $3 AND id = $4 AND revoked_at IS NULL AND replaced_by IS NULL AND (expires_at IS NULL OR expires_at > $5)")
+                .bind(old_expires_at).bind(&new.id).bind(tenant.as_str()).bind(old).bind(new.created_at)
+                .execute(&mut *tx).await.map_err(err("rotating an API key"))?.rows_affected();
+            if n == 0 {
+                return Ok(false);
+            }
+            insert_api_key!(tx, new);
+            outbox!(tx, events);
+            tx.commit().await.map_err(err("rotating an API key"))?;
+            Ok(true)
+        })
+    }
+
+    // ----- audit outbox -----
+
+    /// The oldest `limit` outbox entries: (id, tenant, event).
+    pub async fn outbox(&self, limit: i64) -> Result<Vec<(i64, String, Value)>, StoreError> {
+        with_db!(&self.db, p => {
+            let rows = sqlx::query("SELECT id, tenant_id, event FROM audit_outbox ORDER BY id LIMIT $1")
+                .bind(limit)
+                .fetch_all(p).await.map_err(err("reading the audit outbox"))?;
+            Ok(rows.iter().map(|r| {
+                let event: String = r.get("event");
+                (r.get("id"), r.get("tenant_id"), serde_json::from_str(&event).unwrap_or(Value::Null))
+            }).collect())
+        })
+    }
+
+    /// Removes delivered outbox entries.
+    pub async fn outbox_delivered(&self, ids: &[i64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        with_db!(&self.db, p => {
+            sqlx::query(&format!("DELETE FROM audit_outbox WHERE id IN ({list})"))
+                .execute(p).await.map_err(err("clearing the audit outbox")).map(|_| ())
+        })
+    }
+}

@@ -1,0 +1,132 @@
+//! Opening a database of either engine, for the audit store and for other services' stores
+//! (the auth service keeps its users and keys the same way): SQLite in WAL mode with full
+//! sync, or a Postgres pool, migrated with the caller's migrations.
+
+use crate::StoreError;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// How long a request waits for a connection before the store counts as unavailable.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A pool of either engine.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// `sqlite://PATH` or `sqlite::memory:`.
+    Sqlite(SqlitePool),
+    /// `postgres://…`.
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$p` bound to the concrete pool of whichever engine `$db` is, so each
+/// statement is type-checked against its own driver. SQL with `$n` placeholders works on
+/// both: SQLite and Postgres both bind them by position.
+#[macro_export]
+macro_rules! with_db {
+    ($db:expr, $p:ident => $body:expr) => {
+        match $db {
+            $crate::db::Database::Sqlite($p) => $body,
+            $crate::db::Database::Postgres($p) => $body,
+        }
+    };
+}
+
+impl Database {
+    /// Opens the database at `url` and applies the migrations for its engine. A new SQLite
+    /// file is created readable by its owner only (it may hold secrets).
+    pub async fn open(
+        url: &str,
+        sqlite: &Migrator,
+        postgres: &Migrator,
+    ) -> Result<Database, StoreError> {
+        if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)
+                .map_err(|e| StoreError::BadUrl(format!("{url}: {e}")))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // FULL: what was acknowledged survives power loss, not only a crash.
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(5))
+                .foreign_keys(true);
+            restrict_new_file(opts.get_filename());
+            // An in-memory database exists once per connection: keep exactly one.
+            let max = if url.contains(":memory:") { 1 } else { 8 };
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(opts)
+                .await
+                .map_err(|e| StoreError::from_sqlx("opening the SQLite database", e))?;
+            sqlite
+                .run(&pool)
+                .await
+                .map_err(|e| StoreError::Migrate(e.to_string()))?;
+            // Gives the query planner statistics where they are missing or stale (SQLite's
+            // advice for long-lived connections); without them it picks poor indexes.
+            sqlx::query("PRAGMA optimize=0x10002")
+                .execute(&pool)
+                .await
+                .map_err(|e| StoreError::from_sqlx("optimizing the SQLite database", e))?;
+            Ok(Database::Sqlite(pool))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts =
+                PgConnectOptions::from_str(url).map_err(|e| StoreError::BadUrl(format!("{e}")))?;
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(opts)
+                .await
+                .map_err(|e| StoreError::from_sqlx("connecting to Postgres", e))?;
+            // Two services starting at once must not both apply a migration: Postgres
+            // migrations take sqlx's advisory lock.
+            postgres
+                .run(&pool)
+                .await
+                .map_err(|e| StoreError::Migrate(e.to_string()))?;
+            Ok(Database::Postgres(pool))
+        } else {
+            Err(StoreError::BadUrl(format!(
+                "{url:?}: expected sqlite://PATH, sqlite::memory: or postgres://…"
+            )))
+        }
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn engine(&self) -> &'static str {
+        match self {
+            Database::Sqlite(_) => "sqlite",
+            Database::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// Creates the SQLite file (mode 0600 on Unix) when it does not exist yet.
+fn restrict_new_file(path: &std::path::Path) {
+    if path.as_os_str().is_empty() || path.to_string_lossy().contains(":memory:") || path.exists() {
+        return;
+    }
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    let _ = o.open(path);
+}
+
+/// The URL with any password replaced, for logs and `Debug`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

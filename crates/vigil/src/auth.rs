@@ -1,0 +1,508 @@
+//! `vigil auth …` and `vigil dev`: the auth service, its key, user and client commands, the
+//! JWKS options every token-verifying service shares, and the in-process wiring of dev.
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde_json::Value;
+use std::future::Future;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use vigil_audit::sequencer::Sequencer;
+use vigil_auth::password::PasswordPolicy;
+use vigil_auth::{JwksConfig, KeyAlgorithm};
+use vigil_authsvc::events::Actor;
+use vigil_authsvc::outbox::{AuditSink, SinkError};
+use vigil_authsvc::AuthSettings;
+use vigil_core::event::EventInput;
+use vigil_core::ids::{EventId, TenantId};
+use vigil_security::capability::{Role, RoleSet};
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum AuthCommand {
+    /// Serve the auth API.
+    Serve(Box<AuthServeArgs>),
+    /// Signing keys, in the auth database (a running service picks changes up within its
+    /// reload interval).
+    Keys {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Users (bootstrapping the first admin; afterwards use the API).
+    Users {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Service clients (client-credentials grant).
+    Clients {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct DbArgs {
+    /// The auth database: sqlite://PATH or postgres://…
+    #[arg(long, env = "VIGIL_AUTH_DATABASE_URL")]
+    database_url: String,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct KeyPolicyArgs {
+    /// Algorithm of new keys: eddsa or es256.
+    #[arg(long, env = "VIGIL_AUTH_KEY_ALG", default_value = "eddsa", value_parser = parse_alg)]
+    key_alg: KeyAlgorithm,
+    /// Lifetime of issued tokens, seconds.
+    #[arg(long, env = "VIGIL_AUTH_TOKEN_TTL_SECS", default_value_t = 900)]
+    token_ttl_secs: u64,
+    /// Seconds a rotated-out key stays published beyond the token lifetime.
+    #[arg(long, env = "VIGIL_AUTH_ROTATION_GRACE_SECS", default_value_t = 300)]
+    rotation_grace_secs: u64,
+    /// Tenant whose audit chain records key events.
+    #[arg(long, env = "VIGIL_AUTH_SYSTEM_TENANT", default_value = "system")]
+    system_tenant: String,
+}
+
+fn parse_alg(s: &str) -> Result<KeyAlgorithm, String> {
+    KeyAlgorithm::parse(s).ok_or_else(|| format!("{s:?}: expected eddsa or es256"))
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum KeyCommand {
+    /// The next key starts signing; the current one stays published until its tokens expire.
+    Rotate {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        policy: KeyPolicyArgs,
+    },
+    /// Every key with its state.
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Stop publishing a rotated-out key now (e.g. after a compromise).
+    Retire {
+        /// The key id.
+        kid: String,
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        policy: KeyPolicyArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum UserCommand {
+    /// Create a user; the password is read from stdin.
+    Add {
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        username: String,
+        /// Comma-separated roles.
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// Minimum password length.
+        #[arg(long, default_value_t = 8)]
+        min_password_chars: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ClientCommand {
+    /// Create a service client; prints its id and secret (shown once).
+    Add {
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: String,
+        /// Comma-separated roles.
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct AuthServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "VIGIL_AUTH_LISTEN", default_value = "127.0.0.1:8081")]
+    listen: SocketAddr,
+    /// sqlite://PATH or postgres://… (default: SQLite auth.db in the data directory).
+    #[arg(long, env = "VIGIL_AUTH_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Holds the default SQLite file.
+    #[arg(long, env = "VIGIL_DATA_DIR", default_value = ".vigil")]
+    data_dir: PathBuf,
+    /// The `iss` of issued tokens (default http://<listen address>).
+    #[arg(long, env = "VIGIL_AUTH_ISSUER")]
+    issuer: Option<String>,
+    /// The `aud` of issued tokens.
+    #[arg(long, env = "VIGIL_AUTH_AUDIENCE", default_value = "vigil")]
+    audience: String,
+    #[command(flatten)]
+    policy: KeyPolicyArgs,
+    /// JWKS Cache-Control max-age, seconds.
+    #[arg(long, env = "VIGIL_AUTH_JWKS_MAX_AGE_SECS", default_value_t = 300)]
+    jwks_max_age_secs: u64,
+    /// How often keys are re-read from the database and due keys retired, milliseconds.
+    #[arg(long, env = "VIGIL_AUTH_RELOAD_MS", default_value_t = 1000)]
+    reload_ms: u64,
+    /// Minimum password length (NIST: at least 8).
+    #[arg(long, env = "VIGIL_AUTH_MIN_PASSWORD_CHARS", default_value_t = 8)]
+    min_password_chars: usize,
+    /// Failed logins in a row before an account is throttled.
+    #[arg(long, env = "VIGIL_AUTH_LOCKOUT_THRESHOLD", default_value_t = 5)]
+    lockout_threshold: i64,
+    /// The audit service's base URL; auth events are sent there.
+    #[arg(long, env = "VIGIL_AUDIT_URL")]
+    audit_url: Option<String>,
+    /// A Cedar capability policy replacing the shipped one.
+    #[arg(long, env = "VIGIL_CAPABILITY_POLICY")]
+    capability_policy: Option<PathBuf>,
+}
+
+/// How a service verifies bearer tokens through a JWKS.
+#[derive(Args, Debug)]
+pub(crate) struct JwksArgs {
+    /// Longest a JWKS fetch may take, milliseconds.
+    #[arg(long, env = "VIGIL_JWKS_FETCH_TIMEOUT_MS", default_value_t = 5000)]
+    jwks_fetch_timeout_ms: u64,
+    /// Shortest interval between background JWKS refreshes, milliseconds.
+    #[arg(long, env = "VIGIL_JWKS_MIN_REFRESH_MS", default_value_t = 30_000)]
+    jwks_min_refresh_ms: u64,
+    /// At most one JWKS fetch for unknown key ids per this many milliseconds.
+    #[arg(
+        long,
+        env = "VIGIL_JWKS_UNKNOWN_KID_COOLDOWN_MS",
+        default_value_t = 10_000
+    )]
+    jwks_unknown_kid_cooldown_ms: u64,
+    /// How long cached keys stay in use while the issuer is unreachable, seconds.
+    #[arg(long, env = "VIGIL_JWKS_MAX_STALE_SECS", default_value_t = 86_400)]
+    jwks_max_stale_secs: u64,
+}
+
+impl JwksArgs {
+    pub(crate) fn config(
+        &self,
+        url: &str,
+        issuer: &str,
+        audience: &str,
+        leeway_secs: u64,
+    ) -> JwksConfig {
+        let mut c = JwksConfig::new(url, issuer, audience);
+        c.leeway = Duration::from_secs(leeway_secs);
+        c.fetch_timeout = Duration::from_millis(self.jwks_fetch_timeout_ms.max(1));
+        c.min_refresh = Duration::from_millis(self.jwks_min_refresh_ms);
+        c.unknown_kid_cooldown = Duration::from_millis(self.jwks_unknown_kid_cooldown_ms);
+        c.max_stale = Duration::from_secs(self.jwks_max_stale_secs);
+        c
+    }
+}
+
+impl KeyPolicyArgs {
+    fn apply(&self, s: &mut AuthSettings) {
+        s.key_algorithm = self.key_alg;
+        s.token_ttl = Duration::from_secs(self.token_ttl_secs.max(1));
+        s.rotation_grace = Duration::from_secs(self.rotation_grace_secs);
+        s.system_tenant = self.system_tenant.clone();
+    }
+
+    fn policy(&self, url: &str) -> anyhow::Result<vigil_authsvc::keyring::KeyPolicy> {
+        let mut s = AuthSettings::new(url.to_owned());
+        self.apply(&mut s);
+        vigil_authsvc::app::key_policy(&s)
+    }
+}
+
+impl AuthServeArgs {
+    fn settings(self) -> AuthSettings {
+        let url = self
+            .database_url
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("auth.db").display()));
+        let mut s = AuthSettings::new(url);
+        self.policy.apply(&mut s);
+        s.listen = self.listen;
+        s.issuer = self.issuer;
+        s.audience = self.audience;
+        s.jwks_max_age = Duration::from_secs(self.jwks_max_age_secs);
+        s.reload_interval = Duration::from_millis(self.reload_ms.max(10));
+        s.min_password_chars = self.min_password_chars;
+        s.lockout_threshold = self.lockout_threshold.max(1);
+        s.audit_url = self.audit_url;
+        s.capability_policy = self.capability_policy;
+        s
+    }
+}
+
+fn roles(names: &[String]) -> anyhow::Result<RoleSet> {
+    if let Some(bad) = names.iter().find(|n| Role::parse(n).is_none()) {
+        anyhow::bail!("{bad:?} is not a role (roles: super_admin, admin, manager, inventory, cashier, support, service)");
+    }
+    Ok(RoleSet::from_names(names.iter().map(String::as_str)))
+}
+
+fn tenant(t: &str) -> anyhow::Result<TenantId> {
+    TenantId::parse(t).map_err(|e| anyhow::anyhow!("--tenant: {e}"))
+}
+
+fn api(e: vigil_security::error::ApiError) -> anyhow::Error {
+    anyhow::anyhow!("{}", e.message())
+}
+
+pub(crate) async fn run(
+    cmd: AuthCommand,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<ExitCode> {
+    use vigil_authsvc::app::open_store;
+    match cmd {
+        AuthCommand::Serve(args) => {
+            let settings = args.settings();
+            if let Some(dir) = settings
+                .database_url
+                .strip_prefix("sqlite://")
+                .and_then(|p| std::path::Path::new(p).parent())
+            {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let app = vigil_authsvc::Application::build(settings, None).await?;
+            app.run_until_stopped(shutdown).await?;
+        }
+        AuthCommand::Keys {
+            command: KeyCommand::List { db },
+        } => {
+            let store = open_store(&db.database_url).await?;
+            println!("kid\talg\tstate\tcreated_at\tretire_after");
+            for k in store.keys().await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    k.kid,
+                    k.alg,
+                    k.state.as_str(),
+                    k.created_at,
+                    k.retire_after
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|| "-".into())
+                );
+            }
+        }
+        AuthCommand::Keys {
+            command: KeyCommand::Rotate { db, policy },
+        } => {
+            let store = open_store(&db.database_url).await?;
+            let kid = vigil_authsvc::keyring::rotate(
+                &store,
+                &policy.policy(&db.database_url)?,
+                Actor::System,
+            )
+            .await?;
+            println!("{kid}");
+        }
+        AuthCommand::Keys {
+            command: KeyCommand::Retire { kid, db, policy },
+        } => {
+            let store = open_store(&db.database_url).await?;
+            let p = policy.policy(&db.database_url)?;
+            if !vigil_authsvc::keyring::retire(
+                &store,
+                &p,
+                &kid,
+                Actor::System,
+                "retired by an operator",
+            )
+            .await?
+            {
+                eprintln!("vigil: {kid} is not a rotated-out key (rotate first to retire the signing key)");
+                return Ok(ExitCode::from(1));
+            }
+            println!("retired {kid}");
+        }
+        AuthCommand::Users {
+            command:
+                UserCommand::Add {
+                    db,
+                    tenant: t,
+                    username,
+                    roles: r,
+                    min_password_chars,
+                },
+        } => {
+            let store = open_store(&db.database_url).await?;
+            let mut password = String::new();
+            std::io::stdin()
+                .read_to_string(&mut password)
+                .context("reading the password from stdin")?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            vigil_authsvc::http::add_user(
+                &store,
+                &PasswordPolicy::with_min_chars(min_password_chars),
+                &tenant(&t)?,
+                &username,
+                password,
+                roles(&r)?,
+                Actor::System,
+            )
+            .await
+            .map_err(api)?;
+            println!("created {t}/{username}");
+        }
+        AuthCommand::Clients {
+            command:
+                ClientCommand::Add {
+                    db,
+                    tenant: t,
+                    name,
+                    roles: r,
+                },
+        } => {
+            let store = open_store(&db.database_url).await?;
+            let (id, secret) = vigil_authsvc::http::add_client(
+                &store,
+                &tenant(&t)?,
+                &name,
+                roles(&r)?,
+                Actor::System,
+            )
+            .await
+            .map_err(api)?;
+            println!("client_id={id}\nclient_secret={}", secret.expose());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Auth events appended straight to the in-process audit service's chains.
+#[derive(Debug)]
+pub(crate) struct InProcessAudit(pub(crate) Sequencer);
+
+#[async_trait::async_trait]
+impl AuditSink for InProcessAudit {
+    async fn send(&self, tenant: &TenantId, events: Vec<Value>) -> Result<(), SinkError> {
+        let events = events
+            .into_iter()
+            .map(|e| EventInput::new(e).validate(|| EventId::from_uuid(uuid::Uuid::now_v7())))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| SinkError::Refused(e.to_string()))?;
+        self.0
+            .submit(tenant, events, vigil_audit::checkpointer::now())
+            .await
+            .map(|_| ())
+            .map_err(|e| SinkError::Retry(e.to_string()))
+    }
+}
+
+/// `vigil dev`: the auth service and the audit service in one process on loopback; the audit
+/// service takes the auth service's tokens (through its JWKS) and, from loopback, the trusted
+/// identity headers.
+pub(crate) async fn dev(
+    data_dir: PathBuf,
+    listen: SocketAddr,
+    auth_listen: SocketAddr,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let issuer = format!("http://{auth_listen}");
+    let mut audit = vigil_audit::AuditSettings::embedded(data_dir.clone());
+    audit.listen = listen;
+    let mut jwks = JwksConfig::new(
+        format!("{issuer}/.well-known/jwks.json"),
+        issuer.clone(),
+        "vigil",
+    );
+    jwks.min_refresh = Duration::from_secs(5);
+    jwks.unknown_kid_cooldown = Duration::from_secs(1);
+    audit.jwks = Some(jwks);
+    let mut auth = AuthSettings::new(format!("sqlite://{}", data_dir.join("auth.db").display()));
+    auth.listen = auth_listen;
+    auth.issuer = Some(issuer.clone());
+    auth.trust_headers = true;
+    // The auth service first, so the audit service finds its JWKS at start.
+    let store = vigil_authsvc::app::open_store(&auth.database_url).await?;
+    let tenant_id = TenantId::parse("acme").expect("valid");
+    let mut banner_password = None;
+    if store.user(&tenant_id, "admin").await?.is_none() {
+        let password = format!("dev-{}", hex::encode(rand::random::<[u8; 8]>()));
+        vigil_authsvc::http::add_user(
+            &store,
+            &PasswordPolicy::default(),
+            &tenant_id,
+            "admin",
+            &password,
+            RoleSet::of(&[Role::Admin]),
+            Actor::System,
+        )
+        .await
+        .map_err(api)?;
+        banner_password = Some(password);
+    }
+    let (sink_tx, sink_rx) = tokio::sync::oneshot::channel::<Sequencer>();
+    let sink = Arc::new(LateSink(
+        tokio::sync::OnceCell::new(),
+        tokio::sync::Mutex::new(Some(sink_rx)),
+    ));
+    let auth_app = vigil_authsvc::Application::build(auth, Some(sink)).await?;
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut rx1 = stop_tx.subscribe();
+    let auth_task = tokio::spawn(auth_app.run_until_stopped(async move {
+        let _ = rx1.recv().await;
+    }));
+    let audit_app = vigil_audit::Application::build(audit).await?;
+    let _ = sink_tx.send(audit_app.sequencer());
+    let addr = audit_app.local_addr();
+    let password_line = match &banner_password {
+        Some(p) => format!("The first admin: tenant acme, user admin, password {p} (shown once; kept hashed in {dir}/auth.db).", dir = data_dir.display()),
+        None => "Log in as a user you created (the first run printed acme/admin's password).".into(),
+    };
+    eprintln!(
+        "\nvigil dev: audit API on http://{addr}, auth on {issuer} (SQLite in {dir})\n{password_line}\n\n  \
+         TOKEN=$(curl -s {issuer}/v1/login -H 'Content-Type: application/json' \\\n    \
+         -d '{{\"tenant_id\":\"acme\",\"username\":\"admin\",\"password\":\"PASSWORD\"}}' | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')\n  \
+         curl -s http://{addr}/v1/events -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\\n    \
+         -d '[{{\"occurred_at\":\"2026-11-22T10:00:00Z\",\"actor\":{{\"type\":\"user\",\"id\":\"u-42\"}},\"action\":\"payment.void\",\"resource\":{{\"type\":\"payment\",\"id\":\"p-9\"}},\"outcome\":\"success\",\"source\":{{\"service\":\"payments\"}}}}]'\n  \
+         curl -s 'http://{addr}/v1/events?limit=10' -H \"Authorization: Bearer $TOKEN\"\n  \
+         cargo run -q -p vigil -- verify --database-url sqlite://{dir}/audit.db\n\n\
+         From loopback the audit API also takes the trusted headers X-Tenant-ID, X-User-ID and X-Roles.\n",
+        dir = data_dir.display()
+    );
+    let result = audit_app.run_until_stopped(shutdown).await;
+    let _ = stop_tx.send(());
+    let _ = auth_task.await;
+    result
+}
+
+/// The in-process audit sink, connected once the audit service is built (it starts after the
+/// auth service, whose JWKS it reads at start).
+#[derive(Debug)]
+struct LateSink(
+    tokio::sync::OnceCell<InProcessAudit>,
+    tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<Sequencer>>>,
+);
+
+#[async_trait::async_trait]
+impl AuditSink for LateSink {
+    async fn send(&self, tenant: &TenantId, events: Vec<Value>) -> Result<(), SinkError> {
+        let sink =
+            self.0
+                .get_or_try_init(|| async {
+                    let rx = self.1.lock().await.take();
+                    match rx {
+                        Some(rx) => rx.await.map(InProcessAudit).map_err(|_| {
+                            SinkError::Retry("the audit service did not start".into())
+                        }),
+                        None => Err(SinkError::Retry("the audit service did not start".into())),
+                    }
+                })
+                .await?;
+        sink.send(tenant, events).await
+    }
+}

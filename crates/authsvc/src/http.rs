@@ -151,17 +151,13 @@ fn parse_roles(names: &[String]) -> Result<RoleSet, ApiError> {
     Ok(RoleSet::from_names(names.iter().map(String::as_str)))
 }
 
-/// A caller may hand out only roles they hold themselves (a `super_admin` any).
+/// A caller may hand out only roles whose capabilities they hold themselves.
 fn may_grant(ctx: &SecurityContext, roles: RoleSet) -> Result<(), ApiError> {
-    if ctx.roles.contains(Role::SuperAdmin) {
-        return Ok(());
-    }
-    match roles.iter().find(|r| !ctx.roles.contains(*r)) {
-        Some(r) => Err(ApiError::BadRequest(format!(
-            "you cannot grant role {r}, which you do not hold"
-        ))),
-        None => Ok(()),
-    }
+    ctx.may_delegate(roles).map_err(|c| {
+        ApiError::BadRequest(format!(
+            "these roles would hold {c}, which you do not hold: you cannot grant them"
+        ))
+    })
 }
 
 fn actor_of(ctx: &SecurityContext) -> Actor<'_> {

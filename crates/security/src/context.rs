@@ -132,6 +132,20 @@ impl std::fmt::Debug for SecurityContext {
 }
 
 impl SecurityContext {
+    /// May the caller hand `roles` to someone else (a new user, client or API key)? Only when
+    /// every capability those roles hold is one the caller holds too; otherwise the first
+    /// capability that would be gained. Not counted as a check and never a denial event.
+    pub fn may_delegate(&self, roles: RoleSet) -> Result<(), Capability> {
+        let policy = &self.guard.policy;
+        match Capability::ALL
+            .iter()
+            .find(|c| policy.allows(roles, **c) && !policy.allows(self.roles, **c))
+        {
+            Some(c) => Err(*c),
+            None => Ok(()),
+        }
+    }
+
     /// Ok when the caller holds `capability`; otherwise 403 `missing_role`, counted and
     /// reported to the denial sink.
     pub fn require(&self, capability: Capability) -> Result<(), ApiError> {

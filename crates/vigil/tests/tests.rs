@@ -1,6 +1,8 @@
 //! Black-box tests of Vigil: the audit service on a random port (in-process or as the real
 //! binary), real SQLite files and a real Postgres server. One test binary, a module per area.
 
+#[path = "suite/auth.rs"]
+mod auth;
 #[path = "suite/common.rs"]
 mod common;
 #[path = "suite/crash.rs"]

@@ -314,7 +314,7 @@ impl AuthStore {
         events: Vec<OutboxEvent>,
     ) -> Result<bool, StoreError> {
         with_db!(&self.db, p => {
-            let mut tx = p.begin().await.map_err(err("starting a transaction"))?;
+            let mut tx = p.begin_with(self.db.begin_write()).await.map_err(err("starting a transaction"))?;
             let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM signing_keys WHERE state = 'current'")
                 .fetch_one(&mut *tx).await.map_err(err("reading signing keys"))?;
             if n > 0 {
@@ -351,7 +351,7 @@ impl AuthStore {
         events: impl FnOnce(&str, &str) -> Vec<OutboxEvent>,
     ) -> Result<String, StoreError> {
         with_db!(&self.db, p => {
-            let mut tx = p.begin().await.map_err(err("starting a transaction"))?;
+            let mut tx = p.begin_with(self.db.begin_write()).await.map_err(err("starting a transaction"))?;
             let current: Option<String> = sqlx::query_scalar("SELECT kid FROM signing_keys WHERE state = 'current'")
                 .fetch_optional(&mut *tx).await.map_err(err("reading signing keys"))?;
             let next: Option<String> = sqlx::query_scalar("SELECT kid FROM signing_keys WHERE state = 'next'")
@@ -385,7 +385,7 @@ impl AuthStore {
         events: Vec<OutboxEvent>,
     ) -> Result<bool, StoreError> {
         with_db!(&self.db, p => {
-            let mut tx = p.begin().await.map_err(err("starting a transaction"))?;
+            let mut tx = p.begin_with(self.db.begin_write()).await.map_err(err("starting a transaction"))?;
             let n = sqlx::query("UPDATE signing_keys SET state = 'retired', retired_at = $1 WHERE kid = $2 AND state = 'previous'")
                 .bind(now).bind(kid)
                 .execute(&mut *tx).await.map_err(err("retiring a signing key"))?
@@ -408,7 +408,7 @@ impl AuthStore {
         events: Vec<OutboxEvent>,
     ) -> Result<(), StoreError> {
         with_db!(&self.db, p => {
-            let mut tx = p.begin().await.map_err(err("starting a transaction"))?;
+            let mut tx = p.begin_with(self.db.begin_write()).await.map_err(err("starting a transaction"))?;
             sqlx::query("INSERT INTO users (tenant_id, username, password_hash, roles, created_at) VALUES ($1, $2, $3, $4, $5)")
                 .bind(&u.tenant_id).bind(&u.username).bind(&u.password_hash).bind(&u.roles).bind(u.created_at)
                 .execute(&mut *tx).await
@@ -458,7 +458,7 @@ impl AuthStore {
         events: Vec<OutboxEvent>,
     ) -> Result<bool, StoreError> {
         with_db!(&self.db, p => {
-            let mut tx = p.begin().await.map_err(err("starting a transaction"))?;
+            let mut tx = p.begin_with(self.db.begin_write()).await.map_err(err("starting a transaction"))?;
             let n = sqlx::query("DELETE FROM users WHERE tenant_id = $1 AND username = $2")
                 .bind(tenant.as_str()).bind(username)
                 .execute(&mut *tx).await.map_err(err("deleting a user"))?.rows_affected();
@@ -482,7 +482,7 @@ impl AuthStore {
         events: Vec<OutboxEvent>,
     ) -> Result<(), StoreError> {
         with_db!(&self.db, p => {
-            let mut tx = p.begin().await.map_err(err("starting a transaction"))?;
+            let mut tx = p.begin_with(self.db.begin_write()).await.map_err(err("starting a transaction"))?;
             let q = if success {
                 "UPDATE users SET failed_logins = 0, locked_until = $3 WHERE tenant_id = $1 AND username = $2"
             } else {
@@ -504,7 +504,7 @@ impl AuthStore {
         events: Vec<OutboxEvent>,
     ) -> Result<(), StoreError> {
         with_db!(&self.db, p => {
-            let mut tx = p.begin().await.map_err(err("starting a transaction"))?;
+            let mut tx = p.begin_with(self.db.begin_write()).await.map_err(err("starting a transaction"))?;
             sqlx::query("INSERT INTO clients (client_id, tenant_id, name, secret_hash, roles, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
                 .bind(&c.client_id).bind(&c.tenant_id).bind(&c.name).bind(&c.secret_hash).bind(&c.roles).bind(c.created_at)
                 .execute(&mut *tx).await.map_err(err("creating a client"))?;
@@ -533,7 +533,7 @@ impl AuthStore {
     /// Appends events to the outbox on their own (token issuance, refused attempts).
     pub async fn record(&self, events: Vec<OutboxEvent>) -> Result<(), StoreError> {
         with_db!(&self.db, p => {
-            let mut tx = p.begin().await.map_err(err("starting a transaction"))?;
+            let mut tx = p.begin_with(self.db.begin_write()).await.map_err(err("starting a transaction"))?;
             outbox!(tx, events);
             tx.commit().await.map_err(err("writing the audit outbox"))
         })
@@ -548,7 +548,7 @@ impl AuthStore {
         events: Vec<OutboxEvent>,
     ) -> Result<(), StoreError> {
         with_db!(&self.db, p => {
-            let mut tx = p.begin().await.map_err(err("starting a transaction"))?;
+            let mut tx = p.begin_with(self.db.begin_write()).await.map_err(err("starting a transaction"))?;
             insert_api_key!(tx, k);
             outbox!(tx, events);
             tx.commit().await.map_err(err("creating an API key"))
@@ -584,7 +584,7 @@ impl AuthStore {
         events: Vec<OutboxEvent>,
     ) -> Result<bool, StoreError> {
         with_db!(&self.db, p => {
-            let mut tx = p.begin().await.map_err(err("starting a transaction"))?;
+            let mut tx = p.begin_with(self.db.begin_write()).await.map_err(err("starting a transaction"))?;
             let n = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE tenant_id = $2 AND id = $3 AND revoked_at IS NULL")
                 .bind(now).bind(tenant.as_str()).bind(id)
                 .execute(&mut *tx).await.map_err(err("revoking an API key"))?.rows_affected();
@@ -608,7 +608,7 @@ impl AuthStore {
         events: Vec<OutboxEvent>,
     ) -> Result<bool, StoreError> {
         with_db!(&self.db, p => {
-            let mut tx = p.begin().await.map_err(err("starting a transaction"))?;
+            let mut tx = p.begin_with(self.db.begin_write()).await.map_err(err("starting a transaction"))?;
             let n = sqlx::query("UPDATE api_keys SET expires_at = CASE WHEN expires_at IS NULL OR expires_at > $1 THEN $1 ELSE expires_at END, replaced_by = $2 \
                                  WHERE tenant_id = $3 AND id = $4 AND revoked_at IS NULL AND replaced_by IS NULL AND (expires_at IS NULL OR expires_at > $5)")
                 .bind(old_expires_at).bind(&new.id).bind(tenant.as_str()).bind(old).bind(new.created_at)

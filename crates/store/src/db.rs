@@ -96,6 +96,17 @@ impl Database {
         }
     }
 
+    /// The statement that opens a transaction that will write: `BEGIN IMMEDIATE` on SQLite,
+    /// which takes the write lock at once (a deferred transaction that reads first cannot
+    /// upgrade to writing while another connection writes, and fails with SQLITE_BUSY
+    /// without waiting), `BEGIN` on Postgres.
+    pub fn begin_write(&self) -> &'static str {
+        match self {
+            Database::Sqlite(_) => "BEGIN IMMEDIATE",
+            Database::Postgres(_) => "BEGIN",
+        }
+    }
+
     /// `sqlite` or `postgres`.
     pub fn engine(&self) -> &'static str {
         match self {

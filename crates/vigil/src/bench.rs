@@ -37,6 +37,9 @@ pub(crate) enum BenchCommand {
     Verify(VerifyArgs),
     /// One capability decision through Cedar vs a HashMap of the same matrix.
     Capability(CapabilityArgs),
+    /// Bearer-token verification through the JWKS verifier vs the raw signature check of the
+    /// same token, per core, for EdDSA, ES256 and RS256.
+    Jwt(crate::bench_jwt::JwtArgs),
 }
 
 #[derive(Args, Debug)]
@@ -97,6 +100,7 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Query(a) => query(a).await,
         BenchCommand::Verify(a) => verify(a).await,
         BenchCommand::Capability(a) => capability(a),
+        BenchCommand::Jwt(a) => crate::bench_jwt::run(a).await,
     }
 }
 

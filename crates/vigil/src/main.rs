@@ -4,6 +4,7 @@
 
 mod auth;
 mod bench;
+mod bench_jwt;
 mod verify;
 
 use anyhow::Context;

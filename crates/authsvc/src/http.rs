@@ -160,6 +160,16 @@ fn may_grant(ctx: &SecurityContext, roles: RoleSet) -> Result<(), ApiError> {
     })
 }
 
+/// Signing keys are the platform's, not a tenant's: `keys_manage` counts only for callers in
+/// the system tenant.
+fn require_keys_manage(app: &AppState, ctx: &SecurityContext) -> Result<(), ApiError> {
+    ctx.require(Capability::KeysManage)?;
+    if ctx.tenant_id != app.keys.policy().system_tenant {
+        return Err(ApiError::MissingRole(Capability::KeysManage));
+    }
+    Ok(())
+}
+
 fn actor_of(ctx: &SecurityContext) -> Actor<'_> {
     Actor::User(ctx.user_id.as_deref().unwrap_or("unknown"))
 }
@@ -800,7 +810,7 @@ async fn list_keys(
     State(app): State<Arc<AppState>>,
     ctx: SecurityContext,
 ) -> Result<Json<Value>, ApiError> {
-    ctx.require(Capability::KeysManage)?;
+    require_keys_manage(&app, &ctx)?;
     let keys = app.store.keys().await.map_err(store_error)?;
     Ok(Json(
         json!({"keys": keys.iter().map(key_json).collect::<Vec<_>>()}),
@@ -818,7 +828,7 @@ async fn rotate_keys(
     State(app): State<Arc<AppState>>,
     ctx: SecurityContext,
 ) -> Result<Json<Value>, ApiError> {
-    ctx.require(Capability::KeysManage)?;
+    require_keys_manage(&app, &ctx)?;
     let kid =
         app.keys
             .rotate(actor_of(&ctx))
@@ -835,7 +845,7 @@ async fn retire_key(
     ctx: SecurityContext,
     Path(kid): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    ctx.require(Capability::KeysManage)?;
+    require_keys_manage(&app, &ctx)?;
     if crate::keyring::retire(
         &app.store,
         app.keys.policy(),

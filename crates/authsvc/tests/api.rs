@@ -491,7 +491,6 @@ async fn management_needs_capabilities_and_stays_in_the_tenant(db: String) {
             .0,
         404
     );
-    let actions = svc.audit.actions("acme");
     for a in [
         "auth.user.created",
         "auth.user.deleted",
@@ -502,18 +501,31 @@ async fn management_needs_capabilities_and_stays_in_the_tenant(db: String) {
     ] {
         svc.audit.wait_for("acme", a, 1).await;
     }
-    let _ = actions;
     let all = serde_json::to_string(&*svc.audit.0.lock().unwrap()).unwrap();
     assert!(
         !all.contains(&key) && !all.contains(&secret),
         "no audit event carries a secret"
     );
 
-    // Signing keys: keys_manage (super_admin) only.
+    // Signing keys: keys_manage (super_admin) only, and only in the system tenant.
     assert_eq!(
         svc.call(M::POST, "/v1/keys/rotate", &admin, None).await.0,
         403
     );
+    assert_eq!(
+        svc.call(M::POST, "/v1/keys/rotate", &root, None).await.0,
+        403,
+        "a tenant's super_admin does not own the platform's keys"
+    );
+    bootstrap(
+        &svc,
+        "system",
+        "platform",
+        "velvet morning tide",
+        &[Role::SuperAdmin],
+    )
+    .await;
+    let root = svc.token("system", "platform", "velvet morning tide").await;
     let (_, before) = svc.call(M::GET, "/v1/keys", &root, None).await;
     let state = |b: &Value, st: &str| {
         b["keys"]

@@ -170,6 +170,26 @@ fn require_keys_manage(app: &AppState, ctx: &SecurityContext) -> Result<(), ApiE
     Ok(())
 }
 
+/// A successful change made by the caller, recorded in the caller's tenant.
+fn caller_event(
+    ctx: &SecurityContext,
+    action: &str,
+    resource: (&str, &str),
+    payload: Value,
+) -> Vec<crate::store::OutboxEvent> {
+    vec![(
+        ctx.tenant_id.clone(),
+        event(
+            actor_of(ctx),
+            action,
+            resource,
+            "success",
+            "notice",
+            payload,
+        ),
+    )]
+}
+
 fn actor_of(ctx: &SecurityContext) -> Actor<'_> {
     Actor::User(ctx.user_id.as_deref().unwrap_or("unknown"))
 }
@@ -526,17 +546,10 @@ async fn delete_user(
     Path(username): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     ctx.require(Capability::IdentityManage)?;
-    let ev = event(
-        actor_of(&ctx),
-        "auth.user.deleted",
-        ("user", &username),
-        "success",
-        "notice",
-        json!({}),
-    );
+    let ev = caller_event(&ctx, "auth.user.deleted", ("user", &username), json!({}));
     if app
         .store
-        .delete_user(&ctx.tenant_id, &username, vec![(ctx.tenant_id.clone(), ev)])
+        .delete_user(&ctx.tenant_id, &username, ev)
         .await
         .map_err(store_error)?
     {
@@ -679,16 +692,14 @@ async fn create_api_key(
         roles,
         body.expires_in.map(|s| unix_now() + s),
     );
-    let ev = event(
-        actor_of(&ctx),
+    let ev = caller_event(
+        &ctx,
         "auth.api_key.created",
         ("api_key", &row.id),
-        "success",
-        "notice",
         json!({"name": row.name, "roles": roles.names(), "expires_at": row.expires_at}),
     );
     app.store
-        .create_api_key(&row, vec![(ctx.tenant_id.clone(), ev)])
+        .create_api_key(&row, ev)
         .await
         .map_err(store_error)?;
     let mut out = api_key_json(&row, unix_now());
@@ -719,22 +730,10 @@ async fn revoke_api_key(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     ctx.require(Capability::IdentityManage)?;
-    let ev = event(
-        actor_of(&ctx),
-        "auth.api_key.revoked",
-        ("api_key", &id),
-        "success",
-        "notice",
-        json!({}),
-    );
+    let ev = caller_event(&ctx, "auth.api_key.revoked", ("api_key", &id), json!({}));
     if app
         .store
-        .revoke_api_key(
-            &ctx.tenant_id,
-            &id,
-            unix_now(),
-            vec![(ctx.tenant_id.clone(), ev)],
-        )
+        .revoke_api_key(&ctx.tenant_id, &id, unix_now(), ev)
         .await
         .map_err(store_error)?
     {
@@ -775,23 +774,15 @@ async fn rotate_api_key(
     let roles = RoleSet::from_names(old.roles.split(','));
     let (row, key) = new_api_key_row(&ctx.tenant_id, &old.name, roles, None);
     let now = unix_now();
-    let ev = event(
-        actor_of(&ctx),
+    let ev = caller_event(
+        &ctx,
         "auth.api_key.rotated",
         ("api_key", &id),
-        "success",
-        "notice",
         json!({"new_id": row.id, "old_expires_at": now + overlap}),
     );
     if !app
         .store
-        .rotate_api_key(
-            &ctx.tenant_id,
-            &id,
-            &row,
-            now + overlap,
-            vec![(ctx.tenant_id.clone(), ev)],
-        )
+        .rotate_api_key(&ctx.tenant_id, &id, &row, now + overlap, ev)
         .await
         .map_err(store_error)?
     {

@@ -90,6 +90,21 @@ fn cli(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `vigil auth keys rotate` with the test's lifetimes.
+fn rotate(db: &str) {
+    cli(&[
+        "auth",
+        "keys",
+        "rotate",
+        "--database-url",
+        db,
+        "--token-ttl-secs",
+        "2",
+        "--rotation-grace-secs",
+        "1",
+    ]);
+}
+
 fn kid_of(token: &str) -> String {
     jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
 }
@@ -207,17 +222,7 @@ async fn ten_rotations_under_load_refuse_no_valid_token_and_retired_keys_stop_wo
     }
     for _ in 0..10 {
         tokio::time::sleep(Duration::from_millis(700)).await;
-        cli(&[
-            "auth",
-            "keys",
-            "rotate",
-            "--database-url",
-            &db,
-            "--token-ttl-secs",
-            "2",
-            "--rotation-grace-secs",
-            "1",
-        ]);
+        rotate(&db);
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
     stop.store(true, Ordering::SeqCst);
@@ -252,17 +257,7 @@ async fn ten_rotations_under_load_refuse_no_valid_token_and_retired_keys_stop_wo
         post_event(&http, &audit_addr, &token, 9_000_000).await.0,
         200
     );
-    cli(&[
-        "auth",
-        "keys",
-        "rotate",
-        "--database-url",
-        &db,
-        "--token-ttl-secs",
-        "2",
-        "--rotation-grace-secs",
-        "1",
-    ]);
+    rotate(&db);
     cli(&[
         "auth",
         "keys",

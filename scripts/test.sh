@@ -5,6 +5,10 @@
 #   - Postgres: uses a running server (VIGIL_TEST_POSTGRES_URL, default
 #     postgres://postgres@127.0.0.1:5432/test), starts an installed one that is stopped, or
 #     installs one with apt-get when running as root. Postgres tests are never skipped.
+#   - Redis: the gateway tests need redis-server (they start and stop one of their own for the
+#     outage test) and a shared server at VIGIL_TEST_REDIS_URL (default
+#     redis://127.0.0.1:6379): a running one is used, else one is started, else installed with
+#     apt-get when running as root. Redis tests are never skipped.
 #   - Python with the rfc8785, cryptography and PyJWT packages (PyPI), for the independent
 #     verification and JWT interoperability tests, in a virtualenv under the cargo target
 #     directory.
@@ -57,6 +61,26 @@ ensure_postgres() {
 tests are part of the suite and are not skipped."
 }
 
+redis_up() { (exec 3<>/dev/tcp/127.0.0.1/6379 && printf 'PING\r\n' >&3 && head -c 5 <&3 | grep -q PONG) 2>/dev/null; }
+
+ensure_redis() {
+  if ! command -v redis-server >/dev/null; then
+    [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+      || die "redis-server is not installed and cannot be installed here (need root and apt-get).
+The gateway's Redis tests are part of the suite and are not skipped."
+    say "installing Redis with apt-get"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  fi
+  if [ -z "${VIGIL_TEST_REDIS_URL:-}" ] && ! redis_up; then
+    say "starting redis-server on 127.0.0.1:6379"
+    redis-server --port 6379 --bind 127.0.0.1 --save '' --appendonly no --daemonize yes >/dev/null
+    for _ in $(seq 1 50); do redis_up && break; sleep 0.1; done
+    redis_up || die "redis-server did not answer on 127.0.0.1:6379"
+  fi
+  export VIGIL_TEST_REDIS_URL="${VIGIL_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+}
+
 ensure_python() {
   local py=python3
   if ! "$py" -c 'import rfc8785, cryptography, jwt' 2>/dev/null; then
@@ -74,6 +98,8 @@ ensure_python() {
 say "checking services"
 ensure_postgres
 echo "Postgres: $VIGIL_TEST_POSTGRES_URL"
+ensure_redis
+echo "Redis: $VIGIL_TEST_REDIS_URL (and redis-server for the outage test)"
 ensure_python
 echo "Python for independent verification and JWT interop: $VIGIL_PYTHON"
 

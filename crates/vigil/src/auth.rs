@@ -407,6 +407,7 @@ pub(crate) async fn dev(
     data_dir: PathBuf,
     listen: SocketAddr,
     auth_listen: SocketAddr,
+    gateway_listen: SocketAddr,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)
@@ -458,25 +459,48 @@ pub(crate) async fn dev(
     }));
     let audit_app = vigil_audit::Application::build(audit).await?;
     let _ = sink_tx.send(audit_app.sequencer());
-    let addr = audit_app.local_addr();
+    let audit_addr = audit_app.local_addr();
+    let mut gw = vigil_gateway::GatewayConfig::from_toml(&format!(
+        r#"
+        [auth]
+        jwks_url = "{issuer}/.well-known/jwks.json"
+        issuer = "{issuer}"
+        [rate_limit]
+        default_rpm = 6000
+        [[routes]]
+        prefix = "/"
+        upstreams = ["http://{audit_addr}"]
+        access = "authenticated"
+        "#
+    ))?;
+    gw.listen = gateway_listen;
+    gw.audit_url = Some(format!("http://{audit_addr}"));
+    let gateway = vigil_gateway::Gateway::build(gw).await?;
+    let addr = gateway.local_addr();
+    let mut rx2 = stop_tx.subscribe();
+    let gateway_task = tokio::spawn(gateway.run_until_stopped(async move {
+        let _ = rx2.recv().await;
+    }));
     let password_line = match &banner_password {
         Some(p) => format!("The first admin: tenant acme, user admin, password {p} (shown once; kept hashed in {dir}/auth.db).", dir = data_dir.display()),
         None => "Log in as a user you created (the first run printed acme/admin's password).".into(),
     };
     eprintln!(
-        "\nvigil dev: audit API on http://{addr}, auth on {issuer} (SQLite in {dir})\n{password_line}\n\n  \
+        "\nvigil dev: the gateway on http://{addr} in front of the audit API (http://{audit_addr}), auth on {issuer} (SQLite in {dir})\n{password_line}\n\n  \
          TOKEN=$(curl -s {issuer}/v1/login -H 'Content-Type: application/json' \\\n    \
          -d '{{\"tenant_id\":\"acme\",\"username\":\"admin\",\"password\":\"PASSWORD\"}}' | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')\n  \
          curl -s http://{addr}/v1/events -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\\n    \
          -d '[{{\"occurred_at\":\"2026-11-22T10:00:00Z\",\"actor\":{{\"type\":\"user\",\"id\":\"u-42\"}},\"action\":\"payment.void\",\"resource\":{{\"type\":\"payment\",\"id\":\"p-9\"}},\"outcome\":\"success\",\"source\":{{\"service\":\"payments\"}}}}]'\n  \
          curl -s 'http://{addr}/v1/events?limit=10' -H \"Authorization: Bearer $TOKEN\"\n  \
          cargo run -q -p vigil -- verify --database-url sqlite://{dir}/audit.db\n\n\
-         From loopback the audit API also takes the trusted headers X-Tenant-ID, X-User-ID and X-Roles.\n",
+         The gateway verifies the token, applies the tenant's rate limit and passes the identity on;\n\
+         from loopback the audit API also takes the identity headers X-Tenant-ID, X-User-ID and X-Roles directly.\n",
         dir = data_dir.display()
     );
     let result = audit_app.run_until_stopped(shutdown).await;
     let _ = stop_tx.send(());
     let _ = auth_task.await;
+    let _ = gateway_task.await;
     result
 }
 

@@ -39,11 +39,19 @@ enum Command {
         /// Where the auth service listens.
         #[arg(long, env = "VIGIL_AUTH_LISTEN", default_value = "127.0.0.1:8081")]
         auth_listen: SocketAddr,
+        /// Where the gateway listens (in front of the audit API).
+        #[arg(long, env = "VIGIL_GATEWAY_LISTEN", default_value = "127.0.0.1:8000")]
+        gateway_listen: SocketAddr,
     },
     /// The audit service.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// The gateway: authenticating reverse proxy with per-tenant rate limits.
+    Gateway {
+        #[command(subcommand)]
+        command: GatewayCommand,
     },
     /// The auth service: tokens, JWKS, signing keys, users, service clients, API keys.
     Auth {
@@ -80,6 +88,25 @@ enum Command {
 enum AuditCommand {
     /// Serve the audit API.
     Serve(ServeArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum GatewayCommand {
+    /// Serve the gateway.
+    Serve {
+        /// The gateway's TOML configuration (routes, auth, rate limits, CORS).
+        #[arg(long, env = "VIGIL_GATEWAY_CONFIG")]
+        config: PathBuf,
+        /// Overrides `listen` of the file.
+        #[arg(long, env = "VIGIL_GATEWAY_LISTEN")]
+        listen: Option<SocketAddr>,
+        /// Overrides `rate_limit.default_rpm` (requests per minute per tenant).
+        #[arg(long, env = "GATEWAY_RATE_LIMIT_RPM")]
+        rate_limit_rpm: Option<u32>,
+        /// Overrides `rate_limit.redis_url`.
+        #[arg(long, env = "VIGIL_REDIS_URL")]
+        redis_url: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -221,6 +248,29 @@ async fn serve(settings: AuditSettings) -> anyhow::Result<()> {
     app.run_until_stopped(shutdown_signal()).await
 }
 
+async fn gateway(
+    path: PathBuf,
+    listen: Option<SocketAddr>,
+    rpm: Option<u32>,
+    redis_url: Option<String>,
+) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut config = vigil_gateway::GatewayConfig::from_toml(&text)
+        .with_context(|| format!("{}", path.display()))?;
+    if let Some(l) = listen {
+        config.listen = l;
+    }
+    if let Some(r) = rpm {
+        config.rate_limit.default_rpm = r.max(1);
+    }
+    if let Some(u) = redis_url {
+        config.rate_limit.redis_url = Some(u);
+    }
+    let gw = vigil_gateway::Gateway::build(config).await?;
+    gw.run_until_stopped(shutdown_signal()).await
+}
+
 async fn keys_list(database_url: &str) -> anyhow::Result<()> {
     let store = vigil_store::open(database_url)
         .await
@@ -244,10 +294,28 @@ fn main() -> ExitCode {
                 data_dir,
                 listen,
                 auth_listen,
-            } => auth::dev(data_dir, listen, auth_listen, shutdown_signal())
+                gateway_listen,
+            } => auth::dev(
+                data_dir,
+                listen,
+                auth_listen,
+                gateway_listen,
+                shutdown_signal(),
+            )
+            .await
+            .map(|_| ExitCode::SUCCESS),
+            Command::Auth { command } => auth::run(command, shutdown_signal()).await,
+            Command::Gateway {
+                command:
+                    GatewayCommand::Serve {
+                        config,
+                        listen,
+                        rate_limit_rpm,
+                        redis_url,
+                    },
+            } => gateway(config, listen, rate_limit_rpm, redis_url)
                 .await
                 .map(|_| ExitCode::SUCCESS),
-            Command::Auth { command } => auth::run(command, shutdown_signal()).await,
             Command::Audit {
                 command: AuditCommand::Serve(args),
             } => match args.settings() {

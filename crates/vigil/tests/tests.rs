@@ -7,6 +7,8 @@ mod auth;
 mod common;
 #[path = "suite/crash.rs"]
 mod crash;
+#[path = "suite/gateway.rs"]
+mod gateway;
 #[path = "suite/http_api.rs"]
 mod http_api;
 #[path = "suite/independent.rs"]

@@ -409,7 +409,7 @@ async fn pyjwt_verifies_tokens_vigil_issued_with_its_published_jwks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vigil_dev_takes_its_own_tokens_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
-    let (audit_port, auth_port) = (free_port(), free_port());
+    let (audit_port, auth_port, gateway_port) = (free_port(), free_port(), free_port());
     let mut child = Command::new(vigil_bin())
         .args(["dev", "--data-dir"])
         .arg(dir.path())
@@ -417,6 +417,8 @@ async fn vigil_dev_takes_its_own_tokens_end_to_end() {
         .arg(format!("127.0.0.1:{audit_port}"))
         .arg("--auth-listen")
         .arg(format!("127.0.0.1:{auth_port}"))
+        .arg("--gateway-listen")
+        .arg(format!("127.0.0.1:{gateway_port}"))
         .env("VIGIL_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -457,8 +459,17 @@ async fn vigil_dev_takes_its_own_tokens_end_to_end() {
         .as_str()
         .unwrap_or_else(|| panic!("{r}"))
         .to_owned();
-    let (status, body) = post_event(&http, &format!("127.0.0.1:{audit_port}"), &token, 1).await;
+    // Through the gateway, as the README's first curl goes.
+    let (status, body) = post_event(&http, &format!("127.0.0.1:{gateway_port}"), &token, 1).await;
     assert_eq!(status, 200, "{body}");
+    let (status, body) = post_event(
+        &http,
+        &format!("127.0.0.1:{gateway_port}"),
+        "not-a-token",
+        2,
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
     // The login itself is in acme's chain, delivered in-process.
     let mut n = 0;
     for _ in 0..100 {

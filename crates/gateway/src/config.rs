@@ -1,0 +1,283 @@
+//! The gateway's configuration (a TOML file, or built in code by `vigil dev` and tests).
+//!
+//! ```toml
+//! listen = "127.0.0.1:8000"
+//! max_body_bytes = 10485760
+//! connect_timeout_ms = 2000
+//! request_timeout_ms = 30000
+//!
+//! [auth]
+//! jwks_url = "http://127.0.0.1:8081/.well-known/jwks.json"
+//! issuer = "http://127.0.0.1:8081"
+//! audience = "vigil"
+//!
+//! [rate_limit]
+//! default_rpm = 600              # GATEWAY_RATE_LIMIT_RPM overrides
+//! redis_url = "redis://127.0.0.1:6379"
+//! key_prefix = "vigil:rl:"
+//! fail_mode = "fail_open_local"  # or "fail_closed"
+//! instances = 2                  # the fallback gives each instance 1/instances of a limit
+//! redis_timeout_ms = 25
+//! shadow = false                 # count, don't reject
+//! allow = ["internal"]           # never limited
+//! tenants = { acme = 1200 }      # per-tenant overrides (requests per minute)
+//!
+//! [[routes]]
+//! prefix = "/"
+//! upstreams = ["http://127.0.0.1:8080"]
+//! access = "authenticated"       # "public", "authenticated" or a capability such as "audit_read"
+//! rpm = 300                      # optional: this route's own per-tenant limit
+//!
+//! [cors]
+//! allowed_origins = ["https://console.example"]
+//! ```
+
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+/// Everything `vigil gateway serve` can be told.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Where to listen.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Largest request body passed upstream.
+    #[serde(default = "default_body")]
+    pub max_body_bytes: u64,
+    /// Connecting to an upstream may take this long (then 502).
+    #[serde(default = "default_connect")]
+    pub connect_timeout_ms: u64,
+    /// An upstream must answer within this (then 504).
+    #[serde(default = "default_request")]
+    pub request_timeout_ms: u64,
+    /// Token verification.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// Rate limits.
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+    /// Routes, matched by longest prefix.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// CORS.
+    #[serde(default)]
+    pub cors: CorsConfig,
+    /// Where audit events go (the audit service's base URL); none: the log.
+    #[serde(default)]
+    pub audit_url: Option<String>,
+}
+
+fn default_listen() -> SocketAddr {
+    "127.0.0.1:8000".parse().expect("valid")
+}
+fn default_body() -> u64 {
+    10 * 1024 * 1024
+}
+fn default_connect() -> u64 {
+    2_000
+}
+fn default_request() -> u64 {
+    30_000
+}
+
+/// Bearer tokens through the issuer's JWKS.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The JWKS.
+    pub jwks_url: String,
+    /// Required `iss`.
+    pub issuer: String,
+    /// Required `aud`.
+    #[serde(default = "default_audience")]
+    pub audience: String,
+    /// Clock skew on `exp`/`nbf`, seconds.
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+}
+
+fn default_audience() -> String {
+    "vigil".into()
+}
+fn default_leeway() -> u64 {
+    30
+}
+
+/// What happens while Redis is away.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FailModeConfig {
+    /// Decide with the in-memory engine.
+    #[default]
+    FailOpenLocal,
+    /// Refuse.
+    FailClosed,
+}
+
+/// Rate limits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Requests per minute per tenant.
+    #[serde(default = "default_rpm")]
+    pub default_rpm: u32,
+    /// Requests that may arrive at once under the default limit (default: a tenth of the
+    /// per-minute limit; route and tenant limits always use a tenth of theirs).
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// Shared engine; none: in-memory only (one instance).
+    #[serde(default)]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key.
+    #[serde(default = "default_prefix")]
+    pub key_prefix: String,
+    /// Behaviour while Redis is away.
+    #[serde(default)]
+    pub fail_mode: FailModeConfig,
+    /// Gateway instances sharing the limits.
+    #[serde(default = "one")]
+    pub instances: u32,
+    /// Timeout of one Redis decision.
+    #[serde(default = "default_redis_timeout")]
+    pub redis_timeout_ms: u64,
+    /// Failures in a row that open the breaker.
+    #[serde(default = "default_threshold")]
+    pub breaker_threshold: u32,
+    /// While open, probe Redis this often.
+    #[serde(default = "default_probe")]
+    pub breaker_probe_ms: u64,
+    /// Count, don't reject.
+    #[serde(default)]
+    pub shadow: bool,
+    /// Tenants never limited.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Per-tenant limits (requests per minute).
+    #[serde(default)]
+    pub tenants: HashMap<String, u32>,
+    /// Most tenants the in-memory engine tracks at once.
+    #[serde(default = "default_local_keys")]
+    pub max_local_keys: usize,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+
+fn default_rpm() -> u32 {
+    600
+}
+fn default_prefix() -> String {
+    "vigil:rl:".into()
+}
+fn one() -> u32 {
+    1
+}
+fn default_redis_timeout() -> u64 {
+    25
+}
+fn default_threshold() -> u32 {
+    3
+}
+fn default_probe() -> u64 {
+    500
+}
+fn default_local_keys() -> usize {
+    100_000
+}
+
+/// One route.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Path prefix (`/` matches everything).
+    pub prefix: String,
+    /// Upstream base URLs, used in turn.
+    pub upstreams: Vec<String>,
+    /// `public`, `authenticated`, or a capability name.
+    #[serde(default = "default_access")]
+    pub access: String,
+    /// Remove the prefix before forwarding.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// This route's own per-tenant limit.
+    #[serde(default)]
+    pub rpm: Option<u32>,
+}
+
+fn default_access() -> String {
+    "authenticated".into()
+}
+
+/// CORS.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Origins allowed (`*` for any).
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Methods allowed (default GET, POST, PUT, PATCH, DELETE).
+    #[serde(default)]
+    pub allowed_methods: Vec<String>,
+    /// Request headers allowed (default authorization, content-type, x-api-key, traceparent).
+    #[serde(default)]
+    pub allowed_headers: Vec<String>,
+    /// Preflight cache, seconds.
+    #[serde(default)]
+    pub max_age_secs: Option<u64>,
+}
+
+impl GatewayConfig {
+    /// Parses a TOML document.
+    pub fn from_toml(text: &str) -> anyhow::Result<GatewayConfig> {
+        let c: GatewayConfig = toml::from_str(text)?;
+        c.check()?;
+        Ok(c)
+    }
+
+    /// A config with defaults and no routes.
+    pub fn empty() -> GatewayConfig {
+        toml::from_str("").expect("defaults")
+    }
+
+    /// Refuses what cannot work.
+    pub fn check(&self) -> anyhow::Result<()> {
+        for r in &self.routes {
+            anyhow::ensure!(
+                r.prefix.starts_with('/'),
+                "route prefix {:?} must start with /",
+                r.prefix
+            );
+            anyhow::ensure!(
+                !r.upstreams.is_empty(),
+                "route {} has no upstreams",
+                r.prefix
+            );
+            for u in &r.upstreams {
+                anyhow::ensure!(
+                    u.starts_with("http://") || u.starts_with("https://"),
+                    "upstream {u:?} must be an http(s) URL"
+                );
+            }
+            let needs_auth = r.access != "public";
+            anyhow::ensure!(
+                !needs_auth || self.auth.is_some(),
+                "route {} needs callers to authenticate but [auth] is not configured",
+                r.prefix
+            );
+            if needs_auth && r.access != "authenticated" {
+                anyhow::ensure!(
+                    vigil_security::capability::Capability::parse(&r.access).is_some(),
+                    "route {}: access {:?} is not public, authenticated or a capability",
+                    r.prefix,
+                    r.access
+                );
+            }
+        }
+        Ok(())
+    }
+}

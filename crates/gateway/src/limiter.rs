@@ -1,0 +1,574 @@
+//! Per-tenant rate limits by GCRA (the generic cell rate algorithm): each key holds one number,
+//! its theoretical arrival time (TAT). A request is admitted when the TAT is no further ahead
+//! of now than the burst tolerance; admitting moves the TAT one emission interval (a minute
+//! divided by the limit) forward. A key whose TAT has passed holds no information, which is
+//! what keeps both engines' memory bounded: such keys are dropped (memory) or expire (Redis).
+//!
+//! Two engines implement [`RateLimiter`]: [`MemoryLimiter`] for one instance, and
+//! [`RedisLimiter`], one atomic script and one round trip per decision, shared by every
+//! gateway instance. [`Breaker`] puts a short timeout and a circuit breaker around Redis and
+//! decides with the in-memory engine (or refuses, if so configured) while Redis is away.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A limit: `per_minute` requests on average, at most `burst` back to back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit {
+    /// Requests per minute.
+    pub per_minute: u32,
+    /// Requests that may arrive at once.
+    pub burst: u32,
+}
+
+impl Limit {
+    /// `per_minute` with a burst of a tenth of a minute's worth (at least 1).
+    pub fn per_minute(per_minute: u32) -> Limit {
+        Limit {
+            per_minute: per_minute.max(1),
+            burst: (per_minute / 10).max(1),
+        }
+    }
+
+    /// The limit divided among `n` instances (each at least 1 per minute).
+    pub fn divided(self, n: u32) -> Limit {
+        let n = n.max(1);
+        Limit {
+            per_minute: (self.per_minute / n).max(1),
+            burst: (self.burst / n).max(1),
+        }
+    }
+
+    /// Microseconds between admissions.
+    fn interval_us(&self) -> u64 {
+        60_000_000 / u64::from(self.per_minute.max(1))
+    }
+
+    /// Microseconds the TAT may run ahead of now.
+    fn tolerance_us(&self) -> u64 {
+        self.interval_us() * u64::from(self.burst.max(1) - 1)
+    }
+}
+
+/// One decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// Admitted?
+    pub allowed: bool,
+    /// Requests that could still be admitted right now.
+    pub remaining: u32,
+    /// Until the key is fully replenished.
+    pub reset: Duration,
+    /// When refused: until a request would be admitted.
+    pub retry_after: Duration,
+}
+
+/// The GCRA step: given the stored TAT (µs, 0 when none) and now, the decision and the TAT to
+/// store (unchanged when refused).
+pub fn gcra(tat: u64, now: u64, limit: &Limit) -> (Decision, u64) {
+    let (t, tau) = (limit.interval_us(), limit.tolerance_us());
+    let tat = tat.max(now);
+    if tat - now > tau {
+        let wait = tat - now - tau;
+        return (
+            Decision {
+                allowed: false,
+                remaining: 0,
+                reset: Duration::from_micros(tat - now),
+                retry_after: Duration::from_micros(wait),
+            },
+            tat,
+        );
+    }
+    let new_tat = tat + t;
+    let ahead = new_tat - now;
+    (
+        Decision {
+            allowed: true,
+            remaining: ((tau + t).saturating_sub(ahead) / t) as u32,
+            reset: Duration::from_micros(ahead),
+            retry_after: Duration::ZERO,
+        },
+        new_tat,
+    )
+}
+
+/// Why an engine could not decide.
+#[derive(Debug, thiserror::Error)]
+pub enum LimiterError {
+    /// The engine did not answer in time.
+    #[error("rate limiter timed out")]
+    Timeout,
+    /// The engine failed.
+    #[error("rate limiter failed: {0}")]
+    Failed(String),
+}
+
+/// Decides whether a request under `key` is admitted.
+#[async_trait::async_trait]
+pub trait RateLimiter: Send + Sync + std::fmt::Debug {
+    /// One decision (and, when admitted, the admission recorded).
+    async fn check(&self, key: &str, limit: &Limit) -> Result<Decision, LimiterError>;
+}
+
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_micros() as u64
+}
+
+/// The in-memory engine: sharded maps of TATs, with memory bounded however many keys appear.
+#[derive(Debug)]
+pub struct MemoryLimiter {
+    shards: Vec<Mutex<HashMap<String, u64>>>,
+    per_shard: usize,
+}
+
+const SHARDS: usize = 16;
+
+impl MemoryLimiter {
+    /// An engine tracking at most about `max_keys` keys at once.
+    pub fn new(max_keys: usize) -> MemoryLimiter {
+        MemoryLimiter {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            per_shard: (max_keys / SHARDS).max(1),
+        }
+    }
+
+    fn shard(&self, key: &str) -> &Mutex<HashMap<String, u64>> {
+        // FNV-1a: stable, cheap, and the map inside the shard is keyed anyway.
+        let mut x: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in key.bytes() {
+            x = (x ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+        &self.shards[(x as usize) % SHARDS]
+    }
+
+    /// Keys tracked now.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().expect("unpoisoned").len())
+            .sum()
+    }
+
+    /// True when no key is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops every key whose TAT has passed (fully replenished: the same as absent).
+    pub fn evict_idle(&self) {
+        let now = unix_micros();
+        for s in &self.shards {
+            s.lock().expect("unpoisoned").retain(|_, tat| *tat > now);
+        }
+    }
+
+    /// The decision now.
+    pub fn check_now(&self, key: &str, limit: &Limit) -> Decision {
+        self.decide(key, limit, unix_micros())
+    }
+
+    /// The synchronous decision at `now` (µs since the epoch).
+    pub fn decide(&self, key: &str, limit: &Limit, now: u64) -> Decision {
+        let mut shard = self.shard(key).lock().expect("unpoisoned");
+        let tat = shard.get(key).copied().unwrap_or(0);
+        let (d, new_tat) = gcra(tat, now, limit);
+        if d.allowed {
+            if !shard.contains_key(key) && shard.len() >= self.per_shard {
+                shard.retain(|_, t| *t > now);
+                if shard.len() >= self.per_shard {
+                    // Still full of active keys: forget the one closest to replenished.
+                    if let Some(k) = shard
+                        .iter()
+                        .min_by_key(|(_, t)| **t)
+                        .map(|(k, _)| k.clone())
+                    {
+                        shard.remove(&k);
+                    }
+                }
+            }
+            shard.insert(key.to_owned(), new_tat);
+        }
+        d
+    }
+}
+
+#[async_trait::async_trait]
+impl RateLimiter for MemoryLimiter {
+    async fn check(&self, key: &str, limit: &Limit) -> Result<Decision, LimiterError> {
+        Ok(self.decide(key, limit, unix_micros()))
+    }
+}
+
+/// GCRA in one Lua script, on Redis's own clock so every instance agrees. Returns
+/// `{allowed, remaining, reset_us, retry_us}`; the key expires when it is replenished.
+const SCRIPT: &str = r#"
+local t = tonumber(ARGV[1])
+local tau = tonumber(ARGV[2])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+if tat - now > tau then
+  return {0, 0, tat - now, tat - now - tau}
+end
+local new_tat = tat + t
+local ahead = new_tat - now
+redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(ahead / 1000) + 1)
+return {1, math.floor((tau + t - ahead) / t), ahead, 0}
+"#;
+
+/// The Redis engine: one `EVALSHA` round trip per decision.
+pub struct RedisLimiter {
+    conn: redis::aio::ConnectionManager,
+    script: redis::Script,
+    prefix: String,
+}
+
+impl std::fmt::Debug for RedisLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLimiter")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLimiter {
+    /// Connects to `url`; keys are `prefix` + the caller's key. The connection reconnects by
+    /// itself after Redis comes back.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<RedisLimiter, LimiterError> {
+        let client = redis::Client::open(url).map_err(|e| LimiterError::Failed(e.to_string()))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(timeout)
+            .set_response_timeout(timeout)
+            .set_number_of_retries(1)
+            .set_max_delay(1000);
+        let conn = tokio::time::timeout(
+            timeout * 10,
+            redis::aio::ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| LimiterError::Timeout)?
+        .map_err(|e| LimiterError::Failed(e.to_string()))?;
+        Ok(RedisLimiter {
+            conn,
+            script: redis::Script::new(SCRIPT),
+            prefix: prefix.to_owned(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl RateLimiter for RedisLimiter {
+    async fn check(&self, key: &str, limit: &Limit) -> Result<Decision, LimiterError> {
+        let mut conn = self.conn.clone();
+        let (allowed, remaining, reset, retry): (i64, i64, i64, i64) = self
+            .script
+            .key(format!("{}{key}", self.prefix))
+            .arg(limit.interval_us())
+            .arg(limit.tolerance_us())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| LimiterError::Failed(e.to_string()))?;
+        Ok(Decision {
+            allowed: allowed == 1,
+            remaining: remaining.max(0) as u32,
+            reset: Duration::from_micros(reset.max(0) as u64),
+            retry_after: Duration::from_micros(retry.max(0) as u64),
+        })
+    }
+}
+
+/// What to do while the shared engine is away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailMode {
+    /// Decide with the in-memory engine, each tenant's limit divided by the instance count.
+    OpenLocal,
+    /// Refuse every request (429) until the shared engine is back.
+    Closed,
+}
+
+/// Which engine decides now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// The shared engine (Redis).
+    Shared,
+    /// The fallback (memory, or refusing).
+    Fallback,
+}
+
+/// Told when the deciding engine changes.
+pub trait TransitionSink: Send + Sync + std::fmt::Debug {
+    /// The deciding engine is now `to`; `why` says what happened.
+    fn changed(&self, to: Engine, why: &str);
+}
+
+const CLOSED: u8 = 0;
+const OPEN: u8 = 1;
+
+/// The shared engine behind a timeout and a circuit breaker, with a local fallback.
+///
+/// Closed: every decision goes to the shared engine, each with `timeout`; after `threshold`
+/// failures in a row the breaker opens. Open: decisions go to the fallback at once, with no
+/// wait; every `probe_every` one decision is sent to the shared engine as a probe (in the
+/// background, so no request waits on it), and its success closes the breaker again.
+#[derive(Debug)]
+pub struct Breaker {
+    shared: Arc<dyn RateLimiter>,
+    fallback: MemoryLimiter,
+    mode: FailMode,
+    instances: u32,
+    timeout: Duration,
+    threshold: u32,
+    probe_every: Duration,
+    state: AtomicU8,
+    failures: AtomicU32,
+    /// When the breaker last opened or probed, µs since `epoch`.
+    last_probe: AtomicU64,
+    probing: std::sync::atomic::AtomicBool,
+    epoch: Instant,
+    sink: Arc<dyn TransitionSink>,
+}
+
+/// A breaker's decision, with the engine that made it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decided {
+    /// The decision.
+    pub decision: Decision,
+    /// Who decided.
+    pub engine: Engine,
+}
+
+impl Breaker {
+    /// A breaker around `shared`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        shared: Arc<dyn RateLimiter>,
+        mode: FailMode,
+        instances: u32,
+        timeout: Duration,
+        threshold: u32,
+        probe_every: Duration,
+        max_local_keys: usize,
+        sink: Arc<dyn TransitionSink>,
+    ) -> Arc<Breaker> {
+        Arc::new(Breaker {
+            shared,
+            fallback: MemoryLimiter::new(max_local_keys),
+            mode,
+            instances: instances.max(1),
+            timeout,
+            threshold: threshold.max(1),
+            probe_every,
+            state: AtomicU8::new(CLOSED),
+            failures: AtomicU32::new(0),
+            last_probe: AtomicU64::new(0),
+            probing: std::sync::atomic::AtomicBool::new(false),
+            epoch: Instant::now(),
+            sink,
+        })
+    }
+
+    /// Which engine decides now.
+    pub fn engine(&self) -> Engine {
+        if self.state.load(Ordering::Acquire) == CLOSED {
+            Engine::Shared
+        } else {
+            Engine::Fallback
+        }
+    }
+
+    /// The local engine (for eviction).
+    pub fn fallback(&self) -> &MemoryLimiter {
+        &self.fallback
+    }
+
+    fn since_epoch(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    fn local(&self, key: &str, limit: &Limit) -> Decision {
+        match self.mode {
+            FailMode::OpenLocal => {
+                self.fallback
+                    .decide(key, &limit.divided(self.instances), unix_micros())
+            }
+            FailMode::Closed => Decision {
+                allowed: false,
+                remaining: 0,
+                reset: self.probe_every,
+                retry_after: self.probe_every.max(Duration::from_secs(1)),
+            },
+        }
+    }
+
+    fn failed(&self, why: &str) {
+        let n = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if n >= self.threshold
+            && self
+                .state
+                .compare_exchange(CLOSED, OPEN, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.last_probe.store(self.since_epoch(), Ordering::Release);
+            self.sink.changed(Engine::Fallback, why);
+        }
+    }
+
+    fn succeeded(&self) {
+        self.failures.store(0, Ordering::Release);
+        if self
+            .state
+            .compare_exchange(OPEN, CLOSED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.sink
+                .changed(Engine::Shared, "the shared engine answers again");
+        }
+    }
+
+    /// One decision.
+    pub async fn check(self: &Arc<Self>, key: &str, limit: &Limit) -> Decided {
+        if self.state.load(Ordering::Acquire) == OPEN {
+            self.maybe_probe(key, limit);
+            return Decided {
+                decision: self.local(key, limit),
+                engine: Engine::Fallback,
+            };
+        }
+        match tokio::time::timeout(self.timeout, self.shared.check(key, limit)).await {
+            Ok(Ok(d)) => {
+                self.succeeded();
+                Decided {
+                    decision: d,
+                    engine: Engine::Shared,
+                }
+            }
+            Ok(Err(e)) => {
+                self.failed(&e.to_string());
+                Decided {
+                    decision: self.local(key, limit),
+                    engine: Engine::Fallback,
+                }
+            }
+            Err(_) => {
+                self.failed("timed out");
+                Decided {
+                    decision: self.local(key, limit),
+                    engine: Engine::Fallback,
+                }
+            }
+        }
+    }
+
+    /// While open: at most one probe per `probe_every`, in the background.
+    fn maybe_probe(self: &Arc<Self>, key: &str, limit: &Limit) {
+        let now = self.since_epoch();
+        let last = self.last_probe.load(Ordering::Acquire);
+        if now.saturating_sub(last) < self.probe_every.as_micros() as u64
+            || self.probing.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        self.last_probe.store(now, Ordering::Release);
+        let (me, key, limit) = (Arc::clone(self), key.to_owned(), *limit);
+        tokio::spawn(async move {
+            // The probe records a real admission on the shared engine: the request it stands
+            // for was counted locally too, which errs on the side of the limit.
+            match tokio::time::timeout(me.timeout * 5, me.shared.check(&key, &limit)).await {
+                Ok(Ok(_)) => me.succeeded(),
+                _ => me.last_probe.store(me.since_epoch(), Ordering::Release),
+            }
+            me.probing.store(false, Ordering::Release);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gcra_admits_the_burst_then_one_per_interval() {
+        let limit = Limit {
+            per_minute: 60,
+            burst: 5,
+        };
+        let mut tat = 0;
+        let now = 1_000_000_000;
+        let mut admitted = 0;
+        for _ in 0..20 {
+            let (d, t) = gcra(tat, now, &limit);
+            tat = t;
+            admitted += u32::from(d.allowed);
+        }
+        assert_eq!(admitted, 5);
+        let (d, _) = gcra(tat, now, &limit);
+        assert_eq!(d.retry_after, Duration::from_secs(1));
+        let (d, _) = gcra(tat, now + 1_000_000, &limit);
+        assert!(d.allowed);
+        assert_eq!(d.remaining, 0);
+    }
+
+    #[test]
+    fn a_fresh_key_reports_what_remains() {
+        let limit = Limit {
+            per_minute: 600,
+            burst: 10,
+        };
+        let (d, _) = gcra(0, 5_000_000, &limit);
+        assert!(d.allowed);
+        assert_eq!(d.remaining, 9);
+        assert_eq!(d.reset, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn memory_stays_bounded_however_many_keys_appear() {
+        let m = MemoryLimiter::new(1_000);
+        let limit = Limit::per_minute(60);
+        let now = unix_micros();
+        for i in 0..100_000 {
+            m.decide(&format!("tenant-{i}"), &limit, now);
+        }
+        assert!(m.len() <= 1_000 + SHARDS, "{}", m.len());
+        // Idle keys go: with a TAT in the past they carry nothing.
+        let later = Limit {
+            per_minute: 6_000_000,
+            burst: 1,
+        };
+        let m = MemoryLimiter::new(1_000);
+        for i in 0..100 {
+            m.decide(&format!("t{i}"), &later, unix_micros());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        m.evict_idle();
+        assert!(m.is_empty());
+    }
+
+    #[test]
+    fn a_divided_limit_never_reaches_zero() {
+        assert_eq!(
+            Limit::per_minute(100).divided(3),
+            Limit {
+                per_minute: 33,
+                burst: 3
+            }
+        );
+        assert_eq!(
+            Limit::per_minute(2).divided(8),
+            Limit {
+                per_minute: 1,
+                burst: 1
+            }
+        );
+    }
+}

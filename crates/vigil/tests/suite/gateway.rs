@@ -1,0 +1,636 @@
+//! The gateway in-process on a random port, in front of a small upstream that echoes what it
+//! receives, with a JWKS issuer on loopback and real Redis: identity headers cannot be
+//! spoofed, refusals are in the shared error shape, limits hold across two instances sharing
+//! Redis, and Redis going away and coming back never costs a 5xx.
+
+use axum::routing::{any, get};
+use axum::Router;
+use reqwest::Client;
+use serde_json::{json, Value};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use vigil_auth::{Claims, KeyAlgorithm, SigningKey};
+use vigil_gateway::{Gateway, GatewayConfig};
+
+const ISS: &str = "https://auth.gateway.test";
+
+/// Serves `/echo` (the request's headers and path as JSON), `/slow` (answers after 3 s) and
+/// `/.well-known/jwks.json` (the issuer's keys).
+async fn upstream_and_issuer(key: &SigningKey) -> std::net::SocketAddr {
+    let jwks = json!({"keys": [key.public_jwk()]}).to_string();
+    let app = Router::new()
+        .route("/.well-known/jwks.json", get(move || async move { jwks }))
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                "late"
+            }),
+        )
+        .fallback(any(|req: axum::extract::Request| async move {
+            let headers: serde_json::Map<String, Value> = req
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_owned(),
+                        Value::from(v.to_str().unwrap_or("?")),
+                    )
+                })
+                .collect();
+            let path = req.uri().to_string();
+            let body = axum::body::to_bytes(req.into_body(), usize::MAX)
+                .await
+                .map(|b| b.len())
+                .unwrap_or(0);
+            axum::Json(json!({"headers": headers, "path": path, "body_bytes": body}))
+        }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+fn token(key: &SigningKey, tenant: &str, roles: &[&str]) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    key.sign(&Claims {
+        iss: ISS.into(),
+        aud: "vigil".into(),
+        sub: "user:alice".into(),
+        exp: now + 600,
+        iat: now,
+        nbf: now,
+        jti: uuid::Uuid::new_v4().to_string(),
+        tenant_id: tenant.into(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+    })
+}
+
+fn config(up: std::net::SocketAddr, extra: &str) -> GatewayConfig {
+    let mut c = GatewayConfig::from_toml(&format!(
+        r#"
+        listen = "127.0.0.1:0"
+        max_body_bytes = 1024
+        request_timeout_ms = 1000
+        connect_timeout_ms = 500
+        [auth]
+        jwks_url = "http://{up}/.well-known/jwks.json"
+        issuer = "{ISS}"
+        [cors]
+        allowed_origins = ["https://console.example"]
+        [[routes]]
+        prefix = "/public"
+        upstreams = ["http://{up}"]
+        access = "public"
+        [[routes]]
+        prefix = "/admin"
+        upstreams = ["http://{up}"]
+        access = "audit_admin"
+        [[routes]]
+        prefix = "/down"
+        upstreams = ["http://127.0.0.1:9"]
+        [[routes]]
+        prefix = "/"
+        upstreams = ["http://{up}"]
+        {extra}
+        "#
+    ))
+    .unwrap();
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    c
+}
+
+async fn start(c: GatewayConfig) -> String {
+    let gw = Gateway::build(c).await.unwrap();
+    let base = format!("http://{}", gw.local_addr());
+    tokio::spawn(gw.run_until_stopped(std::future::pending()));
+    base
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_is_verified_and_spoofed_headers_never_reach_the_upstream() {
+    let key = SigningKey::generate(KeyAlgorithm::EdDsa);
+    let up = upstream_and_issuer(&key).await;
+    let gw = start(config(up, "")).await;
+    let http = Client::new();
+    let t = token(&key, "acme", &["cashier"]);
+    let r = http
+        .get(format!("{gw}/orders/7?x=1"))
+        .bearer_auth(&t)
+        .header("X-Tenant-ID", "evil")
+        .header("X-User-ID", "root")
+        .header("X-Roles", "super_admin")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for h in [
+        "strict-transport-security",
+        "x-content-type-options",
+        "referrer-policy",
+        "x-frame-options",
+        "ratelimit-limit",
+        "ratelimit-remaining",
+    ] {
+        assert!(r.headers().contains_key(h), "{h}");
+    }
+    let seen: Value = r.json().await.unwrap();
+    let h = &seen["headers"];
+    assert_eq!(h["x-tenant-id"], "acme");
+    assert_eq!(h["x-user-id"], "user:alice");
+    assert_eq!(h["x-roles"], "cashier");
+    assert!(
+        h.get("authorization").is_none(),
+        "the credential stays at the gateway"
+    );
+    assert!(
+        h["traceparent"]
+            .as_str()
+            .unwrap()
+            .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{h}"
+    );
+    assert_eq!(seen["path"], "/orders/7?x=1");
+    // A public route: no credentials needed, and still no client-set identity upstream.
+    let seen: Value = http
+        .get(format!("{gw}/public/info"))
+        .header("X-Tenant-ID", "evil")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(seen["headers"].get("x-tenant-id").is_none(), "{seen}");
+    assert_eq!(
+        seen["headers"]["traceparent"].as_str().unwrap().len(),
+        55,
+        "a trace is started"
+    );
+    // No credentials, a bad token, a missing capability.
+    let r = http
+        .get(format!("{gw}/orders"))
+        .header("X-Tenant-ID", "acme")
+        .header("X-Roles", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["x-error-code"], "unauthenticated");
+    let r = http
+        .get(format!("{gw}/orders"))
+        .bearer_auth("garbage")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            r.status().as_u16(),
+            r.json::<Value>().await.unwrap()["code"].clone()
+        ),
+        (401, json!("invalid_token"))
+    );
+    let r = http
+        .get(format!("{gw}/admin/x"))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["missing_role"],
+        "audit_admin"
+    );
+    let admin = token(&key, "acme", &["admin"]);
+    assert_eq!(
+        http.get(format!("{gw}/admin/x"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_body_limit_and_unhealthy_upstreams() {
+    let key = SigningKey::generate(KeyAlgorithm::EdDsa);
+    let up = upstream_and_issuer(&key).await;
+    let gw = start(config(up, "")).await;
+    let http = Client::new();
+    let t = token(&key, "acme", &["admin"]);
+    // Preflight answered by the gateway.
+    let r = http
+        .request(reqwest::Method::OPTIONS, format!("{gw}/orders"))
+        .header("Origin", "https://console.example")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://console.example"
+    );
+    assert!(r.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .contains("POST"));
+    let r = http
+        .request(reqwest::Method::OPTIONS, format!("{gw}/orders"))
+        .header("Origin", "https://evil.example")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(!r.headers().contains_key("access-control-allow-origin"));
+    // Body limit (1 KiB here), declared or streamed.
+    let r = http
+        .post(format!("{gw}/orders"))
+        .bearer_auth(&t)
+        .body(vec![b'x'; 2048])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "payload_too_large"
+    );
+    let chunks = futures::stream::iter((0..8).map(|_| Ok::<_, std::io::Error>(vec![b'y'; 512])));
+    let r = http
+        .post(format!("{gw}/orders"))
+        .bearer_auth(&t)
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let r = http
+        .post(format!("{gw}/orders"))
+        .bearer_auth(&t)
+        .body(vec![b'z'; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["body_bytes"], 1000);
+    // Upstream down: 502; upstream slow: 504; both in the error shape.
+    let r = http
+        .get(format!("{gw}/down/x"))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "upstream_unavailable"
+    );
+    let r = http
+        .get(format!("{gw}/slow"))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 504);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["code"], "upstream_timeout");
+    assert!(b["trace_id"].as_str().is_some_and(|t| t.len() == 32));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_limit_is_a_429_with_headers_and_shadow_mode_only_counts() {
+    let key = SigningKey::generate(KeyAlgorithm::EdDsa);
+    let up = upstream_and_issuer(&key).await;
+    let gw = start(config(up, "")).await; // in-memory engine, default 600/min, burst 60
+    let mut c = config(up, "");
+    c.rate_limit.default_rpm = 60;
+    c.rate_limit.burst = Some(5);
+    c.rate_limit.allow = vec!["internal".into()];
+    c.rate_limit.tenants.insert("big".into(), 6000);
+    let limited = start(c.clone()).await;
+    c.rate_limit.shadow = true;
+    let shadow = start(c).await;
+    let http = Client::new();
+    let acme = token(&key, "acme", &["admin"]);
+    let mut codes = Vec::new();
+    for _ in 0..8 {
+        codes.push(
+            http.get(format!("{limited}/x"))
+                .bearer_auth(&acme)
+                .send()
+                .await
+                .unwrap(),
+        );
+    }
+    let statuses: Vec<u16> = codes.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
+    let r = &codes[5];
+    assert_eq!(r.headers()["x-error-code"], "rate_limited");
+    assert!(
+        r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(r.headers()["ratelimit-limit"], "5");
+    assert_eq!(r.headers()["ratelimit-remaining"], "0");
+    // Another tenant has its own budget; the allow-list and overrides apply.
+    let other = token(&key, "globex", &["admin"]);
+    assert_eq!(
+        http.get(format!("{limited}/x"))
+            .bearer_auth(&other)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let internal = token(&key, "internal", &["admin"]);
+    let big = token(&key, "big", &["admin"]);
+    for _ in 0..20 {
+        assert_eq!(
+            http.get(format!("{limited}/x"))
+                .bearer_auth(&internal)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        assert_eq!(
+            http.get(format!("{limited}/x"))
+                .bearer_auth(&big)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    // Shadow mode: never refused, but counted.
+    for _ in 0..8 {
+        assert_eq!(
+            http.get(format!("{shadow}/x"))
+                .bearer_auth(&acme)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    let m = http
+        .get(format!("{shadow}/gateway/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("gateway_rate_limit_rejections_total{mode=\"shadow\"} 3"),
+        "{m}"
+    );
+    let _ = gw;
+}
+
+/// A Redis server of the test's own, on a free port, that the test can stop and start.
+struct OwnRedis {
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> OwnRedis {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--bind",
+                "127.0.0.1",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (./scripts/test.sh installs it)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        OwnRedis { child: Some(child) }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn shared_redis_url() -> String {
+    std::env::var("VIGIL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tenant_limit_holds_across_two_instances_sharing_redis() {
+    let key = SigningKey::generate(KeyAlgorithm::EdDsa);
+    let up = upstream_and_issuer(&key).await;
+    let mut c = config(up, "");
+    c.rate_limit.redis_url = Some(shared_redis_url());
+    c.rate_limit.key_prefix = format!("vigil-test:{}:", uuid::Uuid::new_v4().simple());
+    c.rate_limit.default_rpm = 600; // one per 100 ms
+    c.rate_limit.burst = Some(10);
+    c.rate_limit.instances = 2;
+    let a = start(c.clone()).await;
+    let b = start(c).await;
+    let http = Client::new();
+    let t = token(&key, "acme", &["admin"]);
+    let started = std::time::Instant::now();
+    let admitted = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let (base, http, t, admitted) = (
+            if i % 2 == 0 { a.clone() } else { b.clone() },
+            http.clone(),
+            t.clone(),
+            admitted.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..40 {
+                let s = http
+                    .get(format!("{base}/x"))
+                    .bearer_auth(&t)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16();
+                assert!(s == 200 || s == 429, "{s}");
+                if s == 200 {
+                    admitted.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let admitted = admitted.load(Ordering::SeqCst) as f64;
+    // GCRA: at most the burst plus one per emission interval elapsed, whichever instance.
+    let bound = 10.0 + (elapsed / 0.1).ceil() + 1.0;
+    assert!(
+        admitted <= bound,
+        "admitted {admitted} in {elapsed:.2} s; bound {bound}"
+    );
+    assert!(admitted >= 10.0, "admitted only {admitted}");
+    let m = http
+        .get(format!("{a}/gateway/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("gateway_rate_limiter_backend{engine=\"redis\"} 1"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_stopped_mid_load_and_started_again_costs_no_5xx() {
+    let key = SigningKey::generate(KeyAlgorithm::EdDsa);
+    let up = upstream_and_issuer(&key).await;
+    let port = crate::common::free_port();
+    let mut redis = OwnRedis::start(port);
+    let mut c = config(up, "");
+    c.rate_limit.redis_url = Some(format!("redis://127.0.0.1:{port}"));
+    c.rate_limit.default_rpm = 600_000;
+    c.rate_limit.redis_timeout_ms = 25;
+    c.rate_limit.breaker_probe_ms = 200;
+    c.audit_url = None;
+    let gw = Gateway::build(c).await.unwrap();
+    let base = format!("http://{}", gw.local_addr());
+    tokio::spawn(gw.run_until_stopped(std::future::pending()));
+    let http = Client::new();
+    let t = token(&key, "acme", &["admin"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let bad = Arc::new(std::sync::Mutex::new(Vec::<u16>::new()));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (base, http, t, stop, bad, sent) = (
+            base.clone(),
+            http.clone(),
+            t.clone(),
+            stop.clone(),
+            bad.clone(),
+            sent.clone(),
+        );
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let s = http
+                    .get(format!("{base}/x"))
+                    .bearer_auth(&t)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16();
+                sent.fetch_add(1, Ordering::SeqCst);
+                if s != 200 {
+                    bad.lock().unwrap().push(s);
+                }
+            }
+        }));
+    }
+    let metrics = || async {
+        http.get(format!("{base}/gateway/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let wait_for = |needle: &'static str| {
+        let metrics = &metrics;
+        async move {
+            for _ in 0..100 {
+                let m = metrics().await;
+                if m.contains(needle) {
+                    return m;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("never saw {needle}: {}", metrics().await)
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.stop();
+    let m = wait_for("gateway_rate_limiter_backend{engine=\"memory\"} 1").await;
+    assert!(
+        m.contains("gateway_rate_limiter_transitions_total{to=\"memory\"} 1"),
+        "{m}"
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await; // the fallback decides meanwhile
+    let before = crate::common::metric_value(
+        &metrics().await,
+        "gateway_rate_limit_checks_total{engine=\"memory\",outcome=\"allowed\"}",
+    );
+    assert!(before > 10.0, "the fallback decided {before} requests");
+    let _redis = OwnRedis::start(port);
+    let m = wait_for("gateway_rate_limiter_backend{engine=\"redis\"} 1").await;
+    assert!(
+        m.contains("gateway_rate_limiter_transitions_total{to=\"redis\"} 1"),
+        "{m}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    for l in load {
+        l.await.unwrap();
+    }
+    let bad = bad.lock().unwrap().clone();
+    assert!(
+        bad.is_empty(),
+        "{} of {} requests failed: {:?}",
+        bad.len(),
+        sent.load(Ordering::SeqCst),
+        &bad[..bad.len().min(10)]
+    );
+    let m = metrics().await;
+    assert!(
+        crate::common::metric_value(
+            &m,
+            "gateway_rate_limit_checks_total{engine=\"redis\",outcome=\"allowed\"}"
+        ) > 10.0,
+        "{m}"
+    );
+}

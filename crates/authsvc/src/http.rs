@@ -126,6 +126,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/api-keys", post(create_api_key).get(list_api_keys))
         .route("/v1/api-keys/{id}", delete(revoke_api_key))
         .route("/v1/api-keys/{id}/rotate", post(rotate_api_key))
+        .route("/v1/api-keys/introspect", post(introspect_api_key))
         .route("/v1/keys", get(list_keys))
         .route("/v1/keys/rotate", post(rotate_keys))
         .route("/v1/keys/{kid}/retire", post(retire_key))
@@ -795,6 +796,40 @@ async fn rotate_api_key(
     out["replaces"] = id.into();
     out["old_key_expires_at"] = (now + overlap).into();
     Ok((StatusCode::CREATED, Json(out)))
+}
+
+#[derive(Deserialize)]
+struct Introspect {
+    key: String,
+}
+
+/// `POST /v1/api-keys/introspect` `{key}`: `{active: false}`, or the key's identity (RFC 7662
+/// in spirit). For the gateway: `api_keys_introspect` in the system tenant.
+async fn introspect_api_key(
+    State(app): State<Arc<AppState>>,
+    ctx: SecurityContext,
+    Json(body): Json<Introspect>,
+) -> Result<Json<Value>, ApiError> {
+    ctx.require(Capability::ApiKeysIntrospect)?;
+    if ctx.tenant_id != app.keys.policy().system_tenant {
+        return Err(ApiError::MissingRole(Capability::ApiKeysIntrospect));
+    }
+    let inactive = Json(json!({"active": false}));
+    let Some(id) = secret::api_key_id(&body.key) else {
+        return Ok(inactive);
+    };
+    let now = unix_now();
+    match app.store.api_key(id).await.map_err(store_error)? {
+        Some(k)
+            if k.active(now)
+                && secret::hashes_equal(&k.key_hash, &secret::api_key_hash(&body.key)) =>
+        {
+            let mut out = api_key_json(&k, now);
+            out["active"] = true.into();
+            Ok(Json(out))
+        }
+        _ => Ok(inactive),
+    }
 }
 
 async fn list_keys(

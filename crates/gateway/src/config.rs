@@ -96,6 +96,9 @@ pub struct AuthConfig {
     /// Clock skew on `exp`/`nbf`, seconds.
     #[serde(default = "default_leeway")]
     pub leeway_secs: u64,
+    /// API keys, checked against the auth service.
+    #[serde(default)]
+    pub api_keys: Option<crate::identity::ApiKeyConfig>,
 }
 
 fn default_audience() -> String {

@@ -15,6 +15,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod identity;
 pub mod limiter;
 pub mod proxy;
 

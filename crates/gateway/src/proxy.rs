@@ -369,7 +369,16 @@ impl Gateway {
         let guard = Guard::new(CapabilityPolicy::shipped(), &state.registry);
         let source = IdentitySource {
             trusted_headers: None,
-            bearer: jwks.map(|v| Arc::new(v) as Arc<dyn vigil_security::token::TokenVerifier>),
+            bearer: jwks.map(|v| {
+                Arc::new(crate::identity::GatewayVerifier {
+                    jwks: v,
+                    api_keys: config
+                        .auth
+                        .as_ref()
+                        .and_then(|a| a.api_keys.clone())
+                        .map(crate::identity::ApiKeys::new),
+                }) as Arc<dyn vigil_security::token::TokenVerifier>
+            }),
         };
         let http_metrics = HttpMetrics::new("gateway", &state.registry, MAX_ERROR_CODES);
         let router = Router::new()
@@ -567,6 +576,17 @@ async fn forward(
     let ctx = if route.access == Access::Public {
         None
     } else {
+        // An API key in X-API-Key is judged like a bearer credential.
+        if !parts.headers.contains_key(header::AUTHORIZATION) {
+            if let Some(v) = parts
+                .headers
+                .get("x-api-key")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|k| HeaderValue::from_str(&format!("Bearer {}", k.trim())).ok())
+            {
+                parts.headers.insert(header::AUTHORIZATION, v);
+            }
+        }
         match SecurityContext::from_request_parts(parts, &()).await {
             Ok(ctx) => Some(ctx),
             Err(e) => {

@@ -6,7 +6,7 @@
 //! policy that names an unknown action or entity type stops start-up with Cedar's message.
 //!
 //! Every (role set, capability) pair is evaluated by Cedar once, at load, and kept in a
-//! table: there are 2^7 role sets and 12 capabilities, and a request then costs an array
+//! table: there are 2^7 role sets and 13 capabilities, and a request then costs an array
 //! read instead of an evaluation (BENCHMARKS.md has both figures).
 
 use cedar_policy::{
@@ -86,6 +86,8 @@ named_enum!(
         KeysManage => "keys_manage",
         /// Users, service clients and API keys of the caller's tenant.
         IdentityManage => "identity_manage",
+        /// Check presented API keys (the gateway; system tenant only).
+        ApiKeysIntrospect => "api_keys_introspect",
         /// See stock.
         InventoryView => "inventory_view",
         /// See customers.

@@ -40,6 +40,8 @@ pub(crate) enum BenchCommand {
     /// Bearer-token verification through the JWKS verifier vs the raw signature check of the
     /// same token, per core, for EdDSA, ES256 and RS256.
     Jwt(crate::bench_jwt::JwtArgs),
+    /// The gateway's rate-limit decision on Redis (through the breaker) and in memory.
+    Ratelimit(crate::bench_gateway::RateLimitArgs),
 }
 
 #[derive(Args, Debug)]
@@ -101,6 +103,7 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Verify(a) => verify(a).await,
         BenchCommand::Capability(a) => capability(a),
         BenchCommand::Jwt(a) => crate::bench_jwt::run(a).await,
+        BenchCommand::Ratelimit(a) => crate::bench_gateway::run(a).await,
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod auth;
 mod bench;
+mod bench_gateway;
 mod bench_jwt;
 mod verify;
 

@@ -634,3 +634,146 @@ async fn redis_stopped_mid_load_and_started_again_costs_no_5xx() {
         "{m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_identify_the_caller_until_revoked() {
+    use vigil_authsvc::events::Actor;
+    use vigil_security::capability::{Role, RoleSet};
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("auth.db").display());
+    let mut s = vigil_authsvc::AuthSettings::new(db.clone());
+    s.listen = "127.0.0.1:0".parse().unwrap();
+    let auth = vigil_authsvc::Application::build(s, None).await.unwrap();
+    let (auth_base, issuer) = (
+        format!("http://{}", auth.local_addr()),
+        auth.issuer().to_owned(),
+    );
+    tokio::spawn(auth.run_until_stopped(std::future::pending()));
+    let store = vigil_authsvc::app::open_store(&db).await.unwrap();
+    let system = vigil_core::ids::TenantId::parse("system").unwrap();
+    let acme = vigil_core::ids::TenantId::parse("acme").unwrap();
+    let (client_id, secret) = vigil_authsvc::http::add_client(
+        &store,
+        &system,
+        "gateway",
+        RoleSet::of(&[Role::Service]),
+        Actor::System,
+    )
+    .await
+    .unwrap();
+    vigil_authsvc::http::add_user(
+        &store,
+        &Default::default(),
+        &acme,
+        "ada",
+        "quiet harbour lights",
+        RoleSet::of(&[Role::Admin]),
+        Actor::System,
+    )
+    .await
+    .unwrap();
+    let http = Client::new();
+    let login: Value = http
+        .post(format!("{auth_base}/v1/login"))
+        .json(&json!({"tenant_id": "acme", "username": "ada", "password": "quiet harbour lights"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let admin = login["access_token"].as_str().unwrap().to_owned();
+    let created: Value = http
+        .post(format!("{auth_base}/v1/api-keys"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "pos", "roles": ["cashier"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (key_id, key) = (
+        created["id"].as_str().unwrap().to_owned(),
+        created["key"].as_str().unwrap().to_owned(),
+    );
+
+    let key_signer = SigningKey::generate(KeyAlgorithm::EdDsa);
+    let up = upstream_and_issuer(&key_signer).await;
+    let mut c = config(up, "");
+    let a = c.auth.as_mut().unwrap();
+    a.jwks_url = format!("{auth_base}/.well-known/jwks.json");
+    a.issuer = issuer;
+    a.api_keys = Some(vigil_gateway::identity::ApiKeyConfig {
+        url: auth_base.clone(),
+        client_id,
+        client_secret: secret.expose().to_owned(),
+        cache_secs: 1,
+    });
+    let gw = start(c).await;
+    let seen: Value = http
+        .get(format!("{gw}/pos/sale"))
+        .header("X-API-Key", &key)
+        .header("X-Tenant-ID", "evil")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen["headers"]["x-tenant-id"], "acme", "{seen}");
+    assert_eq!(seen["headers"]["x-user-id"], format!("api_key:{key_id}"));
+    assert_eq!(seen["headers"]["x-roles"], "cashier");
+    assert!(
+        seen["headers"].get("x-api-key").is_none(),
+        "the key stays at the gateway"
+    );
+    let r = http
+        .get(format!("{gw}/pos/sale"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "as a bearer credential too");
+    // The user's JWT from the same auth service works as well.
+    assert_eq!(
+        http.get(format!("{gw}/x"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    for bad in [
+        "vk_000000000000_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "vk_nonsense",
+    ] {
+        let r = http
+            .get(format!("{gw}/pos/sale"))
+            .header("X-API-Key", bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{bad}");
+    }
+    // Revoked: refused once the gateway's cache (1 s here) has expired.
+    assert_eq!(
+        http.delete(format!("{auth_base}/v1/api-keys/{key_id}"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let r = http
+        .get(format!("{gw}/pos/sale"))
+        .header("X-API-Key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "invalid_token");
+}

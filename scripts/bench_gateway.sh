@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Gateway benchmark (issue 5), in one run against the same small upstream on loopback:
+#   1. the upstream alone (nginx returning a fixed 200),
+#   2. nginx (Debian's package) as a plain proxy_pass in front of it,
+#   3. the Vigil gateway in front of it, with JWT verification (through the auth service's
+#      JWKS) and the Redis rate limiter on (a limit high enough that nothing is refused).
+# Throughput with wrk at 64 connections, and latency at 1 connection (added p99 = gateway or
+# nginx p99 minus the upstream's). Then `vigil bench ratelimit` for the Redis decision p99.
+#
+# Needs: wrk and nginx (apt-get install wrk nginx), Redis at 127.0.0.1:6379, a release build
+# (cargo build --release -p vigil). Usage: scripts/bench_gateway.sh [seconds per run]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS="${1:-10}"
+VIGIL="${CARGO_TARGET_DIR:-$HOME/.cache/vigil-target}/release/vigil"
+[ -x "$VIGIL" ] || { echo "build first: cargo build --release -p vigil" >&2; exit 2; }
+command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "needs wrk and nginx (apt-get install wrk nginx)" >&2; exit 2; }
+
+W=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; nginx -p "$W" -c "$W/nginx.conf" -s stop 2>/dev/null; rm -rf "$W"' EXIT
+UP=18091; NGX=18092; GW=18093; AUTH=18094
+
+cat > "$W/nginx.conf" <<EOF
+worker_processes 1;
+error_log $W/error.log;
+pid $W/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream up { server 127.0.0.1:$UP; keepalive 256; }
+  server { listen 127.0.0.1:$UP; location / { return 200 "ok\n"; } }
+  server {
+    listen 127.0.0.1:$NGX;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+EOF
+nginx -p "$W" -c "$W/nginx.conf"
+
+VIGIL_LOG=warn "$VIGIL" auth serve --listen 127.0.0.1:$AUTH --database-url "sqlite://$W/auth.db" --token-ttl-secs 3600 &
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$AUTH/readyz" >/dev/null && break; sleep 0.1; done
+CREDS=$("$VIGIL" auth clients add --database-url "sqlite://$W/auth.db" --tenant acme --name bench --roles service)
+ID=$(echo "$CREDS" | sed -n 's/^client_id=//p'); SECRET=$(echo "$CREDS" | sed -n 's/^client_secret=//p')
+TOKEN=$(curl -s -u "$ID:$SECRET" -d grant_type=client_credentials "http://127.0.0.1:$AUTH/oauth/token" | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+
+cat > "$W/gateway.toml" <<EOF
+listen = "127.0.0.1:$GW"
+[auth]
+jwks_url = "http://127.0.0.1:$AUTH/.well-known/jwks.json"
+issuer = "http://127.0.0.1:$AUTH"
+[rate_limit]
+default_rpm = 100000000
+redis_url = "redis://127.0.0.1:6379"
+key_prefix = "vigil-bench:$$:"
+[[routes]]
+prefix = "/"
+upstreams = ["http://127.0.0.1:$UP"]
+EOF
+VIGIL_LOG=warn "$VIGIL" gateway serve --config "$W/gateway.toml" &
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$GW/gateway/readyz" >/dev/null && break; sleep 0.1; done
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$GW/x")" = 200 ] || { echo "the gateway does not pass the bench request" >&2; exit 1; }
+
+run() { # name url connections [header]
+  local out
+  if [ -n "${4:-}" ]; then out=$(wrk -t 1 -c "$3" -d "${SECS}s" --latency -H "$4" "$2"); else out=$(wrk -t 1 -c "$3" -d "${SECS}s" --latency "$2"); fi
+  local rps p50 p99 non2xx
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+  non2xx=$(echo "$out" | awk '/Non-2xx/ {print $5}')
+  printf '%-32s c=%-3s %10s req/s   p50 %-9s p99 %-9s non-2xx %s\n' "$1" "$3" "$rps" "$p50" "$p99" "${non2xx:-0}"
+}
+
+echo "== throughput (wrk, 1 thread, 64 connections, ${SECS}s each)"
+run "upstream alone" "http://127.0.0.1:$UP/x" 64
+run "nginx proxy_pass" "http://127.0.0.1:$NGX/x" 64
+run "vigil gateway (JWT + Redis)" "http://127.0.0.1:$GW/x" 64 "Authorization: Bearer $TOKEN"
+echo "== latency (wrk, 1 connection, ${SECS}s each)"
+run "upstream alone" "http://127.0.0.1:$UP/x" 1
+run "nginx proxy_pass" "http://127.0.0.1:$NGX/x" 1
+run "vigil gateway (JWT + Redis)" "http://127.0.0.1:$GW/x" 1 "Authorization: Bearer $TOKEN"
+echo "== the gateway's own rate-limit decision histogram during the runs"
+curl -s "http://127.0.0.1:$GW/gateway/metrics" | grep -E '^gateway_rate_limiter_decision_seconds_(bucket|count)\{engine="redis"' | grep -E 'le="(0.00025|0.0005|0.001|\+Inf)"|_count'
+echo "== Redis decision latency, one caller at a time"
+"$VIGIL" bench ratelimit --redis-url redis://127.0.0.1:6379 --decisions 20000

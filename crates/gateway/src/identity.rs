@@ -35,13 +35,16 @@ fn default_cache() -> u64 {
 }
 
 const MAX_CACHED: usize = 100_000;
+
+/// Answers by SHA-256 of the key: until when, and the identity (none: not a valid key).
+type Answers = HashMap<[u8; 32], (Instant, Option<VerifiedToken>)>;
 const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 
 /// Checks API keys against the auth service.
 pub struct ApiKeys {
     config: ApiKeyConfig,
     http: reqwest::Client,
-    cache: Mutex<HashMap<[u8; 32], (Instant, Option<VerifiedToken>)>>,
+    cache: Mutex<Answers>,
     token: tokio::sync::Mutex<Option<(Instant, String)>>,
 }
 

@@ -21,7 +21,7 @@ trap 'kill $(jobs -p) 2>/dev/null; nginx -p "$W" -c "$W/nginx.conf" -s stop 2>/d
 UP=18091; NGX=18092; GW=18093; AUTH=18094
 
 cat > "$W/nginx.conf" <<EOF
-worker_processes 1;
+worker_processes auto;   # Debian's default
 error_log $W/error.log;
 pid $W/nginx.pid;
 events { worker_connections 4096; }

@@ -103,7 +103,7 @@ impl GatewayAudit {
         *self
             .breaches
             .lock()
-            .expect("unpoisoned")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .entry((tenant.to_owned(), minute))
             .or_default() += 1;
     }
@@ -112,7 +112,10 @@ impl GatewayAudit {
     pub fn flush_breaches(&self, all: bool) {
         let minute = chrono::Utc::now().timestamp() / 60;
         let done: Vec<((String, i64), u64)> = {
-            let mut b = self.breaches.lock().expect("unpoisoned");
+            let mut b = self
+                .breaches
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let keys: Vec<(String, i64)> = b
                 .keys()
                 .filter(|(_, m)| all || *m < minute)

@@ -111,7 +111,12 @@ impl ApiKeys {
     /// The identity of `key`, from the cache or the auth service.
     pub async fn check(&self, key: &str) -> Result<VerifiedToken, TokenError> {
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-        if let Some((until, answer)) = self.cache.lock().expect("unpoisoned").get(&digest) {
+        if let Some((until, answer)) = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&digest)
+        {
             if Instant::now() < *until {
                 return answer
                     .clone()
@@ -159,7 +164,10 @@ impl ApiKeys {
             NEGATIVE_TTL
         };
         {
-            let mut cache = self.cache.lock().expect("unpoisoned");
+            let mut cache = self
+                .cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if cache.len() >= MAX_CACHED {
                 let now = Instant::now();
                 cache.retain(|_, (until, _)| *until > now);

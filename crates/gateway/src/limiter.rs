@@ -41,9 +41,10 @@ impl Limit {
         }
     }
 
-    /// Microseconds between admissions.
+    /// Microseconds between admissions (at least 1: limits above 60 million a minute are
+    /// treated as 60 million).
     fn interval_us(&self) -> u64 {
-        60_000_000 / u64::from(self.per_minute.max(1))
+        (60_000_000 / u64::from(self.per_minute.max(1))).max(1)
     }
 
     /// Microseconds the TAT may run ahead of now.
@@ -151,7 +152,11 @@ impl MemoryLimiter {
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().expect("unpoisoned").len())
+            .map(|s| {
+                s.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .len()
+            })
             .sum()
     }
 
@@ -164,7 +169,9 @@ impl MemoryLimiter {
     pub fn evict_idle(&self) {
         let now = unix_micros();
         for s in &self.shards {
-            s.lock().expect("unpoisoned").retain(|_, tat| *tat > now);
+            s.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .retain(|_, tat| *tat > now);
         }
     }
 
@@ -175,7 +182,10 @@ impl MemoryLimiter {
 
     /// The synchronous decision at `now` (µs since the epoch).
     pub fn decide(&self, key: &str, limit: &Limit, now: u64) -> Decision {
-        let mut shard = self.shard(key).lock().expect("unpoisoned");
+        let mut shard = self
+            .shard(key)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let tat = shard.get(key).copied().unwrap_or(0);
         let (d, new_tat) = gcra(tat, now, limit);
         if d.allowed {
@@ -552,6 +562,16 @@ mod tests {
         std::thread::sleep(Duration::from_millis(2));
         m.evict_idle();
         assert!(m.is_empty());
+    }
+
+    #[test]
+    fn limits_beyond_one_per_microsecond_do_not_divide_by_zero() {
+        let limit = Limit {
+            per_minute: 100_000_000,
+            burst: 1_000,
+        };
+        let (d, _) = gcra(0, 1_000_000, &limit);
+        assert!(d.allowed);
     }
 
     #[test]

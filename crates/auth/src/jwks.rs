@@ -52,6 +52,9 @@ pub struct JwksConfig {
     pub unknown_kid_cooldown: Duration,
     /// How long the last good keys stay in use while every fetch fails.
     pub max_stale: Duration,
+    /// Verified tokens remembered (by their exact bytes) so a token presented again skips the
+    /// signature check, until it expires or the key set changes. 0 turns the cache off.
+    pub cache_entries: usize,
 }
 
 impl JwksConfig {
@@ -72,6 +75,7 @@ impl JwksConfig {
             default_refresh: Duration::from_secs(300),
             unknown_kid_cooldown: Duration::from_secs(10),
             max_stale: Duration::from_secs(24 * 3600),
+            cache_entries: 10_000,
         }
     }
 }
@@ -200,6 +204,67 @@ struct Inner {
     metrics: Metrics,
     /// False for a verifier fed documents by its owner ([`JwksVerifier::offline`]).
     online: bool,
+    cache: VerifiedCache,
+}
+
+/// Token text → (identity, `exp`, key-set generation).
+type Remembered = HashMap<Box<str>, (VerifiedToken, u64, u64)>;
+
+/// Tokens that verified, by their exact text: the identity, the expiry (unix seconds) and the
+/// key-set generation they verified under. Sharded; a full shard is emptied.
+struct VerifiedCache {
+    shards: Vec<std::sync::Mutex<Remembered>>,
+    per_shard: usize,
+}
+
+impl VerifiedCache {
+    fn new(entries: usize) -> VerifiedCache {
+        VerifiedCache {
+            shards: (0..16)
+                .map(|_| std::sync::Mutex::new(HashMap::new()))
+                .collect(),
+            per_shard: entries / 16,
+        }
+    }
+
+    fn shard(&self, token: &str) -> &std::sync::Mutex<Remembered> {
+        // The signature's last bytes are as good as random.
+        let b = token.as_bytes();
+        let i = b.len().checked_sub(1).map_or(0, |n| {
+            usize::from(b[n]) ^ usize::from(b[n.saturating_sub(1)])
+        });
+        &self.shards[i % self.shards.len()]
+    }
+
+    fn get(&self, token: &str, generation: u64, now: u64, leeway: u64) -> Option<VerifiedToken> {
+        if self.per_shard == 0 {
+            return None;
+        }
+        let shard = self
+            .shard(token)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match shard.get(token) {
+            Some((v, exp, g)) if *g == generation && now <= exp.saturating_add(leeway) => {
+                Some(v.clone())
+            }
+            _ => None,
+        }
+    }
+
+    fn put(&self, token: &str, v: &VerifiedToken, exp: u64, generation: u64) {
+        if self.per_shard == 0 {
+            return;
+        }
+        let mut shard = self
+            .shard(token)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if shard.len() >= self.per_shard {
+            shard.clear();
+        }
+        shard.insert(token.into(), (v.clone(), exp, generation));
+    }
 }
 
 /// Verifies bearer tokens against an issuer's JWKS. Cheap to clone.
@@ -236,6 +301,7 @@ impl JwksVerifier {
             .connect_timeout(config.fetch_timeout)
             .build()
             .expect("an HTTP client");
+        let cache_entries = config.cache_entries;
         let inner = Arc::new(Inner {
             config,
             http,
@@ -244,6 +310,7 @@ impl JwksVerifier {
             failures: std::sync::atomic::AtomicU32::new(0),
             metrics: Metrics::new(registry),
             online: true,
+            cache: VerifiedCache::new(cache_entries),
         });
         tokio::spawn(refresh_loop(Arc::downgrade(&inner)));
         JwksVerifier { inner }
@@ -256,6 +323,7 @@ impl JwksVerifier {
         JwksVerifier {
             inner: Arc::new(Inner {
                 http: reqwest::Client::new(),
+                cache: VerifiedCache::new(config.cache_entries),
                 config,
                 set: ArcSwap::from_pointee(KeySet::default()),
                 fetch: tokio::sync::Mutex::new(None),
@@ -328,7 +396,21 @@ impl JwksVerifier {
                     "no_keys",
                 );
             }
+            let now = unix_now();
+            if let Some(v) = self.inner.cache.get(
+                token,
+                set.generation,
+                now,
+                self.inner.config.leeway.as_secs(),
+            ) {
+                return (Ok(v), "ok");
+            }
             if let Some(r) = self.verify_with_set(token, &header, &set) {
+                if let Ok(v) = &r {
+                    if let Some(exp) = expiry(token) {
+                        self.inner.cache.put(token, v, exp, set.generation);
+                    }
+                }
                 return outcome(r);
             }
         }
@@ -359,6 +441,27 @@ impl JwksVerifier {
             ),
         }
     }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// The `exp` claim of a token that has just verified.
+fn expiry(token: &str) -> Option<u64> {
+    use base64::Engine;
+    #[derive(Deserialize)]
+    struct Exp {
+        exp: u64,
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice::<Exp>(&bytes).ok().map(|e| e.exp)
 }
 
 fn outcome(

@@ -544,3 +544,30 @@ async fn tokens_pyjwt_signed_with_rs256_ps256_and_es256_verify() {
     );
     assert!(v.verify(&swapped).await.is_err());
 }
+
+#[tokio::test]
+async fn a_remembered_token_is_refused_once_it_expires() {
+    let key = SigningKey::generate(KeyAlgorithm::EdDsa);
+    let issuer = Issuer::start(jwks(&[&key]), 300).await;
+    let (v, registry) = verifier(&issuer, |c| c.leeway = Duration::ZERO).await;
+    let mut c = claims();
+    c.exp = now() + 2;
+    let token = key.sign(&c);
+    for _ in 0..3 {
+        v.verify(&token).await.expect("valid, then remembered");
+    }
+    assert_eq!(
+        metric(
+            &registry,
+            "jwt_verifications_total",
+            Some(("outcome", "ok"))
+        ),
+        3.0
+    );
+    // The library's rule, kept by the cache: valid through the second of `exp`.
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert_eq!(v.verify(&token).await, Err(TokenError::Expired));
+    // With the cache off every presentation is checked in full, with the same answers.
+    let (v, _) = verifier(&issuer, |c| c.cache_entries = 0).await;
+    v.verify(&key.sign(&claims())).await.unwrap();
+}

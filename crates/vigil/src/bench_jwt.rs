@@ -137,18 +137,25 @@ pub(crate) async fn run(a: JwtArgs) -> anyhow::Result<()> {
     ];
     let doc = json!({"keys": cases.iter().map(|c| c.jwk.clone()).collect::<Vec<_>>()});
     let registry = prometheus::Registry::new();
-    let verifier = JwksVerifier::offline(
+    // The full check every time (the verified-token cache off), and as services run it.
+    let mut uncached = JwksConfig::new("", "https://auth.bench", "vigil");
+    uncached.cache_entries = 0;
+    let verifier = JwksVerifier::offline(uncached, &registry);
+    verifier
+        .load_document(doc.to_string().as_bytes())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cached = JwksVerifier::offline(
         JwksConfig::new("", "https://auth.bench", "vigil"),
         &registry,
     );
-    verifier
+    cached
         .load_document(doc.to_string().as_bytes())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!(
         "bench jwt: one thread, {} rounds x {:.1} s per method",
         a.rounds, a.seconds
     );
-    println!("algorithm           verifier/s   raw/s        jwt-lib raw/s  ratio (verifier/raw)");
+    println!("algorithm           verifier/s   raw/s        jwt-lib raw/s  ratio (verifier/raw)   repeat token (cache)/s");
     for c in &cases {
         let (message, sig) = c.token.rsplit_once('.').expect("a JWT");
         let sig_bytes = B64.decode(sig)?;
@@ -169,7 +176,8 @@ pub(crate) async fn run(a: JwtArgs) -> anyhow::Result<()> {
             "{}: the raw check fails",
             c.name
         );
-        let (mut full, mut raw, mut lib) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut full, mut raw, mut lib, mut hit) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..a.rounds {
             full.push(rate(a.seconds, || {
                 let r = futures::executor::block_on(verifier.verify(&c.token));
@@ -177,6 +185,10 @@ pub(crate) async fn run(a: JwtArgs) -> anyhow::Result<()> {
             }));
             raw.push(rate(a.seconds, || {
                 assert!((c.raw)(message.as_bytes(), &sig_bytes));
+            }));
+            hit.push(rate(a.seconds, || {
+                let r = futures::executor::block_on(cached.verify(&c.token));
+                assert!(r.is_ok());
             }));
             lib.push(rate(a.seconds, || {
                 assert!(

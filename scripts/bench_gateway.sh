@@ -18,7 +18,7 @@ command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "needs wrk an
 
 W=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; nginx -p "$W" -c "$W/nginx.conf" -s stop 2>/dev/null; rm -rf "$W"' EXIT
-UP=18091; NGX=18092; GW=18093; AUTH=18094
+UP=18091; NGX=18092; GW=18093; AUTH=18094; GWM=18095
 
 cat > "$W/nginx.conf" <<EOF
 worker_processes auto;   # Debian's default
@@ -58,6 +58,10 @@ prefix = "/"
 upstreams = ["http://127.0.0.1:$UP"]
 EOF
 VIGIL_LOG=warn "$VIGIL" gateway serve --config "$W/gateway.toml" &
+# For reference: the same gateway deciding limits in memory (no Redis round trip).
+sed -e "s/^listen = .*/listen = \"127.0.0.1:$GWM\"/" -e '/^redis_url/d' "$W/gateway.toml" > "$W/gateway-memory.toml"
+VIGIL_LOG=warn "$VIGIL" gateway serve --config "$W/gateway-memory.toml" &
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$GWM/gateway/readyz" >/dev/null && break; sleep 0.1; done
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$GW/gateway/readyz" >/dev/null && break; sleep 0.1; done
 [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$GW/x")" = 200 ] || { echo "the gateway does not pass the bench request" >&2; exit 1; }
 
@@ -76,10 +80,12 @@ echo "== throughput (wrk, 1 thread, 64 connections, ${SECS}s each)"
 run "upstream alone" "http://127.0.0.1:$UP/x" 64
 run "nginx proxy_pass" "http://127.0.0.1:$NGX/x" 64
 run "vigil gateway (JWT + Redis)" "http://127.0.0.1:$GW/x" 64 "Authorization: Bearer $TOKEN"
+run "  for reference: JWT + memory" "http://127.0.0.1:$GWM/x" 64 "Authorization: Bearer $TOKEN"
 echo "== latency (wrk, 1 connection, ${SECS}s each)"
 run "upstream alone" "http://127.0.0.1:$UP/x" 1
 run "nginx proxy_pass" "http://127.0.0.1:$NGX/x" 1
 run "vigil gateway (JWT + Redis)" "http://127.0.0.1:$GW/x" 1 "Authorization: Bearer $TOKEN"
+run "  for reference: JWT + memory" "http://127.0.0.1:$GWM/x" 1 "Authorization: Bearer $TOKEN"
 echo "== the gateway's own rate-limit decision histogram during the runs"
 curl -s "http://127.0.0.1:$GW/gateway/metrics" | grep -E '^gateway_rate_limiter_decision_seconds_(bucket|count)\{engine="redis"' | grep -E 'le="(0.00025|0.0005|0.001|\+Inf)"|_count'
 echo "== Redis decision latency, one caller at a time"

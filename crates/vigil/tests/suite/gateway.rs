@@ -220,6 +220,22 @@ async fn identity_is_verified_and_spoofed_headers_never_reach_the_upstream() {
             .status(),
         200
     );
+    // HTTP/2 to clients (cleartext, prior knowledge), as well as HTTP/1.1.
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code}",
+            "--http2-prior-knowledge",
+            "-H",
+        ])
+        .arg(format!("Authorization: Bearer {admin}"))
+        .arg(format!("{gw}/orders"))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -535,7 +551,8 @@ async fn redis_stopped_mid_load_and_started_again_costs_no_5xx() {
     c.rate_limit.default_rpm = 600_000;
     c.rate_limit.redis_timeout_ms = 25;
     c.rate_limit.breaker_probe_ms = 200;
-    c.audit_url = None;
+    let (audit_url, audited) = audit_capture().await;
+    c.audit_url = Some(audit_url);
     let gw = Gateway::build(c).await.unwrap();
     let base = format!("http://{}", gw.local_addr());
     tokio::spawn(gw.run_until_stopped(std::future::pending()));
@@ -633,6 +650,15 @@ async fn redis_stopped_mid_load_and_started_again_costs_no_5xx() {
         ) > 10.0,
         "{m}"
     );
+    // Both changes are audit events in the system tenant.
+    let engines: Vec<String> = audited
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, e)| t == "system" && e["action"] == "gateway.rate_limiter.engine_changed")
+        .map(|(_, e)| e["payload"]["engine"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(engines, ["memory", "redis"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -776,4 +802,106 @@ async fn api_keys_identify_the_caller_until_revoked() {
         .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(r.json::<Value>().await.unwrap()["code"], "invalid_token");
+}
+
+/// Records what the gateway sends to the audit service: (tenant header, event).
+async fn audit_capture() -> (String, Arc<std::sync::Mutex<Vec<(String, Value)>>>) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let app = Router::new().route(
+        "/v1/events",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, axum::Json(events): axum::Json<Vec<Value>>| {
+                let s = s.clone();
+                async move {
+                    let tenant = headers
+                        .get("x-tenant-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned();
+                    assert_eq!(headers.get("x-roles").unwrap(), "service");
+                    s.lock()
+                        .unwrap()
+                        .extend(events.into_iter().map(|e| (tenant.clone(), e)));
+                    axum::Json(json!({"stored": 1}))
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breaches_are_audited_once_per_tenant_and_minute_and_auth_failures_too() {
+    let key = SigningKey::generate(KeyAlgorithm::EdDsa);
+    let up = upstream_and_issuer(&key).await;
+    let (audit_url, seen) = audit_capture().await;
+    let mut c = config(up, "");
+    c.rate_limit.default_rpm = 60;
+    c.rate_limit.burst = Some(2);
+    c.audit_url = Some(audit_url);
+    let gw = Gateway::build(c).await.unwrap();
+    let base = format!("http://{}", gw.local_addr());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(gw.run_until_stopped(async move {
+        let _ = stop_rx.await;
+    }));
+    let http = Client::new();
+    let t = token(&key, "acme", &["admin"]);
+    let mut refused = 0;
+    for _ in 0..7 {
+        if http
+            .get(format!("{base}/x"))
+            .bearer_auth(&t)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 429
+        {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 5);
+    assert_eq!(
+        http.get(format!("{base}/x"))
+            .bearer_auth("forged")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    // Stopping flushes the current minute's counts.
+    stop_tx.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    let mut events = Vec::new();
+    for _ in 0..50 {
+        events = seen.lock().unwrap().clone();
+        if events.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let breach: Vec<_> = events
+        .iter()
+        .filter(|(_, e)| e["action"] == "gateway.rate_limit.exceeded")
+        .collect();
+    assert_eq!(
+        breach.len(),
+        1,
+        "one event for the tenant's minute: {events:?}"
+    );
+    assert_eq!(breach[0].0, "acme");
+    assert_eq!(breach[0].1["payload"]["rejected"], 5);
+    let auth: Vec<_> = events
+        .iter()
+        .filter(|(_, e)| e["action"] == "gateway.auth.failed")
+        .collect();
+    assert_eq!(auth.len(), 1, "{events:?}");
+    assert_eq!(auth[0].0, "system");
+    assert_eq!(auth[0].1["payload"]["code"], "invalid_token");
 }

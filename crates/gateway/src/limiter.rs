@@ -564,6 +564,93 @@ mod tests {
         assert!(m.is_empty());
     }
 
+    /// A shared engine that is down, or answers, as the test says.
+    #[derive(Debug, Default)]
+    struct Flaky(std::sync::atomic::AtomicBool);
+
+    #[async_trait::async_trait]
+    impl RateLimiter for Flaky {
+        async fn check(&self, _key: &str, _limit: &Limit) -> Result<Decision, LimiterError> {
+            if self.0.load(Ordering::SeqCst) {
+                Ok(Decision {
+                    allowed: true,
+                    remaining: 9,
+                    reset: Duration::ZERO,
+                    retry_after: Duration::ZERO,
+                })
+            } else {
+                Err(LimiterError::Failed("connection refused".into()))
+            }
+        }
+    }
+
+    #[derive(Debug, Default)]
+    struct Seen(Mutex<Vec<Engine>>);
+
+    impl TransitionSink for Seen {
+        fn changed(&self, to: Engine, _why: &str) {
+            self.0.lock().unwrap().push(to);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_breaker_falls_back_with_a_share_of_the_limit_and_returns_by_itself() {
+        let shared = Arc::new(Flaky::default());
+        let seen = Arc::new(Seen::default());
+        let b = Breaker::new(
+            shared.clone(),
+            FailMode::OpenLocal,
+            2,
+            Duration::from_millis(20),
+            3,
+            Duration::from_millis(50),
+            1000,
+            seen.clone(),
+        );
+        let limit = Limit {
+            per_minute: 60,
+            burst: 6,
+        };
+        // Three failures open the breaker; every one of them was still decided (locally).
+        let mut admitted = 0;
+        for _ in 0..10 {
+            let d = b.check("acme", &limit).await;
+            assert_eq!(d.engine, Engine::Fallback);
+            admitted += u32::from(d.decision.allowed);
+        }
+        assert_eq!(b.engine(), Engine::Fallback);
+        assert_eq!(admitted, 3, "two instances: each admits half the burst");
+        // Redis answers again: a probe (at most one per 50 ms) closes the breaker.
+        shared.0.store(true, Ordering::SeqCst);
+        for _ in 0..50 {
+            b.check("acme", &limit).await;
+            if b.engine() == Engine::Shared {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(b.engine(), Engine::Shared);
+        assert_eq!(b.check("acme", &limit).await.engine, Engine::Shared);
+        assert_eq!(*seen.0.lock().unwrap(), [Engine::Fallback, Engine::Shared]);
+    }
+
+    #[tokio::test]
+    async fn fail_closed_refuses_while_the_shared_engine_is_away() {
+        let b = Breaker::new(
+            Arc::new(Flaky::default()),
+            FailMode::Closed,
+            1,
+            Duration::from_millis(20),
+            1,
+            Duration::from_secs(60),
+            1000,
+            Arc::new(Seen::default()),
+        );
+        let d = b.check("acme", &Limit::per_minute(600)).await;
+        assert!(!d.decision.allowed);
+        assert!(d.decision.retry_after >= Duration::from_secs(1));
+    }
+
     #[test]
     fn limits_beyond_one_per_microsecond_do_not_divide_by_zero() {
         let limit = Limit {

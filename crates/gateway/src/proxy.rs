@@ -13,7 +13,6 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
-use futures::TryStreamExt;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
@@ -220,7 +219,7 @@ impl TransitionSink for Transitions {
 /// The gateway's shared state.
 struct GatewayState {
     routes: Vec<Route>,
-    http: reqwest::Client,
+    http: UpstreamClient,
     limiter: Limiter,
     config: GatewayConfig,
     metrics: Metrics,
@@ -232,6 +231,10 @@ struct GatewayState {
 }
 
 type Shared = Arc<GatewayState>;
+
+/// hyper's pooled client, forwarding axum bodies as they are (no conversion per request).
+type UpstreamClient =
+    hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Body>;
 
 /// A built, bound gateway.
 pub struct Gateway {
@@ -318,12 +321,14 @@ impl Gateway {
             }
             None => None,
         };
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
-            .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
+        connector.set_nodelay(true);
+        let http: UpstreamClient =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_max_idle_per_host(256)
+                .pool_idle_timeout(Duration::from_secs(60))
+                .build(connector);
         let mut routes: Vec<Route> = config.routes.iter().map(Route::from).collect();
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         let cors = &config.cors;
@@ -737,32 +742,31 @@ async fn forward(
     }
     let too_large = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = Arc::clone(&too_large);
-    let mut seen = 0u64;
-    let stream = body
-        .into_data_stream()
-        .map_err(std::io::Error::other)
-        .and_then(move |chunk| {
-            seen += chunk.len() as u64;
-            let over = seen > max;
-            if over {
+    let limited = http_body_util::BodyExt::map_err(
+        http_body_util::Limited::new(body, max as usize),
+        move |e| {
+            if e.is::<http_body_util::LengthLimitError>() {
                 flag.store(true, Ordering::Relaxed);
             }
-            async move {
-                if over {
-                    Err(std::io::Error::other("request body too large"))
-                } else {
-                    Ok(chunk)
-                }
-            }
-        });
+            e
+        },
+    );
+    let uri: axum::http::Uri = match url.parse() {
+        Ok(u) => u,
+        Err(_) => {
+            return Err(
+                ApiError::BadRequest("the request path cannot be forwarded".into()).into_response(),
+            )
+        }
+    };
+    let mut upstream_req = axum::http::Request::new(Body::new(limited));
+    *upstream_req.method_mut() = parts.method.clone();
+    *upstream_req.uri_mut() = uri;
+    *upstream_req.headers_mut() = headers;
     let started = Instant::now();
     let sent = tokio::time::timeout(
         Duration::from_millis(s.config.request_timeout_ms),
-        s.http
-            .request(parts.method.clone(), &url)
-            .headers(headers)
-            .body(reqwest::Body::wrap_stream(stream))
-            .send(),
+        s.http.request(upstream_req),
     )
     .await;
     let label = route.prefix.as_str();
@@ -806,20 +810,14 @@ async fn forward(
         .upstream_status
         .with_label_values(&[label, upstream_res.status().as_str()])
         .inc();
-    let mut res = Response::builder().status(upstream_res.status());
-    if let Some(h) = res.headers_mut() {
-        for (k, v) in upstream_res.headers() {
-            if !HOP_BY_HOP.contains(&k.as_str()) {
-                h.append(k.clone(), v.clone());
-            }
-        }
-        if let Some((limit, d)) = &limit_headers {
-            rate_headers(h, limit, d);
-        }
+    let (mut res_parts, res_body) = upstream_res.into_parts();
+    for h in HOP_BY_HOP {
+        res_parts.headers.remove(h);
     }
-    Ok(res
-        .body(Body::from_stream(upstream_res.bytes_stream()))
-        .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response()))
+    if let Some((limit, d)) = &limit_headers {
+        rate_headers(&mut res_parts.headers, limit, d);
+    }
+    Ok(Response::from_parts(res_parts, Body::new(res_body)))
 }
 
 /// 502/504 in the shared error shape.

@@ -119,8 +119,8 @@ pub enum FailModeConfig {
     FailClosed,
 }
 
-/// Rate limits.
-#[derive(Clone, Debug, Deserialize)]
+/// Rate limits. `Debug` hides a password in `redis_url`.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// Requests per minute per tenant.
@@ -163,6 +163,26 @@ pub struct RateLimitConfig {
     /// Most tenants the in-memory engine tracks at once.
     #[serde(default = "default_local_keys")]
     pub max_local_keys: usize,
+}
+
+impl std::fmt::Debug for RateLimitConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimitConfig")
+            .field("default_rpm", &self.default_rpm)
+            .field("burst", &self.burst)
+            .field(
+                "redis_url",
+                &self.redis_url.as_deref().map(vigil_core::redact_url),
+            )
+            .field("key_prefix", &self.key_prefix)
+            .field("fail_mode", &self.fail_mode)
+            .field("instances", &self.instances)
+            .field("redis_timeout_ms", &self.redis_timeout_ms)
+            .field("shadow", &self.shadow)
+            .field("allow", &self.allow)
+            .field("tenants", &self.tenants)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for RateLimitConfig {
@@ -282,5 +302,28 @@ impl GatewayConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_in_the_config_never_reach_debug_output() {
+        let c = GatewayConfig::from_toml(
+            r#"
+            [auth]
+            jwks_url = "http://auth/.well-known/jwks.json"
+            issuer = "http://auth"
+            api_keys = { url = "http://auth", client_id = "vc_1", client_secret = "vcs_hunter2" }
+            [rate_limit]
+            redis_url = "redis://:s3cret@redis:6379"
+            "#,
+        )
+        .unwrap();
+        let d = format!("{c:?}");
+        assert!(!d.contains("hunter2") && !d.contains("s3cret"), "{d}");
+        assert!(d.contains("redis://:***@redis:6379"), "{d}");
     }
 }

@@ -15,8 +15,8 @@ use vigil_core::ids::TenantId;
 use vigil_security::capability::RoleSet;
 use vigil_security::token::{TokenError, TokenVerifier, VerifiedToken};
 
-/// How the gateway checks API keys.
-#[derive(Clone, Debug, Deserialize)]
+/// How the gateway checks API keys. `Debug` hides the client secret.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
     /// The auth service's base URL.
@@ -28,6 +28,17 @@ pub struct ApiKeyConfig {
     /// How long an answer is reused, seconds.
     #[serde(default = "default_cache")]
     pub cache_secs: u64,
+}
+
+impl std::fmt::Debug for ApiKeyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyConfig")
+            .field("url", &self.url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"***")
+            .field("cache_secs", &self.cache_secs)
+            .finish()
+    }
 }
 
 fn default_cache() -> u64 {

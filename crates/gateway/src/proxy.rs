@@ -285,7 +285,9 @@ impl Gateway {
                     timeout.max(Duration::from_millis(200)),
                 )
                 .await
-                .with_context(|| format!("connecting to Redis at {url}"))?;
+                .with_context(|| {
+                    format!("connecting to Redis at {}", vigil_core::redact_url(url))
+                })?;
                 metrics.backend.with_label_values(&["redis"]).set(1);
                 metrics.backend.with_label_values(&["memory"]).set(0);
                 let sink = Arc::new(Transitions {

@@ -128,16 +128,4 @@ fn restrict_new_file(path: &std::path::Path) {
     let _ = o.open(path);
 }
 
-/// The URL with any password replaced, for logs and `Debug`.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let userinfo = &url[s + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
+pub use vigil_core::redact_url;

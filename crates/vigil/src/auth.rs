@@ -444,6 +444,18 @@ pub(crate) async fn dev(
         )
         .await
         .map_err(api)?;
+        // Kept in a file only its owner can read; shown on a terminal, never sent to a log.
+        let path = data_dir.join("dev-admin-password");
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+        std::io::Write::write_all(
+            &mut o
+                .open(&path)
+                .with_context(|| format!("writing {}", path.display()))?,
+            password.as_bytes(),
+        )?;
         banner_password = Some(password);
     }
     let (sink_tx, sink_rx) = tokio::sync::oneshot::channel::<Sequencer>();
@@ -481,21 +493,29 @@ pub(crate) async fn dev(
     let gateway_task = tokio::spawn(gateway.run_until_stopped(async move {
         let _ = rx2.recv().await;
     }));
+    let password_file = data_dir.join("dev-admin-password");
     let password_line = match &banner_password {
-        Some(p) => format!("The first admin: tenant acme, user admin, password {p} (shown once; kept hashed in {dir}/auth.db).", dir = data_dir.display()),
-        None => "Log in as a user you created (the first run printed acme/admin's password).".into(),
+        Some(p) if std::io::IsTerminal::is_terminal(&std::io::stderr()) => format!(
+            "The first admin: tenant acme, user admin, password {p} (also in {}, mode 0600).",
+            password_file.display()
+        ),
+        _ => format!(
+            "The first admin: tenant acme, user admin; the password is in {} (mode 0600).",
+            password_file.display()
+        ),
     };
     eprintln!(
         "\nvigil dev: the gateway on http://{addr} in front of the audit API (http://{audit_addr}), auth on {issuer} (SQLite in {dir})\n{password_line}\n\n  \
          TOKEN=$(curl -s {issuer}/v1/login -H 'Content-Type: application/json' \\\n    \
-         -d '{{\"tenant_id\":\"acme\",\"username\":\"admin\",\"password\":\"PASSWORD\"}}' | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')\n  \
+         -d '{{\"tenant_id\":\"acme\",\"username\":\"admin\",\"password\":\"'$(cat {pw})'\"}}' | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')\n  \
          curl -s http://{addr}/v1/events -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\\n    \
          -d '[{{\"occurred_at\":\"2026-11-22T10:00:00Z\",\"actor\":{{\"type\":\"user\",\"id\":\"u-42\"}},\"action\":\"payment.void\",\"resource\":{{\"type\":\"payment\",\"id\":\"p-9\"}},\"outcome\":\"success\",\"source\":{{\"service\":\"payments\"}}}}]'\n  \
          curl -s 'http://{addr}/v1/events?limit=10' -H \"Authorization: Bearer $TOKEN\"\n  \
          cargo run -q -p vigil -- verify --database-url sqlite://{dir}/audit.db\n\n\
          The gateway verifies the token, applies the tenant's rate limit and passes the identity on;\n\
          from loopback the audit API also takes the identity headers X-Tenant-ID, X-User-ID and X-Roles directly.\n",
-        dir = data_dir.display()
+        dir = data_dir.display(),
+        pw = password_file.display()
     );
     let result = audit_app.run_until_stopped(shutdown).await;
     let _ = stop_tx.send(());

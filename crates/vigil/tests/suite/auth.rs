@@ -424,22 +424,36 @@ async fn vigil_dev_takes_its_own_tokens_end_to_end() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The banner names the first admin's password.
+    // Not a terminal: the banner names the file that holds the first admin's password, and
+    // never the password itself.
     let stderr = child.stderr.take().unwrap();
-    let password = tokio::task::spawn_blocking(move || {
+    let banner = tokio::task::spawn_blocking(move || {
         use std::io::BufRead;
+        let mut seen = String::new();
         for line in std::io::BufReader::new(stderr).lines() {
             let line = line.unwrap();
-            if let Some(rest) = line.split("password ").nth(1) {
-                if line.contains("first admin") {
-                    return rest.split_whitespace().next().unwrap().to_owned();
-                }
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("first admin") {
+                return seen;
             }
         }
-        panic!("no password in the banner")
+        panic!("no first-admin line in the banner: {seen}")
     })
     .await
     .unwrap();
+    let file = dir.path().join("dev-admin-password");
+    let password = std::fs::read_to_string(&file).unwrap();
+    assert!(!banner.contains(&password), "{banner}");
+    assert!(banner.contains("dev-admin-password"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
     let mut server = Server {
         child,
         addr: format!("127.0.0.1:{audit_port}").parse().unwrap(),

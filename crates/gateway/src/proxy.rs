@@ -700,10 +700,30 @@ async fn forward(
             "traceparent",
             "tracestate",
             "x-trace-id",
+            "forwarded",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-proto",
         ]
         .iter(),
     ) {
         headers.remove(*h);
+    }
+    // This is the fleet's edge: what a client says about forwarding is replaced by what the
+    // gateway saw.
+    if let Some(peer) = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .and_then(|c| HeaderValue::from_str(&c.0.ip().to_string()).ok())
+    {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), peer);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("http"),
+    );
+    if let Some(host) = parts.headers.get(header::HOST) {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
     }
     if let Some(ctx) = &ctx {
         headers.insert(

@@ -125,6 +125,7 @@ async fn identity_is_verified_and_spoofed_headers_never_reach_the_upstream() {
         .header("X-Tenant-ID", "evil")
         .header("X-User-ID", "root")
         .header("X-Roles", "super_admin")
+        .header("X-Forwarded-For", "10.9.9.9")
         .header(
             "traceparent",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
@@ -148,6 +149,8 @@ async fn identity_is_verified_and_spoofed_headers_never_reach_the_upstream() {
     assert_eq!(h["x-tenant-id"], "acme");
     assert_eq!(h["x-user-id"], "user:alice");
     assert_eq!(h["x-roles"], "cashier");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
     assert!(
         h.get("authorization").is_none(),
         "the credential stays at the gateway"
@@ -904,4 +907,36 @@ async fn breaches_are_audited_once_per_tenant_and_minute_and_auth_failures_too()
     assert_eq!(auth.len(), 1, "{events:?}");
     assert_eq!(auth[0].0, "system");
     assert_eq!(auth[0].1["payload"]["code"], "invalid_token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_with_its_own_limit_is_counted_apart_from_the_tenant_budget() {
+    let key = SigningKey::generate(KeyAlgorithm::EdDsa);
+    let up = upstream_and_issuer(&key).await;
+    let gw = start(config(
+        up,
+        &format!("[[routes]]\nprefix = \"/export\"\nupstreams = [\"http://{up}\"]\nrpm = 6\n"),
+    ))
+    .await;
+    let http = Client::new();
+    let t = token(&key, "acme", &["admin"]);
+    let status = |path: &'static str| {
+        let (http, t, gw) = (http.clone(), t.clone(), gw.clone());
+        async move {
+            http.get(format!("{gw}{path}"))
+                .bearer_auth(&t)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // 6 a minute: a burst of 1.
+    assert_eq!(status("/export/a").await, 200);
+    assert_eq!(status("/export/b").await, 429);
+    // The tenant's other routes keep their own budget.
+    for _ in 0..5 {
+        assert_eq!(status("/orders").await, 200);
+    }
 }

@@ -53,6 +53,11 @@ async fn upstream_and_issuer(key: &SigningKey) -> std::net::SocketAddr {
     addr
 }
 
+/// `GET url` with a bearer credential.
+async fn bearer_get(http: &Client, url: String, token: &str) -> reqwest::Response {
+    http.get(url).bearer_auth(token).send().await.unwrap()
+}
+
 fn token(key: &SigningKey, tenant: &str, roles: &[&str]) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -189,12 +194,7 @@ async fn identity_is_verified_and_spoofed_headers_never_reach_the_upstream() {
         .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["x-error-code"], "unauthenticated");
-    let r = http
-        .get(format!("{gw}/orders"))
-        .bearer_auth("garbage")
-        .send()
-        .await
-        .unwrap();
+    let r = bearer_get(&http, format!("{gw}/orders"), "garbage").await;
     assert_eq!(
         (
             r.status().as_u16(),
@@ -202,12 +202,7 @@ async fn identity_is_verified_and_spoofed_headers_never_reach_the_upstream() {
         ),
         (401, json!("invalid_token"))
     );
-    let r = http
-        .get(format!("{gw}/admin/x"))
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap();
+    let r = bearer_get(&http, format!("{gw}/admin/x"), &t).await;
     assert_eq!(r.status(), 403);
     assert_eq!(
         r.json::<Value>().await.unwrap()["missing_role"],
@@ -215,11 +210,8 @@ async fn identity_is_verified_and_spoofed_headers_never_reach_the_upstream() {
     );
     let admin = token(&key, "acme", &["admin"]);
     assert_eq!(
-        http.get(format!("{gw}/admin/x"))
-            .bearer_auth(&admin)
-            .send()
+        bearer_get(&http, format!("{gw}/admin/x"), &admin)
             .await
-            .unwrap()
             .status(),
         200
     );
@@ -305,23 +297,13 @@ async fn cors_body_limit_and_unhealthy_upstreams() {
         .unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()["body_bytes"], 1000);
     // Upstream down: 502; upstream slow: 504; both in the error shape.
-    let r = http
-        .get(format!("{gw}/down/x"))
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap();
+    let r = bearer_get(&http, format!("{gw}/down/x"), &t).await;
     assert_eq!(r.status(), 502);
     assert_eq!(
         r.json::<Value>().await.unwrap()["code"],
         "upstream_unavailable"
     );
-    let r = http
-        .get(format!("{gw}/slow"))
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap();
+    let r = bearer_get(&http, format!("{gw}/slow"), &t).await;
     assert_eq!(r.status(), 504);
     let b: Value = r.json().await.unwrap();
     assert_eq!(b["code"], "upstream_timeout");
@@ -345,13 +327,7 @@ async fn over_the_limit_is_a_429_with_headers_and_shadow_mode_only_counts() {
     let acme = token(&key, "acme", &["admin"]);
     let mut codes = Vec::new();
     for _ in 0..8 {
-        codes.push(
-            http.get(format!("{limited}/x"))
-                .bearer_auth(&acme)
-                .send()
-                .await
-                .unwrap(),
-        );
+        codes.push(bearer_get(&http, format!("{limited}/x"), &acme).await);
     }
     let statuses: Vec<u16> = codes.iter().map(|r| r.status().as_u16()).collect();
     assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
@@ -370,11 +346,8 @@ async fn over_the_limit_is_a_429_with_headers_and_shadow_mode_only_counts() {
     // Another tenant has its own budget; the allow-list and overrides apply.
     let other = token(&key, "globex", &["admin"]);
     assert_eq!(
-        http.get(format!("{limited}/x"))
-            .bearer_auth(&other)
-            .send()
+        bearer_get(&http, format!("{limited}/x"), &other)
             .await
-            .unwrap()
             .status(),
         200
     );
@@ -382,20 +355,14 @@ async fn over_the_limit_is_a_429_with_headers_and_shadow_mode_only_counts() {
     let big = token(&key, "big", &["admin"]);
     for _ in 0..20 {
         assert_eq!(
-            http.get(format!("{limited}/x"))
-                .bearer_auth(&internal)
-                .send()
+            bearer_get(&http, format!("{limited}/x"), &internal)
                 .await
-                .unwrap()
                 .status(),
             200
         );
         assert_eq!(
-            http.get(format!("{limited}/x"))
-                .bearer_auth(&big)
-                .send()
+            bearer_get(&http, format!("{limited}/x"), &big)
                 .await
-                .unwrap()
                 .status(),
             200
         );
@@ -403,11 +370,8 @@ async fn over_the_limit_is_a_429_with_headers_and_shadow_mode_only_counts() {
     // Shadow mode: never refused, but counted.
     for _ in 0..8 {
         assert_eq!(
-            http.get(format!("{shadow}/x"))
-                .bearer_auth(&acme)
-                .send()
+            bearer_get(&http, format!("{shadow}/x"), &acme)
                 .await
-                .unwrap()
                 .status(),
             200
         );
@@ -502,12 +466,8 @@ async fn a_tenant_limit_holds_across_two_instances_sharing_redis() {
         );
         tasks.push(tokio::spawn(async move {
             for _ in 0..40 {
-                let s = http
-                    .get(format!("{base}/x"))
-                    .bearer_auth(&t)
-                    .send()
+                let s = bearer_get(&http, format!("{base}/x"), &t)
                     .await
-                    .unwrap()
                     .status()
                     .as_u16();
                 assert!(s == 200 || s == 429, "{s}");
@@ -576,12 +536,8 @@ async fn redis_stopped_mid_load_and_started_again_costs_no_5xx() {
         );
         load.push(tokio::spawn(async move {
             while !stop.load(Ordering::SeqCst) {
-                let s = http
-                    .get(format!("{base}/x"))
-                    .bearer_auth(&t)
-                    .send()
+                let s = bearer_get(&http, format!("{base}/x"), &t)
                     .await
-                    .unwrap()
                     .status()
                     .as_u16();
                 sent.fetch_add(1, Ordering::SeqCst);
@@ -757,21 +713,11 @@ async fn api_keys_identify_the_caller_until_revoked() {
         seen["headers"].get("x-api-key").is_none(),
         "the key stays at the gateway"
     );
-    let r = http
-        .get(format!("{gw}/pos/sale"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+    let r = bearer_get(&http, format!("{gw}/pos/sale"), &key).await;
     assert_eq!(r.status(), 200, "as a bearer credential too");
     // The user's JWT from the same auth service works as well.
     assert_eq!(
-        http.get(format!("{gw}/x"))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        bearer_get(&http, format!("{gw}/x"), &admin).await.status(),
         200
     );
     for bad in [
@@ -856,25 +802,14 @@ async fn breaches_are_audited_once_per_tenant_and_minute_and_auth_failures_too()
     let t = token(&key, "acme", &["admin"]);
     let mut refused = 0;
     for _ in 0..7 {
-        if http
-            .get(format!("{base}/x"))
-            .bearer_auth(&t)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 429
-        {
+        if bearer_get(&http, format!("{base}/x"), &t).await.status() == 429 {
             refused += 1;
         }
     }
     assert_eq!(refused, 5);
     assert_eq!(
-        http.get(format!("{base}/x"))
-            .bearer_auth("forged")
-            .send()
+        bearer_get(&http, format!("{base}/x"), "forged")
             .await
-            .unwrap()
             .status(),
         401
     );
@@ -923,11 +858,8 @@ async fn a_route_with_its_own_limit_is_counted_apart_from_the_tenant_budget() {
     let status = |path: &'static str| {
         let (http, t, gw) = (http.clone(), t.clone(), gw.clone());
         async move {
-            http.get(format!("{gw}{path}"))
-                .bearer_auth(&t)
-                .send()
+            bearer_get(&http, format!("{gw}{path}"), &t)
                 .await
-                .unwrap()
                 .status()
                 .as_u16()
         }

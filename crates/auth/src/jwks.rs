@@ -236,6 +236,10 @@ impl VerifiedCache {
         &self.shards[i % self.shards.len()]
     }
 
+    fn enabled(&self) -> bool {
+        self.per_shard > 0
+    }
+
     fn get(&self, token: &str, generation: u64, now: u64, leeway: u64) -> Option<VerifiedToken> {
         if self.per_shard == 0 {
             return None;
@@ -406,7 +410,7 @@ impl JwksVerifier {
                 return (Ok(v), "ok");
             }
             if let Some(r) = self.verify_with_set(token, &header, &set) {
-                if let Ok(v) = &r {
+                if let (Ok(v), true) = (&r, self.inner.cache.enabled()) {
                     if let Some(exp) = expiry(token) {
                         self.inner.cache.put(token, v, exp, set.generation);
                     }

@@ -198,14 +198,15 @@ pub(crate) async fn run(a: JwtArgs) -> anyhow::Result<()> {
             }));
         }
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-        let (f, r, l) = (mean(&full), mean(&raw), mean(&lib));
+        let (f, r, l, h) = (mean(&full), mean(&raw), mean(&lib), mean(&hit));
         println!(
-            "{:<19} {:>10.0}   {:>10.0}   {:>12.0}   {:.2}",
+            "{:<19} {:>10.0}   {:>10.0}   {:>12.0}   {:>6.2}                 {:>10.0}",
             c.name,
             f,
             r,
             l,
-            f / r
+            f / r,
+            h
         );
     }
     Ok(())

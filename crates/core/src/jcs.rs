@@ -4,7 +4,7 @@
 //! hashed form, verification) and the general-purpose crate allocates per member. Numbers are
 //! formatted as ECMAScript's `Number.prototype.toString` by `ryu-js`; object members are
 //! ordered by UTF-16 code units. It is tested against the public vectors in
-//! `shared/vectors/jcs` and, property by property, against the maintained
+//! `shared/vectors/jcs` (copied into `crates/core/testdata/jcs`, so a clone tests on its own) and, property by property, against the maintained
 //! `serde_json_canonicalizer` crate.
 
 use serde_json::Value;
@@ -200,15 +200,14 @@ mod tests {
     use std::path::PathBuf;
 
     fn vectors() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors/jcs")
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/jcs")
     }
 
     #[test]
     fn every_public_vector_canonicalizes_to_its_expected_bytes() {
         let dir = vectors();
         let mut seen = 0;
-        for entry in std::fs::read_dir(dir.join("input")).expect("shared/vectors/jcs/input exists")
-        {
+        for entry in std::fs::read_dir(dir.join("input")).expect("testdata/jcs/input exists") {
             let path = entry.unwrap().path();
             let input = std::fs::read(&path).unwrap();
             let expected =

@@ -507,7 +507,11 @@ fn python() -> String {
 }
 
 fn interop_script() -> String {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/jwt_interop.py").to_owned()
+    // The package directory cargo names at run time (a shared target directory may hold a
+    // binary built in another checkout).
+    let dir =
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    format!("{dir}/../../scripts/jwt_interop.py")
 }
 
 #[tokio::test]

@@ -200,7 +200,11 @@ mod tests {
     use std::path::PathBuf;
 
     fn vectors() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/jcs")
+        // The package directory cargo names at run time (a shared target directory may hold
+        // a test binary built in another checkout).
+        let dir = std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+        PathBuf::from(dir).join("testdata/jcs")
     }
 
     #[test]

@@ -504,7 +504,7 @@ pub(crate) async fn dev(
             password_file.display()
         ),
     };
-    eprintln!(
+    let banner = format!(
         "\nvigil dev: the gateway on http://{addr} in front of the audit API (http://{audit_addr}), auth on {issuer} (SQLite in {dir})\n{password_line}\n\n  \
          TOKEN=$(curl -s {issuer}/v1/login -H 'Content-Type: application/json' \\\n    \
          -d '{{\"tenant_id\":\"acme\",\"username\":\"admin\",\"password\":\"'$(cat {pw})'\"}}' | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')\n  \
@@ -517,6 +517,9 @@ pub(crate) async fn dev(
         dir = data_dir.display(),
         pw = password_file.display()
     );
+    // One write, and a closed stderr (a supervisor that stopped reading) is not a reason to
+    // stop serving: eprintln! would panic on it.
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), banner.as_bytes());
     let result = audit_app.run_until_stopped(shutdown).await;
     let _ = stop_tx.send(());
     let _ = auth_task.await;

@@ -295,14 +295,7 @@ async fn ten_rotations_under_load_refuse_no_valid_token_and_retired_keys_stop_wo
     auth.kill9();
     let mut readyz = String::new();
     for _ in 0..60 {
-        readyz = http
-            .get(format!("http://{audit_addr}/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        readyz = get_text(&http, format!("http://{audit_addr}/readyz")).await;
         if readyz.contains("stale") {
             break;
         }
@@ -314,14 +307,7 @@ async fn ten_rotations_under_load_refuse_no_valid_token_and_retired_keys_stop_wo
     );
     let (status, body) = post_event(&http, &audit_addr, &token, 9_000_002).await;
     assert_eq!(status, 200, "cached keys keep verifying: {body}");
-    let metrics = http
-        .get(format!("http://{audit_addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&http, format!("http://{audit_addr}/metrics")).await;
     assert_eq!(metric_value(&metrics, "jwks_stale"), 1.0, "{metrics}");
     assert!(metric_value(&metrics, "jwks_refresh_total{outcome=\"error\"}") >= 1.0);
 }
@@ -381,7 +367,7 @@ async fn pyjwt_verifies_tokens_vigil_issued_with_its_published_jwks() {
         )
         .await;
         let python = std::env::var("VIGIL_PYTHON").unwrap_or_else(|_| "python3".into());
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/jwt_interop.py");
+        let script = repo_root().join("scripts/jwt_interop.py");
         let out = Command::new(&python)
             .arg(script)
             .args([
@@ -426,19 +412,28 @@ async fn vigil_dev_takes_its_own_tokens_end_to_end() {
         .unwrap();
     // Not a terminal: the banner names the file that holds the first admin's password, and
     // never the password itself.
+    // Read stderr to its end in the background (a reader that stops early would leave the
+    // service writing into a closed pipe), handing over the banner once it is complete.
     let stderr = child.stderr.take().unwrap();
-    let banner = tokio::task::spawn_blocking(move || {
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
         use std::io::BufRead;
         let mut seen = String::new();
+        let mut tx = Some(tx);
         for line in std::io::BufReader::new(stderr).lines() {
-            let line = line.unwrap();
+            let Ok(line) = line else { break };
             seen.push_str(&line);
             seen.push('\n');
             if line.contains("first admin") {
-                return seen;
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(seen.clone());
+                }
             }
         }
-        panic!("no first-admin line in the banner: {seen}")
+    });
+    let banner = tokio::task::spawn_blocking(move || {
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("a first-admin line in the banner")
     })
     .await
     .unwrap();

@@ -188,6 +188,20 @@ pub fn events(from: u64, n: u64) -> Value {
     Value::Array((from..from + n).map(event).collect())
 }
 
+/// The repository's root, from the package directory cargo names when it runs the tests (not
+/// the one baked in at compile time: a target directory shared by several checkouts may hold
+/// binaries built in another).
+pub fn repo_root() -> PathBuf {
+    let dir =
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    PathBuf::from(dir).join("../..")
+}
+
+/// The body of `GET url`, as text.
+pub async fn get_text(http: &Client, url: String) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 pub fn vigil_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vigil"))
 }

@@ -3,6 +3,7 @@
 //! spoofed, refusals are in the shared error shape, limits hold across two instances sharing
 //! Redis, and Redis going away and coming back never costs a 5xx.
 
+use crate::common::get_text;
 use axum::routing::{any, get};
 use axum::Router;
 use reqwest::Client;
@@ -376,14 +377,7 @@ async fn over_the_limit_is_a_429_with_headers_and_shadow_mode_only_counts() {
             200
         );
     }
-    let m = http
-        .get(format!("{shadow}/gateway/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = get_text(&http, format!("{shadow}/gateway/metrics")).await;
     assert!(
         m.contains("gateway_rate_limit_rejections_total{mode=\"shadow\"} 3"),
         "{m}"
@@ -489,14 +483,7 @@ async fn a_tenant_limit_holds_across_two_instances_sharing_redis() {
         "admitted {admitted} in {elapsed:.2} s; bound {bound}"
     );
     assert!(admitted >= 10.0, "admitted only {admitted}");
-    let m = http
-        .get(format!("{a}/gateway/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = get_text(&http, format!("{a}/gateway/metrics")).await;
     assert!(
         m.contains("gateway_rate_limiter_backend{engine=\"redis\"} 1"),
         "{m}"
@@ -547,15 +534,7 @@ async fn redis_stopped_mid_load_and_started_again_costs_no_5xx() {
             }
         }));
     }
-    let metrics = || async {
-        http.get(format!("{base}/gateway/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let metrics = || async { get_text(&http, format!("{base}/gateway/metrics")).await };
     let wait_for = |needle: &'static str| {
         let metrics = &metrics;
         async move {

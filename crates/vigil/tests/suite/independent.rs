@@ -29,10 +29,7 @@ async fn a_third_party_recomputes_every_hash_with_its_own_rfc8785_library() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let python = std::env::var("VIGIL_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../scripts/independent_verify.py"
-    );
+    let script = repo_root().join("scripts/independent_verify.py");
     let out = Command::new(&python)
         .arg(script)
         .arg(format!("http://{}", app.addr))

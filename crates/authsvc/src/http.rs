@@ -144,6 +144,15 @@ fn store_error(e: StoreError) -> ApiError {
     }
 }
 
+/// The role names of a stored comma-separated list.
+fn role_names(stored: &str) -> Vec<String> {
+    stored
+        .split(',')
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Role names from a request: every name must be a role.
 fn parse_roles(names: &[String]) -> Result<RoleSet, ApiError> {
     if let Some(bad) = names.iter().find(|n| Role::parse(n).is_none()) {
@@ -280,12 +289,7 @@ async fn token(
     };
     let tenant =
         TenantId::parse(&client.tenant_id).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let roles: Vec<String> = client
-        .roles
-        .split(',')
-        .filter(|r| !r.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let roles = role_names(&client.roles);
     let body = app.issue(
         format!("client:{}", client.client_id),
         &tenant,
@@ -384,12 +388,7 @@ async fn login(
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     match user.filter(|_| ok) {
         Some(u) => {
-            let roles: Vec<String> = u
-                .roles
-                .split(',')
-                .filter(|r| !r.is_empty())
-                .map(str::to_owned)
-                .collect();
+            let roles = role_names(&u.roles);
             let body_json = app.issue(format!("user:{}", u.username), &tenant, roles.clone());
             let ev = event(
                 Actor::User(&u.username),
@@ -537,7 +536,7 @@ async fn list_users(
     ctx.require(Capability::IdentityManage)?;
     let users = app.store.users(&ctx.tenant_id).await.map_err(store_error)?;
     Ok(Json(
-        json!({"users": users.into_iter().map(|(u, r, c)| json!({"username": u, "roles": r.split(',').filter(|x| !x.is_empty()).collect::<Vec<_>>(), "created_at": c})).collect::<Vec<_>>()}),
+        json!({"users": users.into_iter().map(|(u, r, c)| json!({"username": u, "roles": role_names(&r), "created_at": c})).collect::<Vec<_>>()}),
     ))
 }
 
@@ -646,7 +645,7 @@ struct NewApiKey {
 fn api_key_json(k: &ApiKeyRow, now: i64) -> Value {
     json!({
         "id": k.id, "name": k.name, "tenant_id": k.tenant_id,
-        "roles": k.roles.split(',').filter(|x| !x.is_empty()).collect::<Vec<_>>(),
+        "roles": role_names(&k.roles),
         "created_at": k.created_at, "expires_at": k.expires_at, "revoked_at": k.revoked_at,
         "replaced_by": k.replaced_by, "active": k.active(now),
     })

@@ -503,7 +503,7 @@ impl TenantWriter {
         base: Option<&Plan>,
         lookup: Lookup,
     ) -> Result<Plan, StoreError> {
-        let store = Arc::clone(&self.inner.store);
+        let store = &self.inner.store;
         let head = match (base, self.head) {
             (Some(b), _) => b.head,
             (None, Some(h)) => h,
@@ -512,17 +512,9 @@ impl TenantWriter {
                 *self.head.insert(h)
             }
         };
-        let existing = match lookup {
-            Lookup::Optimistic => HashMap::new(),
-            Lookup::Stored => {
-                let mut ids: Vec<String> = jobs
-                    .iter()
-                    .flat_map(|j| j.events.iter().map(|e| e.event_id.to_string()))
-                    .collect();
-                ids.sort_unstable();
-                ids.dedup();
-                store.existing(&self.tenant, &ids).await?
-            }
+        let mut existing = match lookup {
+            Lookup::Optimistic => None,
+            Lookup::Stored => Some(self.stored_ids(jobs).await?),
         };
         let mut missing: Vec<String> = jobs
             .iter()
@@ -541,17 +533,40 @@ impl TenantWriter {
             self.producers
                 .extend(store.producer_seqs(&self.tenant, &missing).await?);
         }
-        Ok(self.plan(jobs, head, &existing, base))
+        loop {
+            if let Some(plan) = self.plan(jobs, head, existing.as_ref(), base) {
+                return Ok(plan);
+            }
+            // A producer_seq went backwards: before refusing it, learn whether it is a resent
+            // event that is already stored (a duplicate, not an error).
+            existing = Some(self.stored_ids(jobs).await?);
+        }
+    }
+
+    /// Which of the jobs' event ids are already stored.
+    async fn stored_ids(&self, jobs: &[Job]) -> Result<HashMap<String, Existing>, StoreError> {
+        let mut ids: Vec<String> = jobs
+            .iter()
+            .flat_map(|j| j.events.iter().map(|e| e.event_id.to_string()))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        self.inner.store.existing(&self.tenant, &ids).await
     }
 
     /// Decides each event's fate and seals the new ones. Pure apart from the salt RNG.
+    ///
+    /// `existing` is what the store holds of the jobs' ids, `None` when not looked up. The
+    /// event id decides before anything else about an event (DESIGN.md, "Delivery"), so when
+    /// an event's `producer_seq` goes backwards and the ids were not looked up, it may be a
+    /// resent duplicate: the answer is then `None`, and the caller looks them up and asks again.
     fn plan(
         &self,
         jobs: &[Job],
         head: ChainHead,
-        existing: &HashMap<String, Existing>,
+        existing: Option<&HashMap<String, Existing>>,
         base: Option<&Plan>,
-    ) -> Plan {
+    ) -> Option<Plan> {
         let mut rng = rand::thread_rng();
         let sealer = Sealer::new(&self.tenant);
         let mut plan = Plan {
@@ -570,7 +585,7 @@ impl TenantWriter {
                 let id = e.event_id.to_string();
                 let hash = e.content_hash();
                 let seen = existing
-                    .get(&id)
+                    .and_then(|x| x.get(&id))
                     .map(|x| (x.seq, x.content_hash == hash.to_hex()))
                     .or_else(|| {
                         plan.ids
@@ -594,6 +609,7 @@ impl TenantWriter {
                         .copied()
                     {
                         if ps <= last {
+                            existing?;
                             results.push(IngestResult::Rejected(vigil_core::Error::Invalid {
                                 field: "source.producer_seq".into(),
                                 reason: format!(
@@ -627,7 +643,7 @@ impl TenantWriter {
         if let Some(b) = base {
             plan.producers.retain(|k, v| b.producers.get(k) != Some(v));
         }
-        plan
+        Some(plan)
     }
 }
 

@@ -1,10 +1,13 @@
 //! Black-box tests of Vigil: the audit service on a random port (in-process or as the real
 //! binary), real SQLite files and a real Postgres server. One test binary, a module per area.
 
-#[path = "suite/auth.rs"]
-mod auth;
+// First: its macros are in scope for the modules below.
+#[macro_use]
 #[path = "suite/common.rs"]
 mod common;
+
+#[path = "suite/auth.rs"]
+mod auth;
 #[path = "suite/crash.rs"]
 mod crash;
 #[path = "suite/gateway.rs"]
@@ -17,6 +20,8 @@ mod independent;
 mod isolation;
 #[path = "suite/multiprocess.rs"]
 mod multiprocess;
+#[path = "suite/retries.rs"]
+mod retries;
 #[path = "suite/security.rs"]
 mod security;
 #[path = "suite/store_outage.rs"]

@@ -15,6 +15,15 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use vigil_audit::{Application, AuditSettings};
 
+/// Instantiates each `async fn name(engine: Engine)` of the calling module as a test on SQLite
+/// (`sqlite::name`) and on Postgres (`postgres::name`).
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Engine::Sqlite).await } )* }
+        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Engine::Postgres).await } )* }
+    };
+}
+
 /// Which store engine a test runs on.
 #[derive(Clone, Copy, Debug)]
 pub enum Engine {

@@ -543,13 +543,6 @@ async fn ops_endpoints_answer(engine: Engine) {
     assert_eq!(body["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
 }
 
-macro_rules! on_both_engines {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Engine::Sqlite).await } )* }
-        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Engine::Postgres).await } )* }
-    };
-}
-
 on_both_engines!(
     stored_events_read_back_with_their_hashes,
     valid_events_are_stored_even_when_others_in_the_batch_are_rejected,

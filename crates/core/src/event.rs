@@ -20,6 +20,8 @@ pub const MAX_PAYLOAD_DEPTH: usize = 32;
 pub const MAX_PAYLOAD_FIELDS: usize = 256;
 /// Longest text field (actor id, resource id, service, …) in bytes.
 pub const MAX_TEXT: usize = 256;
+/// Largest single event, in bytes of JSON (over HTTP, Kafka or from a file alike).
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
 
 const TOP_LEVEL: &[&str] = &[
     "event_id",
@@ -271,6 +273,21 @@ impl EventInput {
         EventInput(v)
     }
 
+    /// Like [`EventInput::validate`], but an event sent without an id gets one derived from
+    /// its normalized content ([`EventId::derived`]), so that the same event submitted again —
+    /// a redelivered Kafka message, a backfill run twice — is recognised as a duplicate.
+    pub fn validate_deterministic(self) -> Result<Event, Error> {
+        let mut derive = false;
+        let mut e = self.validate(|| {
+            derive = true;
+            EventId::from_uuid(uuid::Uuid::nil())
+        })?;
+        if derive {
+            e.event_id = EventId::derived(&e.content_hash());
+        }
+        Ok(e)
+    }
+
     /// Checks every field and normalizes it; `new_id` supplies an event id when none was sent.
     pub fn validate(self, new_id: impl FnOnce() -> EventId) -> Result<Event, Error> {
         let Value::Object(mut o) = self.0 else {
@@ -351,15 +368,7 @@ impl EventInput {
             Some(Value::Object(p)) => p,
             Some(v) => return Err(wrong_type("payload", "an object", &v)),
         };
-        if payload.len() > MAX_PAYLOAD_FIELDS {
-            return Err(Error::invalid(
-                "payload",
-                format!("has more than {MAX_PAYLOAD_FIELDS} top-level fields"),
-            ));
-        }
-        for (k, v) in &payload {
-            check_payload_value(&format!("payload.{k}"), v, 1)?;
-        }
+        check_payload(&payload)?;
         Ok(Event {
             event_id,
             occurred_at,
@@ -512,7 +521,21 @@ fn text(o: &mut Map<String, Value>, path: &str, key: &str) -> Result<String, Err
     check_text(path, s)
 }
 
-fn check_text(path: &str, s: String) -> Result<String, Error> {
+/// The payload's field count and every value (depth, integers JSON carries exactly).
+pub(crate) fn check_payload(payload: &Map<String, Value>) -> Result<(), Error> {
+    if payload.len() > MAX_PAYLOAD_FIELDS {
+        return Err(Error::invalid(
+            "payload",
+            format!("has more than {MAX_PAYLOAD_FIELDS} top-level fields"),
+        ));
+    }
+    payload
+        .iter()
+        .try_for_each(|(k, v)| check_payload_value(&format!("payload.{k}"), v, 1))
+}
+
+/// A text field: 1 to [`MAX_TEXT`] bytes, no control characters.
+pub(crate) fn check_text(path: &str, s: String) -> Result<String, Error> {
     if s.is_empty() {
         Err(Error::invalid(path, "must not be empty"))
     } else if s.len() > MAX_TEXT {
@@ -707,6 +730,27 @@ mod tests {
             let oracle = serde_json_canonicalizer::to_vec(&e.to_json()).unwrap();
             assert_eq!(e.content_hash(), Hash32::digest(&[&oracle]));
         }
+    }
+
+    #[test]
+    fn an_event_without_an_id_gets_the_same_derived_id_every_time() {
+        let mut v = base();
+        v.as_object_mut().unwrap().remove("event_id");
+        let a = EventInput::new(v.clone()).validate_deterministic().unwrap();
+        let mut respelled = v.clone();
+        respelled["severity"] = json!("INFO");
+        let b = EventInput::new(respelled).validate_deterministic().unwrap();
+        assert_eq!(a.event_id, b.event_id);
+        assert_eq!(a.event_id.uuid().get_version_num(), 8);
+        v["payload"]["amount"] = json!(13);
+        let c = EventInput::new(v).validate_deterministic().unwrap();
+        assert_ne!(a.event_id, c.event_id);
+        // An id that was sent is kept.
+        let d = EventInput::new(base()).validate_deterministic().unwrap();
+        assert_eq!(
+            d.event_id.to_string(),
+            "01936a6e-7c3e-7d4a-9b1e-3f1f2b6c9a10"
+        );
     }
 
     #[test]

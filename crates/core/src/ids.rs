@@ -69,6 +69,14 @@ impl EventId {
         EventId(u)
     }
 
+    /// A name-based id (UUID version 8) from the first 16 bytes of `content`'s hash: the
+    /// same content always gets the same id.
+    pub fn derived(content: &crate::hash::Hash32) -> EventId {
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&content.0[..16]);
+        EventId(uuid::Builder::from_custom_bytes(bytes).into_uuid())
+    }
+
     /// The UUID.
     pub fn uuid(&self) -> uuid::Uuid {
         self.0

@@ -1,7 +1,8 @@
 //! Vigil's pure core.
 //!
 //! Everything that decides what an audit record *is* lives here, with no I/O, no async and no
-//! clock reads: the v1 event schema and its validation ([`event`]), RFC 8785 canonical JSON
+//! clock reads: the v1 event schema and its validation ([`event`]), typed construction of
+//! events by services ([`builder`]), RFC 8785 canonical JSON
 //! ([`jcs`]), the salted per-field payload commitments and the hashed form ([`record`]), the
 //! per-tenant hash chain ([`chain`]), the verifier ([`verify`]) and signed checkpoints in the
 //! C2SP signed-note format ([`checkpoint`]).
@@ -32,6 +33,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod builder;
 pub mod chain;
 pub mod checkpoint;
 pub mod error;

@@ -23,8 +23,7 @@ use vigil_security::error::ApiError;
 
 /// Most events one request may carry.
 pub const MAX_EVENTS_PER_REQUEST: usize = 1000;
-/// Largest single event, in bytes of JSON.
-pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+pub use vigil_core::event::MAX_EVENT_BYTES;
 /// Largest body: a full batch of maximal events plus separators.
 const MAX_BODY_BYTES: usize = MAX_EVENTS_PER_REQUEST * (MAX_EVENT_BYTES + 2) + 1024;
 

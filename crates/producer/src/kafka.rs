@@ -1,0 +1,145 @@
+//! Kafka: topic [`TOPIC`] (`audit.events.v1`), one message per event, keyed by tenant so that
+//! one partition — and so one consumer at a time — owns a tenant's chain. The producer is
+//! idempotent with `acks=all`: librdkafka's own retries neither duplicate nor reorder a
+//! partition, and a send returns only when every in-sync replica has the batch.
+//!
+//! A message is the event's JSON (the audit service's input format) with header `tenant_id`;
+//! the consumer takes the tenant from the key. [`DLQ_TOPIC`] holds what the consumer can never
+//! store, with the reason in headers.
+
+use crate::transport::{Delivery, TenantEvent, Transport, TransportError};
+use async_trait::async_trait;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use std::time::Duration;
+
+/// The audit events topic.
+pub const TOPIC: &str = "audit.events.v1";
+/// Where messages that can never be stored go, with the reason.
+pub const DLQ_TOPIC: &str = "audit.events.v1.dlq";
+/// The header naming the tenant (beside the key).
+pub const TENANT_HEADER: &str = "tenant_id";
+
+/// Settings every Vigil Kafka client shares.
+pub fn client_config(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("client.id", "vigil")
+        // Our own loss is counted; librdkafka's log goes through `tracing` at its levels.
+        .set("log_level", "4");
+    c
+}
+
+/// An idempotent `acks=all` producer; `timeout` bounds how long librdkafka tries to deliver a
+/// message before reporting it failed.
+pub fn producer_config(bootstrap: &str, timeout: Duration) -> ClientConfig {
+    let mut c = client_config(bootstrap);
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("message.timeout.ms", timeout.as_millis().max(1).to_string());
+    c
+}
+
+/// Creates [`TOPIC`] (with `partitions`) and [`DLQ_TOPIC`] when they do not exist. A broker
+/// that forbids it (ACLs) is not an error here: the topics are then the operator's to create.
+pub async fn ensure_topics(bootstrap: &str, partitions: i32) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create()?;
+    let topics = [
+        NewTopic::new(TOPIC, partitions, TopicReplication::Fixed(1)),
+        NewTopic::new(DLQ_TOPIC, 1, TopicReplication::Fixed(1)),
+    ];
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(&topics, &opts).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                tracing::warn!(%topic, error = %code, "could not create a Kafka topic")
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The Kafka transport.
+pub struct KafkaTransport {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl std::fmt::Debug for KafkaTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaTransport")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaTransport {
+    /// A transport to [`TOPIC`] on the brokers at `bootstrap`; a message not acknowledged
+    /// within `timeout` fails its batch (which the producer then spools).
+    pub fn new(bootstrap: &str, timeout: Duration) -> Result<KafkaTransport, KafkaError> {
+        Ok(KafkaTransport {
+            producer: producer_config(bootstrap, timeout).create()?,
+            topic: TOPIC.to_owned(),
+        })
+    }
+
+    /// The same, to another topic (replaying, benchmarks).
+    pub fn to_topic(mut self, topic: &str) -> KafkaTransport {
+        self.topic = topic.to_owned();
+        self
+    }
+
+    /// The underlying producer (to publish raw messages with the same settings).
+    pub fn producer(&self) -> &FutureProducer {
+        &self.producer
+    }
+}
+
+#[async_trait]
+impl Transport for KafkaTransport {
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+
+    async fn send(&self, batch: &[TenantEvent]) -> Result<Delivery, TransportError> {
+        let mut pending = Vec::with_capacity(batch.len());
+        for e in batch {
+            let tenant = e.tenant().as_str();
+            let record = FutureRecord::to(&self.topic)
+                .key(tenant)
+                .payload(e.json())
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: TENANT_HEADER,
+                    value: Some(tenant),
+                }));
+            match self.producer.send_result(record) {
+                Ok(delivery) => pending.push(delivery),
+                Err((e, _)) => {
+                    // Queue full or the client is failing: what was queued may still land
+                    // (then it arrives twice, which the consumer answers as duplicates).
+                    return Err(TransportError::Unavailable(format!("enqueueing: {e}")));
+                }
+            }
+        }
+        let mut failure = None;
+        for delivery in futures::future::join_all(pending).await {
+            match delivery {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => failure = Some(e.to_string()),
+                Err(_) => failure = Some("the Kafka producer stopped".into()),
+            }
+        }
+        match failure {
+            None => Ok(Delivery::default()),
+            Some(e) => Err(TransportError::Unavailable(e)),
+        }
+    }
+}

@@ -4,6 +4,7 @@
 
 use crate::checkpointer::Checkpointer;
 use crate::http::{router, AppState};
+use crate::in_process::InProcess;
 use crate::metrics::AuditMetrics;
 use crate::sequencer::Sequencer;
 use crate::settings::{redact_url, AuditSettings};
@@ -13,6 +14,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use vigil_producer::{AuditProducer, Mode, ProducerConfig};
 use vigil_security::capability::CapabilityPolicy;
 use vigil_security::context::{Guard, IdentitySource, SecurityConfig};
 use vigil_security::http_metrics::{HttpMetrics, MAX_ERROR_CODES};
@@ -89,12 +91,23 @@ impl Application {
             }
             None => settings.bearer.clone(),
         };
+        // The service's own events (capability denials) go straight to its sequencer; while
+        // the store is away they wait in the producer's memory queue (bounded, counted).
+        let mut own = ProducerConfig::new("vigil-audit");
+        own.mode = Mode::DropOnFull;
+        let producer = AuditProducer::start(
+            own,
+            Arc::new(InProcess(sequencer.clone())),
+            metrics.registry(),
+        )
+        .await?;
         guard.set_denial_sink(Arc::new(crate::denials::AuditDenials::new(
-            sequencer.clone(),
+            producer.clone(),
         )));
         let state = Arc::new(AppState {
             store,
             sequencer,
+            producer,
             checkpointer,
             metrics,
             bearer: bearer.clone(),
@@ -149,6 +162,7 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await
             .context("serving HTTP")?;
+        self.state.producer.shutdown().await;
         self.state.sequencer.shutdown().await;
         Ok(())
     }

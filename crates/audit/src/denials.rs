@@ -1,50 +1,46 @@
 //! Capability denials become audit events in the caller's own tenant chain
-//! (`action: capability.denied`, `severity: security`, payload `{capability, roles}`).
+//! (`action: capability.denied`, `severity: security`, payload `{capability, roles}`), through
+//! the service's audit producer.
 
-use crate::checkpointer::now;
-use crate::sequencer::Sequencer;
-use serde_json::json;
-use vigil_core::event::EventInput;
-use vigil_core::ids::EventId;
+use vigil_core::builder::EventBuilder;
+use vigil_core::event::{Actor, ActorType, Outcome, Resource, Severity};
+use vigil_producer::AuditProducer;
 use vigil_security::capability::Capability;
 use vigil_security::context::{DenialSink, SecurityContext};
 
-/// Appends a `capability.denied` event for every denial, without holding up the response.
+/// Emits a `capability.denied` event for every denial, without holding up the response.
 #[derive(Debug)]
 pub struct AuditDenials {
-    sequencer: Sequencer,
+    producer: AuditProducer,
 }
 
 impl AuditDenials {
-    /// Denials go into `sequencer`'s chains.
-    pub fn new(sequencer: Sequencer) -> Self {
-        AuditDenials { sequencer }
+    /// Denials go out through `producer`.
+    pub fn new(producer: AuditProducer) -> Self {
+        AuditDenials { producer }
     }
+}
+
+/// The event recording that `ctx` was refused `capability`.
+pub fn denial_event(ctx: &SecurityContext, capability: Capability) -> EventBuilder {
+    EventBuilder::new(
+        "capability.denied",
+        Actor::new(
+            ActorType::User,
+            ctx.user_id.clone().unwrap_or_else(|| "anonymous".into()),
+        ),
+        Resource::new("capability", capability.as_str()),
+        Outcome::Denied,
+    )
+    .severity(Severity::Security)
+    .trace_id(ctx.trace_id.clone())
+    .field("capability", capability.as_str())
+    .field("roles", ctx.roles.names())
 }
 
 impl DenialSink for AuditDenials {
     fn denied(&self, ctx: &SecurityContext, capability: Capability) {
-        let event = json!({
-            "occurred_at": now().to_rfc3339(),
-            "actor": {"type": "user", "id": ctx.user_id.clone().unwrap_or_else(|| "anonymous".into())},
-            "action": "capability.denied",
-            "resource": {"type": "capability", "id": capability.as_str()},
-            "outcome": "denied",
-            "severity": "security",
-            "source": {"service": "vigil-audit"},
-            "trace_id": ctx.trace_id.as_str(),
-            "payload": {"capability": capability.as_str(), "roles": ctx.roles.names()},
-        });
-        let event =
-            match EventInput::new(event).validate(|| EventId::from_uuid(uuid::Uuid::now_v7())) {
-                Ok(e) => e,
-                Err(e) => return tracing::error!(error = %e, "a denial event did not validate"),
-            };
-        let (sequencer, tenant) = (self.sequencer.clone(), ctx.tenant_id.clone());
-        tokio::spawn(async move {
-            if let Err(e) = sequencer.submit(&tenant, vec![event], now()).await {
-                tracing::warn!(error = %e, tenant = %tenant, "could not record a capability denial");
-            }
-        });
+        self.producer
+            .emit(&ctx.tenant_id, denial_event(ctx, capability));
     }
 }

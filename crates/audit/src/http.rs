@@ -22,6 +22,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// The group-commit writer.
     pub sequencer: Sequencer,
+    /// The service's own audit events (capability denials).
+    pub producer: vigil_producer::AuditProducer,
     /// Checkpoints and the public key.
     pub checkpointer: Arc<Checkpointer>,
     /// Metrics.

@@ -12,6 +12,7 @@ pub mod app;
 pub mod checkpointer;
 pub mod denials;
 pub mod http;
+pub mod in_process;
 pub mod keys;
 pub mod metrics;
 pub mod sequencer;

@@ -4,7 +4,7 @@
 
 use crate::http::{router, AppState};
 use crate::keyring::{KeyPolicy, KeyRing};
-use crate::outbox::{AuditSink, HttpAuditSink, LogSink};
+use crate::outbox::KeyRingTokens;
 use crate::settings::AuthSettings;
 use crate::store::AuthStore;
 use anyhow::Context;
@@ -17,6 +17,8 @@ use tokio::net::TcpListener;
 use vigil_auth::password::PasswordPolicy;
 use vigil_auth::{JwksConfig, JwksVerifier};
 use vigil_core::ids::TenantId;
+use vigil_producer::transport::LogTransport;
+use vigil_producer::{AuditProducer, HttpAuth, HttpTransport, Mode, ProducerConfig, Transport};
 use vigil_security::capability::CapabilityPolicy;
 use vigil_security::context::{Guard, IdentitySource, SecurityConfig};
 use vigil_security::http_metrics::{HttpMetrics, MAX_ERROR_CODES};
@@ -28,7 +30,7 @@ pub struct Application {
     listener: TcpListener,
     state: Arc<AppState>,
     router: Router,
-    sink: Option<Arc<dyn AuditSink>>,
+    producer: AuditProducer,
     reload_interval: Duration,
 }
 
@@ -50,12 +52,12 @@ pub fn key_policy(settings: &AuthSettings) -> anyhow::Result<KeyPolicy> {
 }
 
 impl Application {
-    /// Opens the database, loads the keys and binds. `sink` replaces the audit destination
-    /// (`vigil dev` passes the in-process audit service); without it events go to
-    /// `settings.audit_url`, or to the log.
+    /// Opens the database, loads the keys and binds. `transport` replaces the audit
+    /// destination (`vigil dev` passes the in-process audit service); without it events go to
+    /// `settings.audit_url` (over HTTP, with tokens this service issues itself), or to the log.
     pub async fn build(
         settings: AuthSettings,
-        sink: Option<Arc<dyn AuditSink>>,
+        transport: Option<Arc<dyn Transport>>,
     ) -> anyhow::Result<Application> {
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -76,19 +78,23 @@ impl Application {
         own.leeway = Duration::from_secs(5);
         let verifier = JwksVerifier::offline(own, &registry);
         let keys = KeyRing::load(store.clone(), key_policy(&settings)?, verifier.clone()).await?;
-        let sink: Arc<dyn AuditSink> = match (sink, &settings.audit_url) {
-            (Some(s), _) => s,
-            (None, Some(url)) => Arc::new(HttpAuditSink::new(
-                url,
-                keys.clone(),
-                issuer.clone(),
-                settings.audience.clone(),
-            )),
+        let transport: Arc<dyn Transport> = match (transport, &settings.audit_url) {
+            (Some(t), _) => t,
+            (None, Some(url)) => {
+                let tokens =
+                    KeyRingTokens::new(keys.clone(), issuer.clone(), settings.audience.clone());
+                Arc::new(HttpTransport::new(url, HttpAuth::Bearer(Arc::new(tokens))))
+            }
             (None, None) => {
                 tracing::warn!("no --audit-url: auth events are written to the log only");
-                Arc::new(LogSink)
+                Arc::new(LogTransport)
             }
         };
+        // The outbox is this service's spool: the producer keeps no other, and a row leaves
+        // the outbox only once its event is delivered.
+        let mut config = ProducerConfig::new(crate::events::SERVICE);
+        config.mode = Mode::DropOnFull;
+        let producer = AuditProducer::start(config, transport, &registry).await?;
         let guard = Guard::new(policy, &registry);
         let state = Arc::new(AppState::new(
             store,
@@ -113,7 +119,7 @@ impl Application {
             listener,
             state,
             router: app,
-            sink: Some(sink),
+            producer,
             reload_interval: settings.reload_interval,
         })
     }
@@ -137,21 +143,19 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then delivers what is left in the audit outbox.
     pub async fn run_until_stopped(
-        mut self,
+        self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         self.state.keys.spawn_maintenance(self.reload_interval);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let drainer = self.sink.take().map(|sink| {
-            tokio::spawn(crate::outbox::drain(
-                self.state.store.clone(),
-                sink,
-                Duration::from_millis(200),
-                async move {
-                    let _ = stop_rx.await;
-                },
-            ))
-        });
+        let drainer = tokio::spawn(crate::outbox::drain(
+            self.state.store.clone(),
+            self.producer.clone(),
+            Duration::from_millis(200),
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
@@ -160,9 +164,8 @@ impl Application {
             .await
             .context("serving HTTP");
         let _ = stop_tx.send(());
-        if let Some(d) = drainer {
-            let _ = d.await;
-        }
+        let _ = drainer.await;
+        self.producer.shutdown().await;
         served
     }
 }

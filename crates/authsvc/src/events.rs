@@ -1,7 +1,16 @@
-//! The audit events the auth service records. Each carries its own `event_id` (UUIDv7), so a
-//! redelivery from the outbox is recognised by the audit service as the same event.
+//! The audit events the auth service records, built with `vigil-core`'s typed builder. Each
+//! gets its `event_id` (UUIDv7) and time when it happens; the outbox stamps its position
+//! ([`stamp`]) in the transaction that records it, so a redelivery from the outbox is the same
+//! event, byte for byte, and the audit service answers it as a duplicate.
 
-use serde_json::{json, Value};
+use serde_json::Value;
+use vigil_core::builder::EventBuilder;
+use vigil_core::event::{ActorType, Event, Outcome, Resource, Severity, Source};
+use vigil_core::ids::EventId;
+use vigil_core::time::Timestamp;
+
+/// `source.service` of the auth service's events.
+pub const SERVICE: &str = "vigil-auth";
 
 /// Who did it.
 #[derive(Clone, Copy, Debug)]
@@ -14,30 +23,52 @@ pub enum Actor<'a> {
     System,
 }
 
-/// One audit event, in the audit service's input format.
-#[allow(clippy::too_many_arguments)]
+fn now() -> Timestamp {
+    let us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or_default();
+    Timestamp::from_micros(us).expect("the clock reads a time between 2000 and 9999")
+}
+
+/// One audit event: `actor` did `action` to `resource` (kind, id) with `outcome`; `payload`
+/// is a JSON object (its members become the payload's fields).
 pub fn event(
     actor: Actor<'_>,
     action: &str,
     resource: (&str, &str),
-    outcome: &str,
-    severity: &str,
+    outcome: Outcome,
+    severity: Severity,
     payload: Value,
-) -> Value {
-    let (kind, id) = match actor {
-        Actor::User(u) => ("user", u),
-        Actor::Service(c) => ("service", c),
-        Actor::System => ("system", "vigil-auth"),
+) -> EventBuilder {
+    let actor = match actor {
+        Actor::User(u) => vigil_core::event::Actor::new(ActorType::User, u),
+        Actor::Service(c) => vigil_core::event::Actor::new(ActorType::Service, c),
+        Actor::System => vigil_core::event::Actor::new(ActorType::System, SERVICE),
     };
-    json!({
-        "event_id": uuid::Uuid::now_v7().to_string(),
-        "occurred_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        "actor": {"type": kind, "id": id},
-        "action": action,
-        "resource": {"type": resource.0, "id": resource.1},
-        "outcome": outcome,
-        "severity": severity,
-        "source": {"service": "vigil-auth"},
-        "payload": payload,
-    })
+    let payload = match payload {
+        Value::Object(m) => m,
+        Value::Null => Default::default(),
+        other => [("value".to_owned(), other)].into_iter().collect(),
+    };
+    EventBuilder::new(
+        action,
+        actor,
+        Resource::new(resource.0, resource.1),
+        outcome,
+    )
+    .severity(severity)
+    .payload(payload)
+    .event_id(EventId::from_uuid(uuid::Uuid::now_v7()))
+    .occurred_at(now())
+}
+
+/// The complete event: `draft` as the `seq`th event of producer `producer_id` for its tenant.
+pub fn stamp(draft: EventBuilder, producer_id: &str, seq: i64) -> Result<Event, vigil_core::Error> {
+    let source = Source {
+        service: SERVICE.into(),
+        producer_id: Some(producer_id.to_owned()),
+        producer_seq: Some(seq),
+    };
+    draft.build(source, EventId::from_uuid(uuid::Uuid::now_v7()), now())
 }

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use vigil_auth::password::PasswordPolicy;
 use vigil_auth::{password, secret, Claims};
+use vigil_core::event::{Outcome, Severity};
 use vigil_core::ids::TenantId;
 use vigil_security::capability::{Capability, Role, RoleSet};
 use vigil_security::context::SecurityContext;
@@ -193,8 +194,8 @@ fn caller_event(
             actor_of(ctx),
             action,
             resource,
-            "success",
-            "notice",
+            Outcome::Success,
+            Severity::Notice,
             payload,
         ),
     )]
@@ -299,8 +300,8 @@ async fn token(
         Actor::Service(&client.client_id),
         "auth.token.issued",
         ("client", &client.client_id),
-        "success",
-        "info",
+        Outcome::Success,
+        Severity::Info,
         json!({"grant_type": "client_credentials", "roles": roles, "expires_in": body["expires_in"]}),
     );
     app.store
@@ -356,8 +357,8 @@ async fn login(
             Actor::User(&body.username),
             "auth.login",
             ("user", &body.username),
-            "failure",
-            "warning",
+            Outcome::Failure,
+            Severity::Warning,
             json!({"reason": reason}),
         )
     };
@@ -394,8 +395,8 @@ async fn login(
                 Actor::User(&u.username),
                 "auth.login",
                 ("user", &u.username),
-                "success",
-                "info",
+                Outcome::Success,
+                Severity::Info,
                 json!({"roles": roles}),
             );
             app.store
@@ -482,8 +483,8 @@ pub async fn add_user(
         actor,
         "auth.user.created",
         ("user", username),
-        "success",
-        "notice",
+        Outcome::Success,
+        Severity::Notice,
         json!({"roles": roles.names()}),
     );
     store
@@ -587,8 +588,8 @@ pub async fn add_client(
         actor,
         "auth.client.created",
         ("client", &client_id),
-        "success",
-        "notice",
+        Outcome::Success,
+        Severity::Notice,
         json!({"name": name, "roles": roles.names()}),
     );
     store

@@ -11,6 +11,7 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use vigil_auth::{JwksVerifier, KeyAlgorithm, SigningKey};
+use vigil_core::event::{Outcome, Severity};
 use vigil_core::ids::TenantId;
 use vigil_store::StoreError;
 
@@ -63,8 +64,8 @@ pub async fn rotate(
                     actor,
                     "auth.key.rotated",
                     ("signing_key", signing),
-                    "success",
-                    "notice",
+                    Outcome::Success,
+                    Severity::Notice,
                     json!({"signing_kid": signing, "previous_kid": previous, "next_kid": next.kid, "previous_retire_after": retire_after}),
                 ),
             )]
@@ -85,8 +86,8 @@ pub async fn retire(
         actor,
         "auth.key.retired",
         ("signing_key", kid),
-        "success",
-        "notice",
+        Outcome::Success,
+        Severity::Notice,
         json!({"kid": kid, "reason": reason}),
     );
     store
@@ -156,8 +157,8 @@ impl KeyRing {
                 Actor::System,
                 "auth.key.created",
                 ("signing_key", &current.kid),
-                "success",
-                "notice",
+                Outcome::Success,
+                Severity::Notice,
                 json!({"signing_kid": current.kid, "next_kid": next.kid, "alg": current.alg}),
             );
             store

@@ -1,53 +1,30 @@
-//! Delivery of the audit outbox: events are read in order, grouped by tenant, handed to an
-//! [`AuditSink`] and deleted once it has taken them. A sink that fails leaves them in place
-//! for the next round (the audit service recognises a redelivered event by its id).
+//! The audit outbox relay: events recorded in the outbox (in the same transaction as the change
+//! they describe, already stamped with their producer position) are read in order and passed to
+//! the service's [`AuditProducer`], which delivers them like every other service's events; a
+//! row is deleted once the producer says its event is delivered (or refused for good, which it
+//! counts and logs). The outbox is the auth service's spool: rows the producer could not deliver
+//! stay for the next round, and a redelivered row is the same event, answered as a duplicate.
 
 use crate::keyring::{unix_now, KeyRing};
 use crate::store::AuthStore;
-use serde_json::Value;
-use std::sync::Arc;
 use std::time::Duration;
 use vigil_auth::Claims;
+use vigil_core::event::EventInput;
 use vigil_core::ids::TenantId;
+use vigil_producer::{AuditProducer, ProducerError, TokenSource};
 
-/// Where the auth service's audit events go.
-#[async_trait::async_trait]
-pub trait AuditSink: Send + Sync + std::fmt::Debug {
-    /// Appends `events` (audit input format) to `tenant`'s chain.
-    async fn send(&self, tenant: &TenantId, events: Vec<Value>) -> Result<(), SinkError>;
-}
-
-/// A failed delivery.
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    /// Try again later (the audit service is unreachable or unavailable).
-    #[error("audit service unavailable: {0}")]
-    Retry(String),
-    /// The events were refused and never will be taken; they are dropped with an error log.
-    #[error("audit service refused the events: {0}")]
-    Refused(String),
-}
-
-/// Events go to an audit service over HTTP (`POST {url}/v1/events`), with a token this
-/// service issues itself for the event's tenant and role `service`.
+/// Tokens this service issues itself to write a tenant's audit events (role `service`).
 #[derive(Debug)]
-pub struct HttpAuditSink {
-    url: String,
-    http: reqwest::Client,
+pub struct KeyRingTokens {
     keys: KeyRing,
     issuer: String,
     audience: String,
 }
 
-impl HttpAuditSink {
-    /// A sink posting to the audit service at `url`.
-    pub fn new(url: &str, keys: KeyRing, issuer: String, audience: String) -> HttpAuditSink {
-        HttpAuditSink {
-            url: format!("{}/v1/events", url.trim_end_matches('/')),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("an HTTP client"),
+impl KeyRingTokens {
+    /// Tokens signed with `keys`, for `audience`.
+    pub fn new(keys: KeyRing, issuer: String, audience: String) -> KeyRingTokens {
+        KeyRingTokens {
             keys,
             issuer,
             audience,
@@ -55,11 +32,10 @@ impl HttpAuditSink {
     }
 }
 
-#[async_trait::async_trait]
-impl AuditSink for HttpAuditSink {
-    async fn send(&self, tenant: &TenantId, events: Vec<Value>) -> Result<(), SinkError> {
+impl TokenSource for KeyRingTokens {
+    fn token(&self, tenant: &TenantId) -> String {
         let now = unix_now();
-        let token = self.keys.signer().sign(&Claims {
+        self.keys.signer().sign(&Claims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             sub: "service:vigil-auth".into(),
@@ -69,90 +45,58 @@ impl AuditSink for HttpAuditSink {
             jti: uuid::Uuid::new_v4().simple().to_string(),
             tenant_id: tenant.as_str().to_owned(),
             roles: vec!["service".into()],
-        });
-        let r = self
-            .http
-            .post(&self.url)
-            .bearer_auth(token)
-            .json(&events)
-            .send()
-            .await
-            .map_err(|e| SinkError::Retry(e.to_string()))?;
-        let status = r.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let body = r.text().await.unwrap_or_default();
-        if status.is_server_error() || status.as_u16() == 401 || status.as_u16() == 429 {
-            // 401: the audit service may not have fetched a just-rotated key yet.
-            Err(SinkError::Retry(format!("{status}: {body}")))
-        } else {
-            Err(SinkError::Refused(format!("{status}: {body}")))
-        }
+        })
     }
 }
 
-/// No audit service configured: events go to the log.
-#[derive(Debug)]
-pub struct LogSink;
-
-#[async_trait::async_trait]
-impl AuditSink for LogSink {
-    async fn send(&self, tenant: &TenantId, events: Vec<Value>) -> Result<(), SinkError> {
-        for e in events {
-            tracing::info!(tenant = %tenant, event = %e, "audit event (no audit service configured)");
-        }
-        Ok(())
-    }
-}
-
-/// Delivers one round: up to 500 events. Returns how many were delivered or dropped.
-pub async fn deliver(store: &AuthStore, sink: &dyn AuditSink) -> Result<usize, SinkError> {
-    let batch = store
-        .outbox(500)
-        .await
-        .map_err(|e| SinkError::Retry(e.to_string()))?;
+/// Relays one round: up to 500 events. Returns how many rows were cleared.
+pub async fn relay(store: &AuthStore, producer: &AuditProducer) -> Result<usize, String> {
+    let batch = store.outbox(500).await.map_err(|e| e.to_string())?;
     let mut done = Vec::new();
-    let mut i = 0;
-    let mut result = Ok(());
-    // Consecutive runs of one tenant, in outbox order.
-    while i < batch.len() {
-        let tenant = batch[i].1.clone();
-        let j = batch[i..]
-            .iter()
-            .position(|e| e.1 != tenant)
-            .map_or(batch.len(), |n| i + n);
-        let ids: Vec<i64> = batch[i..j].iter().map(|e| e.0).collect();
-        let events: Vec<Value> = batch[i..j].iter().map(|e| e.2.clone()).collect();
-        let sent = match TenantId::parse(&tenant) {
-            Ok(t) => sink.send(&t, events).await,
-            Err(_) => Err(SinkError::Refused(format!("{tenant:?} is not a tenant id"))),
-        };
-        match sent {
-            Ok(()) => done.extend(ids),
-            Err(SinkError::Refused(why)) => {
-                tracing::error!(%tenant, reason = %why, count = ids.len(), "audit events refused; dropped");
-                done.extend(ids);
+    let mut sends = Vec::new();
+    for (id, tenant, event) in batch {
+        let parsed = TenantId::parse(&tenant)
+            .map_err(|e| e.to_string())
+            .and_then(|t| {
+                EventInput::new(event)
+                    .validate(|| unreachable!("outbox events carry their id"))
+                    .map(|e| (t, e))
+                    .map_err(|e| e.to_string())
+            });
+        match parsed {
+            Ok((tenant, event)) => {
+                sends.push(async move { (id, producer.forward_durable(&tenant, event).await) })
             }
-            Err(e) => {
-                result = Err(e);
-                break;
+            Err(why) => {
+                tracing::error!(outbox_id = id, reason = %why, "an audit outbox row is not an event; dropped");
+                done.push(id);
             }
         }
-        i = j;
+    }
+    let mut failed = None;
+    for (id, result) in futures::future::join_all(sends).await {
+        match result {
+            Ok(()) => done.push(id),
+            // Counted and logged by the producer; it will never be taken.
+            Err(ProducerError::Invalid(_)) => done.push(id),
+            Err(e) => failed = Some(e.to_string()),
+        }
     }
     store
         .outbox_delivered(&done)
         .await
-        .map_err(|e| SinkError::Retry(e.to_string()))?;
-    result.map(|()| done.len())
+        .map_err(|e| e.to_string())?;
+    match failed {
+        None => Ok(done.len()),
+        Some(e) => Err(e),
+    }
 }
 
-/// Delivers the outbox every `interval` until `stop` resolves, backing off while the sink
-/// fails; on stop, makes one last attempt.
+/// Relays the outbox every `interval` until `stop` resolves, backing off while delivery fails;
+/// on stop, makes one last attempt (what is left stays in the outbox).
 pub async fn drain(
     store: AuthStore,
-    sink: Arc<dyn AuditSink>,
+    producer: AuditProducer,
     interval: Duration,
     stop: impl std::future::Future<Output = ()>,
 ) {
@@ -163,7 +107,13 @@ pub async fn drain(
             _ = &mut stop => break,
             _ = tokio::time::sleep(wait) => {}
         }
-        wait = match deliver(&store, sink.as_ref()).await {
+        // A round waits for delivery, which may take as long as the audit service is away:
+        // a stop does not wait for it (the rows stay in the outbox).
+        let round = tokio::select! {
+            _ = &mut stop => break,
+            r = relay(&store, &producer) => r,
+        };
+        wait = match round {
             Ok(n) if n > 0 => Duration::ZERO,
             Ok(_) => interval,
             Err(e) => {
@@ -172,7 +122,8 @@ pub async fn drain(
             }
         };
     }
-    if let Err(e) = deliver(&store, sink.as_ref()).await {
-        tracing::warn!(error = %e, "audit outbox not fully delivered at shutdown; it stays queued");
+    match tokio::time::timeout(Duration::from_secs(5), relay(&store, &producer)).await {
+        Ok(Ok(_)) => {}
+        _ => tracing::warn!("audit outbox not fully delivered at shutdown; it stays queued"),
     }
 }

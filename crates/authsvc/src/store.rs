@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 use sqlx::Row;
+use vigil_core::builder::EventBuilder;
 use vigil_core::ids::TenantId;
 use vigil_store::db::Database;
 use vigil_store::{with_db, StoreError};
@@ -12,8 +13,9 @@ use vigil_store::{with_db, StoreError};
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// An audit event waiting in the outbox: the tenant whose chain it joins, and the event.
-pub type OutboxEvent = (TenantId, Value);
+/// An audit event for the outbox: the tenant whose chain it joins, and the event (stamped with
+/// its producer position when it is written).
+pub type OutboxEvent = (TenantId, EventBuilder);
 
 /// Where a signing key is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,6 +203,8 @@ impl std::fmt::Debug for ClientRow {
 #[derive(Debug, Clone)]
 pub struct AuthStore {
     db: Database,
+    /// `source.producer_id` of this database's audit events.
+    producer_id: std::sync::Arc<str>,
 }
 
 fn unique_violation(e: &sqlx::Error) -> bool {
@@ -218,13 +222,29 @@ fn err(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |e| StoreError::from_sqlx(what, e)
 }
 
-/// Inserts outbox events inside transaction `$tx`.
+/// Inserts outbox events inside transaction `$tx` of store `$store`, each stamped with its
+/// tenant's next `producer_seq`.
 macro_rules! outbox {
-    ($tx:expr, $events:expr) => {
-        for (tenant, event) in $events {
+    ($store:expr, $tx:expr, $events:expr) => {
+        for (tenant, draft) in $events {
+            let seq: i64 = sqlx::query_scalar(
+                "INSERT INTO audit_outbox_producer (tenant_id, last_seq) VALUES ($1, 1) \
+                 ON CONFLICT (tenant_id) DO UPDATE SET last_seq = audit_outbox_producer.last_seq + 1 \
+                 RETURNING last_seq",
+            )
+            .bind(tenant.as_str())
+            .fetch_one(&mut *$tx)
+            .await
+            .map_err(err("writing the audit outbox"))?;
+            let event = crate::events::stamp(draft, &$store.producer_id, seq).map_err(|e| {
+                StoreError::Database {
+                    op: "writing the audit outbox",
+                    message: format!("an audit event does not validate: {e}"),
+                }
+            })?;
             sqlx::query("INSERT INTO audit_outbox (tenant_id, event) VALUES ($1, $2)")
                 .bind(tenant.as_str())
-                .bind(event.to_string())
+                .bind(event.to_json().to_string())
                 .execute(&mut *$tx)
                 .await
                 .map_err(err("writing the audit outbox"))?;
@@ -283,8 +303,22 @@ const INSERT_KEY: &str = "INSERT INTO signing_keys (kid, alg, private_der, publi
 impl AuthStore {
     /// Opens and migrates the database at `url`.
     pub async fn open(url: &str) -> Result<AuthStore, StoreError> {
+        let db = Database::open(url, &SQLITE, &POSTGRES).await?;
+        // Made once per database: every instance on it shares the outbox and its counters.
+        let fresh = format!(
+            "{}.{}",
+            crate::events::SERVICE,
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let producer_id: String = with_db!(&db, p => {
+            sqlx::query("INSERT INTO audit_outbox_meta (key, value) VALUES ('producer_id', $1) ON CONFLICT (key) DO NOTHING")
+                .bind(&fresh).execute(p).await.map_err(err("naming the audit producer"))?;
+            sqlx::query_scalar("SELECT value FROM audit_outbox_meta WHERE key = 'producer_id'")
+                .fetch_one(p).await.map_err(err("naming the audit producer"))?
+        });
         Ok(AuthStore {
-            db: Database::open(url, &SQLITE, &POSTGRES).await?,
+            db,
+            producer_id: producer_id.into(),
         })
     }
 
@@ -331,7 +365,7 @@ impl AuthStore {
                     Err(e) => return Err(err("storing a signing key")(e)),
                 }
             }
-            outbox!(tx, events);
+            outbox!(self, tx, events);
             match tx.commit().await {
                 Ok(()) => Ok(true),
                 Err(e) if unique_violation(&e) => Ok(false),
@@ -370,7 +404,7 @@ impl AuthStore {
                 .bind("next").bind(now).bind(None::<i64>)
                 .execute(&mut *tx).await
                 .map_err(|e| if unique_violation(&e) { conflict("rotating signing keys", "another rotation ran at the same time; try again") } else { err("storing a signing key")(e) })?;
-            outbox!(tx, events(&next, &current));
+            outbox!(self, tx, events(&next, &current));
             tx.commit().await.map_err(|e| if unique_violation(&e) { conflict("rotating signing keys", "another rotation ran at the same time; try again") } else { err("committing a rotation")(e) })?;
             Ok(next)
         })
@@ -393,7 +427,7 @@ impl AuthStore {
             if n == 0 {
                 return Ok(false);
             }
-            outbox!(tx, events);
+            outbox!(self, tx, events);
             tx.commit().await.map_err(err("retiring a signing key"))?;
             Ok(true)
         })
@@ -413,7 +447,7 @@ impl AuthStore {
                 .bind(&u.tenant_id).bind(&u.username).bind(&u.password_hash).bind(&u.roles).bind(u.created_at)
                 .execute(&mut *tx).await
                 .map_err(|e| if unique_violation(&e) { conflict("creating a user", format!("user {} exists", u.username)) } else { err("creating a user")(e) })?;
-            outbox!(tx, events);
+            outbox!(self, tx, events);
             tx.commit().await.map_err(err("creating a user"))
         })
     }
@@ -465,7 +499,7 @@ impl AuthStore {
             if n == 0 {
                 return Ok(false);
             }
-            outbox!(tx, events);
+            outbox!(self, tx, events);
             tx.commit().await.map_err(err("deleting a user"))?;
             Ok(true)
         })
@@ -490,7 +524,7 @@ impl AuthStore {
             };
             sqlx::query(q).bind(tenant.as_str()).bind(username).bind(locked_until)
                 .execute(&mut *tx).await.map_err(err("recording a login"))?;
-            outbox!(tx, events);
+            outbox!(self, tx, events);
             tx.commit().await.map_err(err("recording a login"))
         })
     }
@@ -508,7 +542,7 @@ impl AuthStore {
             sqlx::query("INSERT INTO clients (client_id, tenant_id, name, secret_hash, roles, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
                 .bind(&c.client_id).bind(&c.tenant_id).bind(&c.name).bind(&c.secret_hash).bind(&c.roles).bind(c.created_at)
                 .execute(&mut *tx).await.map_err(err("creating a client"))?;
-            outbox!(tx, events);
+            outbox!(self, tx, events);
             tx.commit().await.map_err(err("creating a client"))
         })
     }
@@ -534,7 +568,7 @@ impl AuthStore {
     pub async fn record(&self, events: Vec<OutboxEvent>) -> Result<(), StoreError> {
         with_db!(&self.db, p => {
             let mut tx = p.begin_with(self.db.begin_write()).await.map_err(err("starting a transaction"))?;
-            outbox!(tx, events);
+            outbox!(self, tx, events);
             tx.commit().await.map_err(err("writing the audit outbox"))
         })
     }
@@ -550,7 +584,7 @@ impl AuthStore {
         with_db!(&self.db, p => {
             let mut tx = p.begin_with(self.db.begin_write()).await.map_err(err("starting a transaction"))?;
             insert_api_key!(tx, k);
-            outbox!(tx, events);
+            outbox!(self, tx, events);
             tx.commit().await.map_err(err("creating an API key"))
         })
     }
@@ -591,7 +625,7 @@ impl AuthStore {
             if n == 0 {
                 return Ok(false);
             }
-            outbox!(tx, events);
+            outbox!(self, tx, events);
             tx.commit().await.map_err(err("revoking an API key"))?;
             Ok(true)
         })
@@ -617,7 +651,7 @@ impl AuthStore {
                 return Ok(false);
             }
             insert_api_key!(tx, new);
-            outbox!(tx, events);
+            outbox!(self, tx, events);
             tx.commit().await.map_err(err("rotating an API key"))?;
             Ok(true)
         })

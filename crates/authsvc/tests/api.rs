@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use vigil_auth::{JwksConfig, JwksVerifier};
 use vigil_authsvc::events::Actor;
-use vigil_authsvc::outbox::{AuditSink, SinkError};
 use vigil_authsvc::{Application, AuthSettings};
 use vigil_core::ids::TenantId;
+use vigil_producer::{Delivery, TenantEvent, Transport, TransportError};
 use vigil_security::capability::{Role, RoleSet};
 use vigil_security::token::TokenVerifier;
 
@@ -19,11 +19,20 @@ use vigil_security::token::TokenVerifier;
 struct Recorder(Mutex<Vec<(String, Value)>>);
 
 #[async_trait::async_trait]
-impl AuditSink for Recorder {
-    async fn send(&self, tenant: &TenantId, events: Vec<Value>) -> Result<(), SinkError> {
+impl Transport for Recorder {
+    fn name(&self) -> &'static str {
+        "recorder"
+    }
+
+    async fn send(&self, batch: &[TenantEvent]) -> Result<Delivery, TransportError> {
         let mut v = self.0.lock().unwrap();
-        v.extend(events.into_iter().map(|e| (tenant.as_str().to_owned(), e)));
-        Ok(())
+        v.extend(batch.iter().map(|e| {
+            (
+                e.tenant().as_str().to_owned(),
+                serde_json::from_slice(e.json()).unwrap(),
+            )
+        }));
+        Ok(Delivery::default())
     }
 }
 
@@ -77,7 +86,7 @@ async fn start(db: String) -> Svc {
     s.rotation_grace = Duration::from_secs(1);
     s.lockout_threshold = 3;
     let audit = Arc::new(Recorder::default());
-    let app = Application::build(s, Some(audit.clone() as Arc<dyn AuditSink>))
+    let app = Application::build(s, Some(audit.clone() as Arc<dyn Transport>))
         .await
         .unwrap();
     let base = format!("http://{}", app.local_addr());
@@ -219,6 +228,28 @@ async fn logins_issue_verifiable_tokens_and_failures_are_throttled(db: String) {
     // Every attempt is an audit event in the user's tenant; no event carries the password.
     let logins = svc.audit.wait_for("acme", "auth.login", 6).await;
     assert!(logins.iter().any(|e| e["outcome"] == "success"));
+    // The outbox stamped each event with this database's producer id and the tenant's next
+    // producer_seq, in the transaction that recorded it: gapless and in order.
+    let acme: Vec<Value> = svc
+        .audit
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, _)| t == "acme")
+        .map(|(_, e)| e["source"].clone())
+        .collect();
+    assert!(acme.iter().all(|s| s["service"] == "vigil-auth"
+        && s["producer_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("vigil-auth.")
+        && s["producer_id"] == acme[0]["producer_id"]));
+    let seqs: Vec<i64> = acme
+        .iter()
+        .map(|s| s["producer_seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
     assert!(logins.iter().any(|e| e["payload"]["reason"] == "throttled"));
     assert!(logins
         .iter()
@@ -625,7 +656,7 @@ async fn rotated_out_keys_retire_by_themselves_after_the_token_lifetime() {
     s.token_ttl = Duration::from_secs(1);
     s.rotation_grace = Duration::from_secs(1);
     let audit = Arc::new(Recorder::default());
-    let app = Application::build(s, Some(audit.clone() as Arc<dyn AuditSink>))
+    let app = Application::build(s, Some(audit.clone() as Arc<dyn Transport>))
         .await
         .unwrap();
     let base = format!("http://{}", app.local_addr());

@@ -1,84 +1,74 @@
-//! The gateway's audit events, sent to the audit service as a trusted peer (the identity
-//! headers name the tenant, the gateway and role `service`). Rate-limit breaches are
+//! The gateway's audit events, emitted through the audit producer (HTTP to the audit service as
+//! a trusted peer, spooled on disk when `audit_spool_dir` is set). Rate-limit breaches are
 //! aggregated per tenant and minute; authentication failures and limiter engine changes are
-//! sent as they happen. Delivery is best effort with retries: a full queue drops (and counts)
-//! rather than slowing requests.
+//! emitted as they happen, into the system tenant. Emitting never slows a request.
 
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use vigil_core::builder::EventBuilder;
+use vigil_core::event::{Actor, ActorType, Outcome, Resource, Severity};
+use vigil_core::ids::TenantId;
+use vigil_producer::transport::LogTransport;
+use vigil_producer::{
+    AuditProducer, HttpAuth, HttpTransport, Mode, ProducerConfig, ProducerError, Transport,
+};
 
-/// Queue into the sender task.
+/// `source.service` of the gateway's events.
+const SERVICE: &str = "vigil-gateway";
+
+/// The gateway's audit events.
 #[derive(Debug, Clone)]
 pub struct GatewayAudit {
-    tx: mpsc::Sender<(String, Value)>,
-    breaches: std::sync::Arc<Mutex<HashMap<(String, i64), u64>>>,
-    system_tenant: String,
+    producer: AuditProducer,
+    breaches: Arc<Mutex<HashMap<(String, i64), u64>>>,
+    system_tenant: TenantId,
 }
 
 fn event(
     action: &str,
     resource: (&str, &str),
-    outcome: &str,
-    severity: &str,
+    outcome: Outcome,
+    severity: Severity,
     payload: Value,
-) -> Value {
-    json!({
-        "event_id": uuid::Uuid::now_v7().to_string(),
-        "occurred_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        "actor": {"type": "system", "id": "vigil-gateway"},
-        "action": action,
-        "resource": {"type": resource.0, "id": resource.1},
-        "outcome": outcome,
-        "severity": severity,
-        "source": {"service": "vigil-gateway"},
-        "payload": payload,
-    })
+) -> EventBuilder {
+    let Value::Object(payload) = payload else {
+        unreachable!("payloads here are objects")
+    };
+    EventBuilder::new(
+        action,
+        Actor::new(ActorType::System, SERVICE),
+        Resource::new(resource.0, resource.1),
+        outcome,
+    )
+    .severity(severity)
+    .payload(payload)
 }
 
 impl GatewayAudit {
-    /// Starts the sender: to `audit_url` when given, else to the log.
-    pub fn start(audit_url: Option<String>, system_tenant: &str) -> GatewayAudit {
-        let (tx, mut rx) = mpsc::channel::<(String, Value)>(10_000);
-        tokio::spawn(async move {
-            let http = reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .expect("an HTTP client");
-            while let Some((tenant, ev)) = rx.recv().await {
-                let Some(url) = &audit_url else {
-                    tracing::info!(%tenant, event = %ev, "audit event (no audit service configured)");
-                    continue;
-                };
-                for attempt in 0..3u32 {
-                    let r = http
-                        .post(format!("{}/v1/events", url.trim_end_matches('/')))
-                        .header("X-Tenant-ID", &tenant)
-                        .header("X-User-ID", "vigil-gateway")
-                        .header("X-Roles", "service")
-                        .json(&[&ev])
-                        .send()
-                        .await;
-                    match r {
-                        Ok(r) if r.status().is_success() => break,
-                        Ok(r) if r.status().is_client_error() => {
-                            tracing::error!(%tenant, status = %r.status(), "the audit service refused a gateway event");
-                            break;
-                        }
-                        other => {
-                            tracing::warn!(%tenant, attempt, error = ?other.err(), "sending a gateway audit event failed");
-                            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
-                        }
-                    }
-                }
-            }
-        });
+    /// Starts the producer: to `audit_url` when given (else the log), spooling in `spool_dir`
+    /// when given (else in memory only, dropping — counted — when the queue is full).
+    pub async fn start(
+        audit_url: Option<&str>,
+        spool_dir: Option<&std::path::Path>,
+        system_tenant: &str,
+        registry: &prometheus::Registry,
+    ) -> Result<GatewayAudit, ProducerError> {
+        let transport: Arc<dyn Transport> = match audit_url {
+            Some(url) => Arc::new(HttpTransport::new(url, HttpAuth::TrustedHeaders)),
+            None => Arc::new(LogTransport),
+        };
+        let mut config = ProducerConfig::new(SERVICE);
+        match spool_dir {
+            Some(dir) => config = config.with_spool(dir),
+            None => config.mode = Mode::DropOnFull,
+        }
+        let producer = AuditProducer::start(config, transport, registry).await?;
         let me = GatewayAudit {
-            tx,
+            producer,
             breaches: Default::default(),
-            system_tenant: system_tenant.to_owned(),
+            system_tenant: TenantId::parse(system_tenant).expect("a valid system tenant"),
         };
         let flusher = me.clone();
         tokio::spawn(async move {
@@ -88,13 +78,7 @@ impl GatewayAudit {
                 flusher.flush_breaches(false);
             }
         });
-        me
-    }
-
-    fn send(&self, tenant: &str, ev: Value) {
-        if self.tx.try_send((tenant.to_owned(), ev)).is_err() {
-            tracing::warn!(%tenant, "gateway audit queue full; event dropped");
-        }
+        Ok(me)
     }
 
     /// A request of `tenant` was refused by its rate limit (counted; one event per minute).
@@ -108,7 +92,7 @@ impl GatewayAudit {
             .or_default() += 1;
     }
 
-    /// Sends the counts of finished minutes (all of them when `all`).
+    /// Emits the counts of finished minutes (all of them when `all`).
     pub fn flush_breaches(&self, all: bool) {
         let minute = chrono::Utc::now().timestamp() / 60;
         let done: Vec<((String, i64), u64)> = {
@@ -126,14 +110,17 @@ impl GatewayAudit {
                 .collect()
         };
         for ((tenant, m), n) in done {
+            let Ok(tenant_id) = TenantId::parse(&tenant) else {
+                continue;
+            };
             let start = chrono::DateTime::from_timestamp(m * 60, 0).unwrap_or_default();
-            self.send(
-                &tenant,
+            self.producer.emit(
+                &tenant_id,
                 event(
                     "gateway.rate_limit.exceeded",
                     ("tenant", &tenant),
-                    "denied",
-                    "warning",
+                    Outcome::Denied,
+                    Severity::Warning,
                     json!({"rejected": n, "minute": start.to_rfc3339()}),
                 ),
             );
@@ -142,13 +129,13 @@ impl GatewayAudit {
 
     /// An authentication failure (the tenant is unknown: it goes to the system tenant).
     pub fn auth_failure(&self, code: &str, path: &str) {
-        self.send(
-            &self.system_tenant.clone(),
+        self.producer.emit(
+            &self.system_tenant,
             event(
                 "gateway.auth.failed",
                 ("route", path),
-                "failure",
-                "security",
+                Outcome::Failure,
+                Severity::Security,
                 json!({"code": code}),
             ),
         );
@@ -156,15 +143,21 @@ impl GatewayAudit {
 
     /// The deciding rate-limit engine changed.
     pub fn engine_changed(&self, engine: &str, why: &str) {
-        self.send(
-            &self.system_tenant.clone(),
+        self.producer.emit(
+            &self.system_tenant,
             event(
                 "gateway.rate_limiter.engine_changed",
                 ("rate_limiter", engine),
-                "success",
-                "warning",
+                Outcome::Success,
+                Severity::Warning,
                 json!({"engine": engine, "reason": why}),
             ),
         );
+    }
+
+    /// Emits the open breach counts and delivers (or spools) everything queued.
+    pub async fn shutdown(&self) {
+        self.flush_breaches(true);
+        self.producer.shutdown().await;
     }
 }

@@ -5,6 +5,8 @@
 //! max_body_bytes = 10485760
 //! connect_timeout_ms = 2000
 //! request_timeout_ms = 30000
+//! audit_url = "http://127.0.0.1:8080"           # where the gateway's audit events go
+//! audit_spool_dir = "/var/lib/vigil/gateway-spool"  # spool them there while it is away
 //!
 //! [auth]
 //! jwks_url = "http://127.0.0.1:8081/.well-known/jwks.json"
@@ -67,6 +69,10 @@ pub struct GatewayConfig {
     /// Where audit events go (the audit service's base URL); none: the log.
     #[serde(default)]
     pub audit_url: Option<String>,
+    /// Where the audit producer spools events the audit service did not take (durable mode);
+    /// none: they wait in memory only, and are dropped — counted — when the queue is full.
+    #[serde(default)]
+    pub audit_spool_dir: Option<std::path::PathBuf>,
 }
 
 fn default_listen() -> SocketAddr {

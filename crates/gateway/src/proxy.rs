@@ -270,7 +270,14 @@ impl Gateway {
         config.check()?;
         let registry = Registry::new();
         let metrics = Metrics::new(&registry);
-        let audit = GatewayAudit::start(config.audit_url.clone(), "system");
+        let audit = GatewayAudit::start(
+            config.audit_url.as_deref(),
+            config.audit_spool_dir.as_deref(),
+            "system",
+            &registry,
+        )
+        .await
+        .context("starting the gateway's audit producer")?;
         let rl = &config.rate_limit;
         let limiter = match &rl.redis_url {
             None => {
@@ -442,8 +449,7 @@ impl Gateway {
         )
         .with_graceful_shutdown(shutdown)
         .await?;
-        audit.flush_breaches(true);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        audit.shutdown().await;
         Ok(())
     }
 }

@@ -41,6 +41,7 @@ pub struct HttpTransport {
 
 #[derive(Deserialize)]
 struct Answer {
+    #[serde(default)]
     results: Vec<EventAnswer>,
 }
 
@@ -107,12 +108,11 @@ impl HttpTransport {
             .await
             .map_err(|e| TransportError::Unavailable(e.without_url().to_string()))?;
         match status.as_u16() {
-            200 => {
-                let answer: Answer = serde_json::from_str(&text).map_err(|e| {
-                    TransportError::Unavailable(format!("an answer that is not ingest's: {e}"))
-                })?;
-                Ok(refusals(answer))
-            }
+            // Taken. The per-event results say which were refused for good; an answer
+            // without them (another implementation of the endpoint) refused none.
+            200 => Ok(serde_json::from_str::<Answer>(&text)
+                .map(refusals)
+                .unwrap_or_default()),
             // Every event refused (all invalid, or all taken by other content): for good.
             409 | 422 => {
                 let details: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();

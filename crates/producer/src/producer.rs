@@ -12,18 +12,27 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot, Notify};
 use vigil_core::builder::EventBuilder;
+use vigil_core::event::Event;
 use vigil_core::ids::TenantId;
 use vigil_core::time::Timestamp;
 
 /// Answers a caller who waits for its event: delivered or spooled (`Ok`), or why not.
 pub(crate) type Ack = oneshot::Sender<Result<(), ProducerError>>;
 
-/// One emitted event, not yet stamped.
+/// What was emitted.
+#[derive(Debug)]
+pub(crate) enum Draft {
+    /// Described by the service: the producer stamps id, time, source and position.
+    New(EventBuilder, Timestamp),
+    /// Complete, stamped by another producer (an outbox): passed on as it is.
+    Stamped(Event),
+}
+
+/// One emitted event.
 #[derive(Debug)]
 pub(crate) struct Item {
     pub(crate) tenant: TenantId,
-    pub(crate) draft: EventBuilder,
-    pub(crate) at: Timestamp,
+    pub(crate) draft: Draft,
     pub(crate) ack: Option<Ack>,
 }
 
@@ -180,8 +189,7 @@ impl AuditProducer {
     pub fn emit(&self, tenant: &TenantId, event: EventBuilder) {
         self.push(Item {
             tenant: tenant.clone(),
-            draft: event,
-            at: now(),
+            draft: Draft::New(event, now()),
             ack: None,
         });
     }
@@ -229,11 +237,25 @@ impl AuditProducer {
         tenant: &TenantId,
         event: EventBuilder,
     ) -> Result<(), ProducerError> {
+        self.durable(tenant, Draft::New(event, now())).await
+    }
+
+    /// Passes on an event another producer already stamped (an outbox relay: the database
+    /// that wrote the outbox is the producer), keeping its id, time, source and position, and
+    /// waits like [`AuditProducer::emit_durable`].
+    pub async fn forward_durable(
+        &self,
+        tenant: &TenantId,
+        event: Event,
+    ) -> Result<(), ProducerError> {
+        self.durable(tenant, Draft::Stamped(event)).await
+    }
+
+    async fn durable(&self, tenant: &TenantId, draft: Draft) -> Result<(), ProducerError> {
         let (ack, acked) = oneshot::channel();
         let item = Item {
             tenant: tenant.clone(),
-            draft: event,
-            at: now(),
+            draft,
             ack: Some(ack),
         };
         self.tx

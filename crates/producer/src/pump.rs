@@ -13,7 +13,7 @@
 use crate::config::ProducerConfig;
 use crate::error::ProducerError;
 use crate::metrics::DropReason;
-use crate::producer::{Ack, Item, Msg, Shared};
+use crate::producer::{Ack, Draft, Item, Msg, Shared};
 use crate::spool::{Pushed, Spool};
 use crate::transport::{Delivery, TenantEvent, Transport, TransportError};
 use futures::future::BoxFuture;
@@ -300,19 +300,23 @@ impl Pump {
                 *self.seqs.entry(tenant).or_insert(0) += n;
             }
         }
-        let seq = {
-            let s = self.seqs.entry(item.tenant.clone()).or_insert(0);
-            *s += 1;
-            *s
+        let built = match item.draft {
+            Draft::Stamped(event) => Ok(event),
+            Draft::New(draft, at) => {
+                let seq = {
+                    let s = self.seqs.entry(item.tenant.clone()).or_insert(0);
+                    *s += 1;
+                    *s
+                };
+                let source = Source {
+                    service: self.config.service.clone(),
+                    producer_id: Some(self.producer_id.to_string()),
+                    producer_seq: Some(seq),
+                };
+                draft.build(source, EventId::from_uuid(uuid::Uuid::now_v7()), at)
+            }
         };
-        let source = Source {
-            service: self.config.service.clone(),
-            producer_id: Some(self.producer_id.to_string()),
-            producer_seq: Some(seq),
-        };
-        let built = item
-            .draft
-            .build(source, EventId::from_uuid(uuid::Uuid::now_v7()), item.at)
+        let built = built
             .map(|e| TenantEvent::new(item.tenant.clone(), e))
             .and_then(|e| {
                 if e.json().len() > MAX_EVENT_BYTES {

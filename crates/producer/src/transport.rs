@@ -97,3 +97,23 @@ pub fn by_tenant(batch: &[TenantEvent]) -> Vec<(&TenantId, Vec<&TenantEvent>)> {
     }
     groups
 }
+
+/// No audit service configured: each event goes to the log (at `info`, as JSON), so nothing
+/// is silently discarded.
+#[derive(Debug, Default)]
+pub struct LogTransport;
+
+#[async_trait]
+impl Transport for LogTransport {
+    fn name(&self) -> &'static str {
+        "log"
+    }
+
+    async fn send(&self, batch: &[TenantEvent]) -> Result<Delivery, TransportError> {
+        for e in batch {
+            tracing::info!(tenant = %e.tenant, event = %String::from_utf8_lossy(&e.json),
+                "audit event (no audit service configured)");
+        }
+        Ok(Delivery::default())
+    }
+}

@@ -3,7 +3,6 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use serde_json::Value;
 use std::future::Future;
 use std::io::Read;
 use std::net::SocketAddr;
@@ -11,14 +10,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use vigil_audit::sequencer::Sequencer;
+use vigil_audit::in_process::InProcess;
 use vigil_auth::password::PasswordPolicy;
 use vigil_auth::{JwksConfig, KeyAlgorithm};
 use vigil_authsvc::events::Actor;
-use vigil_authsvc::outbox::{AuditSink, SinkError};
 use vigil_authsvc::AuthSettings;
-use vigil_core::event::EventInput;
-use vigil_core::ids::{EventId, TenantId};
+use vigil_core::ids::TenantId;
+use vigil_producer::{Delivery, TenantEvent, Transport, TransportError};
 use vigil_security::capability::{Role, RoleSet};
 
 #[derive(Subcommand, Debug)]
@@ -380,26 +378,6 @@ pub(crate) async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Auth events appended straight to the in-process audit service's chains.
-#[derive(Debug)]
-pub(crate) struct InProcessAudit(pub(crate) Sequencer);
-
-#[async_trait::async_trait]
-impl AuditSink for InProcessAudit {
-    async fn send(&self, tenant: &TenantId, events: Vec<Value>) -> Result<(), SinkError> {
-        let events = events
-            .into_iter()
-            .map(|e| EventInput::new(e).validate(|| EventId::from_uuid(uuid::Uuid::now_v7())))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| SinkError::Refused(e.to_string()))?;
-        self.0
-            .submit(tenant, events, vigil_audit::checkpointer::now())
-            .await
-            .map(|_| ())
-            .map_err(|e| SinkError::Retry(e.to_string()))
-    }
-}
-
 /// `vigil dev`: the auth service and the audit service in one process on loopback; the audit
 /// service takes the auth service's tokens (through its JWKS) and, from loopback, the trusted
 /// identity headers.
@@ -458,19 +436,17 @@ pub(crate) async fn dev(
         )?;
         banner_password = Some(password);
     }
-    let (sink_tx, sink_rx) = tokio::sync::oneshot::channel::<Sequencer>();
-    let sink = Arc::new(LateSink(
-        tokio::sync::OnceCell::new(),
-        tokio::sync::Mutex::new(Some(sink_rx)),
-    ));
-    let auth_app = vigil_authsvc::Application::build(auth, Some(sink)).await?;
+    let late = Arc::new(LateTransport::default());
+    let auth_app =
+        vigil_authsvc::Application::build(auth, Some(Arc::clone(&late) as Arc<dyn Transport>))
+            .await?;
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut rx1 = stop_tx.subscribe();
     let auth_task = tokio::spawn(auth_app.run_until_stopped(async move {
         let _ = rx1.recv().await;
     }));
     let audit_app = vigil_audit::Application::build(audit).await?;
-    let _ = sink_tx.send(audit_app.sequencer());
+    let _ = late.0.set(InProcess(audit_app.sequencer()));
     let audit_addr = audit_app.local_addr();
     let mut gw = vigil_gateway::GatewayConfig::from_toml(&format!(
         r#"
@@ -527,29 +503,24 @@ pub(crate) async fn dev(
     result
 }
 
-/// The in-process audit sink, connected once the audit service is built (it starts after the
-/// auth service, whose JWKS it reads at start).
-#[derive(Debug)]
-struct LateSink(
-    tokio::sync::OnceCell<InProcessAudit>,
-    tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<Sequencer>>>,
-);
+/// The in-process audit service as a transport, connected once the audit service is built (it
+/// starts after the auth service, whose JWKS it reads at start). Until then sends fail and the
+/// producer keeps the events to send again.
+#[derive(Debug, Default)]
+struct LateTransport(tokio::sync::OnceCell<InProcess>);
 
 #[async_trait::async_trait]
-impl AuditSink for LateSink {
-    async fn send(&self, tenant: &TenantId, events: Vec<Value>) -> Result<(), SinkError> {
-        let sink =
-            self.0
-                .get_or_try_init(|| async {
-                    let rx = self.1.lock().await.take();
-                    match rx {
-                        Some(rx) => rx.await.map(InProcessAudit).map_err(|_| {
-                            SinkError::Retry("the audit service did not start".into())
-                        }),
-                        None => Err(SinkError::Retry("the audit service did not start".into())),
-                    }
-                })
-                .await?;
-        sink.send(tenant, events).await
+impl Transport for LateTransport {
+    fn name(&self) -> &'static str {
+        "in_process"
+    }
+
+    async fn send(&self, batch: &[TenantEvent]) -> Result<Delivery, TransportError> {
+        match self.0.get() {
+            Some(t) => t.send(batch).await,
+            None => Err(TransportError::Unavailable(
+                "the audit service has not started yet".into(),
+            )),
+        }
     }
 }

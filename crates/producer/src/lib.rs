@@ -11,7 +11,7 @@
 //! queue overrun in drop-on-full mode — it counts, logs, and leaves visible downstream as a gap
 //! in `producer_seq`, never hidden.
 //!
-//! [`layer`] audits every mutating request of an axum service in one line.
+//! [`layer::AuditLayer`] audits every mutating request of an axum service in one line.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -43,6 +43,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod kafka;
+pub mod layer;
 pub mod metrics;
 mod producer;
 mod pump;

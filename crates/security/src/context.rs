@@ -200,6 +200,11 @@ impl<S: Send + Sync> FromRequestParts<S> for SecurityContext {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        // Resolved already by an outer layer (the audit layer does): the same caller, and the
+        // token is not verified twice. Only server code can put one there.
+        if let Some(ctx) = parts.extensions.get::<SecurityContext>() {
+            return Ok(ctx.clone());
+        }
         let config = parts
             .extensions
             .get::<SecurityConfig>()

@@ -9,6 +9,9 @@
 #     outage test) and a shared server at VIGIL_TEST_REDIS_URL (default
 #     redis://127.0.0.1:6379): a running one is used, else one is started, else installed with
 #     apt-get when running as root. Redis tests are never skipped.
+#   - A Kafka-protocol broker for the pipeline tests: tansu (crates.io), built once into
+#     ~/.cache/vigil-tools (VIGIL_TOOLS_DIR) when it is not there (about 9 minutes, cold); the
+#     tests start their own brokers from it on free loopback ports. Never skipped.
 #   - Python with the rfc8785, cryptography and PyJWT packages (PyPI), for the independent
 #     verification and JWT interoperability tests, in a virtualenv under the cargo target
 #     directory.
@@ -95,6 +98,21 @@ ensure_python() {
   export VIGIL_PYTHON="$py"
 }
 
+ensure_kafka_broker() {
+  local tools="${VIGIL_TOOLS_DIR:-$HOME/.cache/vigil-tools}"
+  local bin="$tools/bin/tansu"
+  if ! [ -x "$bin" ]; then
+    say "installing the tansu Kafka broker into $tools (once; about 9 minutes on 2 cores)"
+    mkdir -p "$tools"
+    CARGO_TARGET_DIR="$tools/target" cargo install tansu --version 0.6.0 --locked \
+      --features dynostore,libsql --root "$tools" >"$tools/install.log" 2>&1 \
+      || { tail -n 30 "$tools/install.log" >&2; die "could not build tansu (log: $tools/install.log).
+The Kafka pipeline tests need a real broker and are not skipped."; }
+  fi
+  "$bin" --help >/dev/null 2>&1 || die "$bin does not run"
+  export VIGIL_TEST_TANSU="$bin"
+}
+
 say "checking services"
 ensure_postgres
 echo "Postgres: $VIGIL_TEST_POSTGRES_URL"
@@ -102,6 +120,8 @@ ensure_redis
 echo "Redis: $VIGIL_TEST_REDIS_URL (and redis-server for the outage test)"
 ensure_python
 echo "Python for independent verification and JWT interop: $VIGIL_PYTHON"
+ensure_kafka_broker
+echo "Kafka broker for the pipeline tests: $VIGIL_TEST_TANSU"
 
 say "formatting"
 cargo fmt --all -- --check || die "cargo fmt would change files: run cargo fmt --all"

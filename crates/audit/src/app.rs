@@ -27,23 +27,25 @@ pub struct Application {
     router: Router,
 }
 
-impl Application {
-    /// Opens and migrates the store, loads (or creates) the signing key and binds.
-    pub async fn build(settings: AuditSettings) -> anyhow::Result<Application> {
-        if settings.trust_headers
-            && !settings.listen.ip().is_loopback()
-            && settings.trusted_peers.is_empty()
-        {
-            anyhow::bail!(
-                "--trust-headers on a non-loopback address ({}) would let anyone who reaches it claim any identity: \
-                 name the gateway's address with --trusted-peer, or listen on loopback",
-                settings.listen
-            );
-        }
-        let policy = match &settings.capability_policy {
-            Some(path) => CapabilityPolicy::from_file(path)?,
-            None => CapabilityPolicy::shipped(),
-        };
+/// What writes to the audit store: the store, the checkpointer with its key, the sequencer.
+/// The service is built on it, and so is `vigil backfill --database-url` (which writes without
+/// a running service).
+#[derive(Debug)]
+pub struct Writer {
+    /// The store.
+    pub store: Arc<dyn vigil_store::Store>,
+    /// Checkpoints, signed with the data directory's key.
+    pub checkpointer: Arc<Checkpointer>,
+    /// The group-commit writer.
+    pub sequencer: Sequencer,
+    /// Metrics.
+    pub metrics: AuditMetrics,
+}
+
+impl Writer {
+    /// Loads (or creates) the signing key, opens and migrates the store, and starts the
+    /// sequencer; checkpoints a tenant missed (a crash) are made in the background.
+    pub async fn open(settings: &AuditSettings) -> anyhow::Result<Writer> {
         // The key first: it creates the data directory, where the default SQLite file lives.
         let signer = crate::keys::load_or_create(&settings.data_dir, &settings.key_name)?;
         let store = vigil_store::open(&settings.database_url)
@@ -80,6 +82,38 @@ impl Application {
             metrics.clone(),
             settings.max_group_events,
         );
+        Ok(Writer {
+            store,
+            checkpointer,
+            sequencer,
+            metrics,
+        })
+    }
+}
+
+impl Application {
+    /// Opens and migrates the store, loads (or creates) the signing key and binds.
+    pub async fn build(settings: AuditSettings) -> anyhow::Result<Application> {
+        if settings.trust_headers
+            && !settings.listen.ip().is_loopback()
+            && settings.trusted_peers.is_empty()
+        {
+            anyhow::bail!(
+                "--trust-headers on a non-loopback address ({}) would let anyone who reaches it claim any identity: \
+                 name the gateway's address with --trusted-peer, or listen on loopback",
+                settings.listen
+            );
+        }
+        let policy = match &settings.capability_policy {
+            Some(path) => CapabilityPolicy::from_file(path)?,
+            None => CapabilityPolicy::shipped(),
+        };
+        let Writer {
+            store,
+            checkpointer,
+            sequencer,
+            metrics,
+        } = Writer::open(&settings).await?;
         let guard = Guard::new(policy, metrics.registry());
         let bearer = match &settings.jwks {
             Some(cfg) => {
@@ -104,10 +138,19 @@ impl Application {
         guard.set_denial_sink(Arc::new(crate::denials::AuditDenials::new(
             producer.clone(),
         )));
+        let kafka = match &settings.kafka {
+            Some(k) => Some(
+                crate::kafka::KafkaIngest::start(k.clone(), sequencer.clone(), metrics.clone())
+                    .await
+                    .context("starting the Kafka consumer")?,
+            ),
+            None => None,
+        };
         let state = Arc::new(AppState {
             store,
             sequencer,
             producer,
+            kafka,
             checkpointer,
             metrics,
             bearer: bearer.clone(),
@@ -162,6 +205,9 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await
             .context("serving HTTP")?;
+        if let Some(k) = &self.state.kafka {
+            k.stop().await;
+        }
         self.state.producer.shutdown().await;
         self.state.sequencer.shutdown().await;
         Ok(())

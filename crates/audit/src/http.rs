@@ -24,6 +24,8 @@ pub struct AppState {
     pub sequencer: Sequencer,
     /// The service's own audit events (capability denials).
     pub producer: vigil_producer::AuditProducer,
+    /// The Kafka consumer, when the service consumes (its state goes in `/readyz`).
+    pub kafka: Option<crate::kafka::KafkaIngest>,
     /// Checkpoints and the public key.
     pub checkpointer: Arc<Checkpointer>,
     /// Metrics.

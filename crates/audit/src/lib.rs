@@ -5,6 +5,8 @@
 //!   refusal (another process took the seq) reloads the head and retries, so a chain never forks.
 //! - [`checkpointer`]: signs a checkpoint every N events or T seconds per tenant.
 //! - [`http`]: ingest, query, chain head, checkpoints, keys, health, metrics and OpenAPI.
+//! - [`kafka`]: ingest from `audit.events.v1` in a consumer group, offsets committed after the
+//!   store, what can never be stored to the dead-letter topic.
 //! - [`app`]: [`app::Application::build`] binds (port 0 in tests) and wires it all.
 #![deny(missing_docs)]
 
@@ -13,6 +15,7 @@ pub mod checkpointer;
 pub mod denials;
 pub mod http;
 pub mod in_process;
+pub mod kafka;
 pub mod keys;
 pub mod metrics;
 pub mod sequencer;

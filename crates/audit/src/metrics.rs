@@ -2,7 +2,8 @@
 //! a user controls: results, operations and engines are closed sets.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every metric of one audit service instance, in its own registry.
@@ -27,6 +28,16 @@ pub struct AuditMetrics {
     pub chain_conflicts: IntCounter,
     /// `audit_checkpoints_total`.
     pub checkpoints: IntCounter,
+    /// `audit_dlq_total{reason}`: Kafka messages sent to the dead-letter topic.
+    pub dlq: IntCounterVec,
+    /// `audit_consumer_lag_messages{partition}`: messages waiting behind the consumer.
+    pub consumer_lag_messages: IntGaugeVec,
+    /// `audit_consumer_lag_seconds`: while messages wait, now minus the publish time of the
+    /// newest stored one; 0 when caught up.
+    pub consumer_lag_seconds: Gauge,
+    /// `audit_consumer_event_age_seconds`: for events stored from Kafka, store commit minus
+    /// `occurred_at` (end-to-end delay, emit to stored).
+    pub consumer_event_age: Histogram,
 }
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
@@ -97,7 +108,35 @@ impl AuditMetrics {
         .expect("valid metric");
         let checkpoints = IntCounter::new("audit_checkpoints_total", "Signed checkpoints made")
             .expect("valid metric");
-        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+        let dlq = IntCounterVec::new(
+            Opts::new(
+                "audit_dlq_total",
+                "Kafka messages that can never be stored, sent to the dead-letter topic, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let consumer_lag_messages = IntGaugeVec::new(
+            Opts::new(
+                "audit_consumer_lag_messages",
+                "Messages in the audit topic not yet stored, by partition",
+            ),
+            &["partition"],
+        )
+        .expect("valid metric");
+        let consumer_lag_seconds = Gauge::new(
+            "audit_consumer_lag_seconds",
+            "While messages wait: now minus the publish time of the newest stored one (0 when caught up)",
+        )
+        .expect("valid metric");
+        let consumer_event_age = histogram(
+            "audit_consumer_event_age_seconds",
+            "Events stored from Kafka: store commit minus occurred_at",
+            vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ],
+        );
+        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
             Box::new(processed.clone()),
             Box::new(chain_gap.clone()),
             Box::new(batch_size.clone()),
@@ -107,6 +146,10 @@ impl AuditMetrics {
             Box::new(store_errors.clone()),
             Box::new(chain_conflicts.clone()),
             Box::new(checkpoints.clone()),
+            Box::new(dlq.clone()),
+            Box::new(consumer_lag_messages.clone()),
+            Box::new(consumer_lag_seconds.clone()),
+            Box::new(consumer_event_age.clone()),
         ];
         for c in collectors {
             registry
@@ -133,6 +176,10 @@ impl AuditMetrics {
             store_errors,
             chain_conflicts,
             checkpoints,
+            dlq,
+            consumer_lag_messages,
+            consumer_lag_seconds,
+            consumer_event_age,
         }
     }
 

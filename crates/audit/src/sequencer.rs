@@ -72,6 +72,8 @@ struct Inner {
     max_group_events: usize,
     workers: Mutex<HashMap<TenantId, Worker>>,
     next_worker_id: std::sync::atomic::AtomicU64,
+    /// Bumped when cached heads may be stale (another instance took over tenants).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// Routes each tenant's events to its writer task.
@@ -104,6 +106,7 @@ impl Sequencer {
                 max_group_events: max_group_events.max(1),
                 workers: Mutex::new(HashMap::new()),
                 next_worker_id: Default::default(),
+                generation: Default::default(),
             }),
         }
     }
@@ -162,6 +165,10 @@ impl Sequencer {
         let state = TenantWriter {
             id,
             tenant: tenant.clone(),
+            generation: self
+                .inner
+                .generation
+                .load(std::sync::atomic::Ordering::Acquire),
             inner: Arc::clone(&self.inner),
             head: None,
             producers: HashMap::new(),
@@ -187,6 +194,16 @@ impl Sequencer {
         }
     }
 
+    /// Makes every writer reload its tenant's head and producer positions from the store before
+    /// it plans again: called when another instance may have written to these tenants (a Kafka
+    /// rebalance moved partitions). Without it the store's uniqueness would still refuse a
+    /// fork; this spares the refused round trip.
+    pub fn forget_heads(&self) {
+        self.inner
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
     /// Stops every writer after it finished what was queued and signed a final checkpoint.
     pub async fn shutdown(&self) {
         let workers: Vec<Worker> = self
@@ -207,6 +224,7 @@ impl Sequencer {
 struct TenantWriter {
     id: u64,
     tenant: TenantId,
+    generation: u64,
     inner: Arc<Inner>,
     head: Option<ChainHead>,
     producers: HashMap<String, i64>,
@@ -503,6 +521,15 @@ impl TenantWriter {
         base: Option<&Plan>,
         lookup: Lookup,
     ) -> Result<Plan, StoreError> {
+        let generation = self
+            .inner
+            .generation
+            .load(std::sync::atomic::Ordering::Acquire);
+        if generation != self.generation {
+            self.generation = generation;
+            self.head = None;
+            self.producers.clear();
+        }
         let store = &self.inner.store;
         let head = match (base, self.head) {
             (Some(b), _) => b.head,

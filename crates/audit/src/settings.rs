@@ -32,6 +32,8 @@ pub struct AuditSettings {
     pub max_group_events: usize,
     /// Name of the checkpoint signing key.
     pub key_name: String,
+    /// Consume `audit.events.v1` from these brokers, in this group.
+    pub kafka: Option<crate::kafka::KafkaSettings>,
 }
 
 impl AuditSettings {
@@ -50,6 +52,7 @@ impl AuditSettings {
             checkpoint_interval: Duration::from_secs(60),
             max_group_events: 5000,
             key_name: "vigil-audit".into(),
+            kafka: None,
         }
     }
 }
@@ -71,6 +74,7 @@ impl std::fmt::Debug for AuditSettings {
             .field("checkpoint_interval", &self.checkpoint_interval)
             .field("max_group_events", &self.max_group_events)
             .field("key_name", &self.key_name)
+            .field("kafka", &self.kafka)
             .finish()
     }
 }

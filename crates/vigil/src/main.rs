@@ -6,6 +6,9 @@ mod auth;
 mod bench;
 mod bench_gateway;
 mod bench_jwt;
+mod example_service;
+mod pipeline;
+mod progress;
 mod verify;
 
 use anyhow::Context;
@@ -83,6 +86,16 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Store historical events from an NDJSON file (or -): deterministic and idempotent, the
+    /// same file twice stores each event once. Exit 1 if some lines were invalid or refused.
+    Backfill(pipeline::BackfillArgs),
+    /// Re-submit dead-lettered Kafka messages to their topic after a fix (idempotent).
+    Replay(pipeline::ReplayArgs),
+    /// Follow a tenant's new events (human lines on a terminal, NDJSON in pipes).
+    Tail(pipeline::TailArgs),
+    /// A small orders service that audits itself through the producer and the audit layer
+    /// (HTTP or Kafka, with a spool): to try the pipeline, and for the fault tests.
+    ExampleService(example_service::ExampleServiceArgs),
     /// Benchmarks (figures in BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -183,6 +196,37 @@ struct ServeArgs {
     /// Most events one group commit writes.
     #[arg(long, env = "VIGIL_MAX_GROUP_EVENTS", default_value_t = 5000)]
     max_group_events: usize,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+}
+
+/// Consuming `audit.events.v1`.
+#[derive(Args, Debug)]
+struct KafkaArgs {
+    /// Consume audit events from these Kafka brokers (host:port, comma-separated); also
+    /// KAFKA_BOOTSTRAP.
+    #[arg(long, env = "VIGIL_KAFKA_BOOTSTRAP")]
+    kafka_bootstrap: Option<String>,
+    /// The consumer group: instances in one group share the topic's partitions.
+    #[arg(long, env = "VIGIL_KAFKA_GROUP", default_value = "vigil-audit")]
+    kafka_group: String,
+    /// Partitions to create audit.events.v1 with, if it does not exist.
+    #[arg(long, env = "VIGIL_KAFKA_PARTITIONS", default_value_t = 3)]
+    kafka_partitions: i32,
+    /// Messages larger than this go to the dead-letter topic as too_large (at most 65536,
+    /// the limit of every ingest path).
+    #[arg(long, env = "VIGIL_KAFKA_MAX_EVENT_BYTES", default_value_t = 65536)]
+    kafka_max_event_bytes: usize,
+}
+
+impl KafkaArgs {
+    /// The bootstrap servers: the flag, VIGIL_KAFKA_BOOTSTRAP, or the seeds' KAFKA_BOOTSTRAP.
+    fn bootstrap(&self) -> Option<String> {
+        self.kafka_bootstrap
+            .clone()
+            .or_else(|| std::env::var("KAFKA_BOOTSTRAP").ok())
+            .filter(|b| !b.trim().is_empty())
+    }
 }
 
 impl ServeArgs {
@@ -219,6 +263,15 @@ impl ServeArgs {
         s.checkpoint_every = self.checkpoint_every;
         s.checkpoint_interval = Duration::from_secs(self.checkpoint_interval_secs.max(1));
         s.max_group_events = self.max_group_events;
+        s.kafka = self
+            .kafka
+            .bootstrap()
+            .map(|bootstrap| vigil_audit::kafka::KafkaSettings {
+                bootstrap,
+                group: self.kafka.kafka_group.clone(),
+                partitions: self.kafka.kafka_partitions.max(1),
+                max_event_bytes: self.kafka.kafka_max_event_bytes,
+            });
         Ok(s)
     }
 }
@@ -337,6 +390,12 @@ fn main() -> ExitCode {
                 command: KeysCommand::List { database_url },
             } => keys_list(&database_url).await.map(|_| ExitCode::SUCCESS),
             Command::Bench { command } => bench::run(command).await.map(|_| ExitCode::SUCCESS),
+            Command::Backfill(args) => pipeline::backfill(args).await,
+            Command::Replay(args) => pipeline::replay(args).await,
+            Command::Tail(args) => pipeline::tail(args, shutdown_signal()).await,
+            Command::ExampleService(args) => example_service::run(args, shutdown_signal())
+                .await
+                .map(|_| ExitCode::SUCCESS),
         }
     });
     match result {

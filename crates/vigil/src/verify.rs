@@ -1,8 +1,6 @@
 //! `vigil verify`: one line per tenant, a progress bar on a terminal, exit 0/1/2.
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use vigil_audit::verification::{resolve_keys, verify_tenant, TrustedKeys};
 use vigil_core::checkpoint::NoteVerifier;
@@ -36,18 +34,10 @@ pub(crate) async fn run(
             total += store.head(&id).await.map(|h| h.seq as u64).unwrap_or(0);
         }
     }
-    let bar = if std::io::stderr().is_terminal() {
-        let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-        b.set_style(
-            ProgressStyle::with_template(
-                "{spinner} {msg} [{bar:40}] {pos}/{len} records ({per_sec}, {eta})",
-            )
-            .expect("valid template"),
-        );
-        b
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = crate::progress::bar(
+        Some(total),
+        "{spinner} {msg} [{bar:40}] {pos}/{len} records ({per_sec}, {eta})",
+    );
     let mut tampered = false;
     for t in &tenants {
         bar.set_message(t.clone());

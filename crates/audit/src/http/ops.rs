@@ -36,9 +36,12 @@ pub(super) async fn readyz(
             "bearer tokens cannot be verified: {why}"
         )));
     }
+    // The consumer's state is reported, not judged: with the broker away the service still
+    // answers queries (and producers spool), so it stays in rotation.
+    let kafka = app.kafka.as_ref().map(|k| k.status());
     match tokio::time::timeout(Duration::from_secs(2), app.store.ping()).await {
         Ok(Ok(())) => Ok(Json(
-            json!({"status": "ready", "store": app.store.engine(), "tokens": tokens.map(|t| t.1)}),
+            json!({"status": "ready", "store": app.store.engine(), "tokens": tokens.map(|t| t.1), "kafka": kafka}),
         )),
         Ok(Err(e)) => Err(ApiError::Unavailable(format!(
             "the audit store is unreachable: {}",

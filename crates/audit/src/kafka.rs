@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use vigil_core::event::{Event, EventInput, MAX_EVENT_BYTES};
 use vigil_core::ids::TenantId;
-use vigil_producer::kafka::{client_config, ensure_topics, producer_config, DLQ_TOPIC, TOPIC};
+use vigil_producer::kafka::{client_config, ensure_topics, QuietContext, DLQ_TOPIC, TOPIC};
 
 /// Most messages handled as one batch.
 const MAX_BATCH: usize = 5_000;
@@ -50,6 +50,11 @@ pub struct KafkaSettings {
     /// Larger messages go to the dead-letter topic (`too_large`); at most
     /// [`MAX_EVENT_BYTES`], the limit of every ingest path.
     pub max_event_bytes: usize,
+    /// Static group membership (`group.instance.id`, unique per instance): a restarted
+    /// instance takes its partitions back without a rebalance. `None`: dynamic membership.
+    pub instance_id: Option<String>,
+    /// A member silent this long leaves the group (its partitions move on).
+    pub session_timeout: Duration,
 }
 
 impl KafkaSettings {
@@ -60,6 +65,8 @@ impl KafkaSettings {
             group: "vigil-audit".into(),
             partitions: 3,
             max_event_bytes: MAX_EVENT_BYTES,
+            instance_id: None,
+            session_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -147,6 +154,12 @@ struct Ctx {
 }
 
 impl ClientContext for Ctx {
+    // librdkafka reports every failed connection attempt as an error event while a broker is
+    // away; the consumer loop says so once (in `run`), and reconnecting is librdkafka's job.
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::debug!(%error, reason, "librdkafka");
+    }
+
     fn stats(&self, stats: Statistics) {
         let Some(topic) = stats.topics.get(TOPIC) else {
             return;
@@ -203,6 +216,9 @@ impl ConsumerContext for Ctx {
                     .map(|e| e.partition())
                     .collect();
                 status.assigned.sort_unstable();
+                if status.state == "starting" {
+                    status.state = "consuming";
+                }
                 tracing::info!(partitions = ?status.assigned, "audit topic partitions assigned");
                 // Another instance may have written these tenants meanwhile.
                 self.sequencer.forget_heads();
@@ -306,17 +322,22 @@ impl KafkaIngest {
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            .set("session.timeout.ms", "10000")
+            .set(
+                "session.timeout.ms",
+                settings.session_timeout.as_millis().to_string(),
+            )
             .set("heartbeat.interval.ms", "1000")
             .set("statistics.interval.ms", "1000");
+        if let Some(id) = &settings.instance_id {
+            config.set("group.instance.id", id);
+        }
         let consumer: StreamConsumer<Ctx> = config.create_with_context(Ctx {
             shared: Arc::clone(&shared),
             sequencer: sequencer.clone(),
             metrics: metrics.clone(),
         })?;
         consumer.subscribe(&[TOPIC])?;
-        let dlq: FutureProducer =
-            producer_config(&settings.bootstrap, Duration::from_secs(10)).create()?;
+        let dlq = vigil_producer::kafka::producer(&settings.bootstrap, Duration::from_secs(10))?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let worker = Worker {
             max_event_bytes: settings.max_event_bytes.min(MAX_EVENT_BYTES),
@@ -353,7 +374,7 @@ impl KafkaIngest {
 struct Worker {
     max_event_bytes: usize,
     consumer: StreamConsumer<Ctx>,
-    dlq: FutureProducer,
+    dlq: FutureProducer<QuietContext>,
     sequencer: Sequencer,
     metrics: AuditMetrics,
     shared: Arc<Shared>,
@@ -368,6 +389,7 @@ impl Worker {
     }
 
     async fn run(mut self) {
+        let mut last_warning: Option<std::time::Instant> = None;
         loop {
             let first = tokio::select! {
                 _ = self.stopped.changed() => break,
@@ -376,9 +398,14 @@ impl Worker {
             let first = match first {
                 Ok(m) => m,
                 Err(e) => {
-                    tracing::warn!(error = %e, "reading from Kafka failed; retrying");
+                    // Errors are reports (a broker unreachable, a connection reset), not a
+                    // state to wait out here: librdkafka reconnects and the next recv goes on.
+                    // Once every 10 s is enough to be seen.
+                    if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                        tracing::warn!(error = %e, "reading from Kafka failed; librdkafka keeps retrying");
+                        last_warning = Some(std::time::Instant::now());
+                    }
                     self.set_state("retrying", Some(e.to_string()));
-                    tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
             };

@@ -14,7 +14,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use std::time::Duration;
 
@@ -67,9 +67,51 @@ pub async fn ensure_topics(bootstrap: &str, partitions: i32) -> Result<(), Kafka
     Ok(())
 }
 
+/// A client context that reports librdkafka's errors at debug level: while a broker is away
+/// it reports every failed connection attempt, and the code using the client says what matters
+/// (a failed send, once, with what it does about it).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QuietContext;
+
+impl rdkafka::ClientContext for QuietContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(%error, reason, "librdkafka");
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for QuietContext {}
+
+/// A producer with [`producer_config`] and the [`QuietContext`].
+pub fn producer(
+    bootstrap: &str,
+    timeout: Duration,
+) -> Result<FutureProducer<QuietContext>, KafkaError> {
+    producer_config(bootstrap, timeout).create_with_context(QuietContext)
+}
+
+/// Errors that say the broker could not be reached in time — the producer is fine and will
+/// reconnect. Anything else a broker answers (an unknown producer id, a sequence it did not
+/// expect after messages timed out) can leave an idempotent producer unable to go on.
+fn unreachable_broker(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::MessageTimedOut
+                | C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::RequestTimedOut
+                | C::QueueFull
+                | C::Resolve
+        )
+    )
+}
+
 /// The Kafka transport.
 pub struct KafkaTransport {
-    producer: FutureProducer,
+    bootstrap: String,
+    timeout: Duration,
+    producer: std::sync::Mutex<std::sync::Arc<FutureProducer<QuietContext>>>,
     topic: String,
 }
 
@@ -86,20 +128,51 @@ impl KafkaTransport {
     /// within `timeout` fails its batch (which the producer then spools).
     pub fn new(bootstrap: &str, timeout: Duration) -> Result<KafkaTransport, KafkaError> {
         Ok(KafkaTransport {
-            producer: producer_config(bootstrap, timeout).create()?,
+            bootstrap: bootstrap.to_owned(),
+            timeout,
+            producer: std::sync::Mutex::new(std::sync::Arc::new(producer(bootstrap, timeout)?)),
             topic: TOPIC.to_owned(),
         })
+    }
+
+    fn current(&self) -> std::sync::Arc<FutureProducer<QuietContext>> {
+        std::sync::Arc::clone(
+            &self
+                .producer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Replaces `failed` (unless another send did already) with a fresh producer: a new
+    /// producer id and sequence, which any broker accepts. An idempotent producer that saw
+    /// messages time out must bump its epoch, which not every broker supports, and one that hit
+    /// a fatal error is unusable; a batch it failed is resent whole by the caller, so nothing
+    /// is lost and the store answers what arrives twice as duplicates.
+    fn renew(&self, failed: &std::sync::Arc<FutureProducer<QuietContext>>) {
+        let fresh = match producer(&self.bootstrap, self.timeout) {
+            Ok(p) => std::sync::Arc::new(p),
+            Err(e) => return tracing::warn!(error = %e, "could not create a new Kafka producer"),
+        };
+        let old = {
+            let mut current = self
+                .producer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !std::sync::Arc::ptr_eq(&current, failed) {
+                return;
+            }
+            std::mem::replace(&mut *current, fresh)
+        };
+        tracing::info!("replaced the Kafka producer after a broker error");
+        // Dropping purges and waits for librdkafka's threads: not on the async runtime.
+        tokio::task::spawn_blocking(move || drop(old));
     }
 
     /// The same, to another topic (replaying, benchmarks).
     pub fn to_topic(mut self, topic: &str) -> KafkaTransport {
         self.topic = topic.to_owned();
         self
-    }
-
-    /// The underlying producer (to publish raw messages with the same settings).
-    pub fn producer(&self) -> &FutureProducer {
-        &self.producer
     }
 }
 
@@ -110,6 +183,13 @@ impl Transport for KafkaTransport {
     }
 
     async fn send(&self, batch: &[TenantEvent]) -> Result<Delivery, TransportError> {
+        let producer = self.current();
+        if let Some((code, why)) = producer.client().fatal_error() {
+            self.renew(&producer);
+            return Err(TransportError::Unavailable(format!(
+                "fatal producer error {code:?}: {why}"
+            )));
+        }
         let mut pending = Vec::with_capacity(batch.len());
         for e in batch {
             let tenant = e.tenant().as_str();
@@ -120,7 +200,7 @@ impl Transport for KafkaTransport {
                     key: TENANT_HEADER,
                     value: Some(tenant),
                 }));
-            match self.producer.send_result(record) {
+            match producer.send_result(record) {
                 Ok(delivery) => pending.push(delivery),
                 Err((e, _)) => {
                     // Queue full or the client is failing: what was queued may still land
@@ -130,12 +210,19 @@ impl Transport for KafkaTransport {
             }
         }
         let mut failure = None;
+        let mut renew = false;
         for delivery in futures::future::join_all(pending).await {
             match delivery {
                 Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => failure = Some(e.to_string()),
+                Ok(Err((e, _))) => {
+                    renew |= !unreachable_broker(&e);
+                    failure = Some(e.to_string());
+                }
                 Err(_) => failure = Some("the Kafka producer stopped".into()),
             }
+        }
+        if renew {
+            self.renew(&producer);
         }
         match failure {
             None => Ok(Delivery::default()),

@@ -106,7 +106,7 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum AuditCommand {
     /// Serve the audit API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
 }
 
 #[derive(Subcommand, Debug)]
@@ -217,6 +217,14 @@ struct KafkaArgs {
     /// the limit of every ingest path).
     #[arg(long, env = "VIGIL_KAFKA_MAX_EVENT_BYTES", default_value_t = 65536)]
     kafka_max_event_bytes: usize,
+    /// Static membership in the group (group.instance.id, unique per instance): a restarted
+    /// instance takes its partitions back without a rebalance, on brokers that implement it
+    /// fully. Default: dynamic membership.
+    #[arg(long, env = "VIGIL_KAFKA_INSTANCE_ID")]
+    kafka_instance_id: Option<String>,
+    /// A consumer silent this long is out of the group and its partitions move to the others.
+    #[arg(long, env = "VIGIL_KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
+    kafka_session_timeout_ms: u32,
 }
 
 impl KafkaArgs {
@@ -271,6 +279,12 @@ impl ServeArgs {
                 group: self.kafka.kafka_group.clone(),
                 partitions: self.kafka.kafka_partitions.max(1),
                 max_event_bytes: self.kafka.kafka_max_event_bytes,
+                instance_id: self
+                    .kafka
+                    .kafka_instance_id
+                    .clone()
+                    .filter(|id| !id.is_empty()),
+                session_timeout: Duration::from_millis(self.kafka.kafka_session_timeout_ms.into()),
             });
         Ok(s)
     }

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{ArgGroup, Args};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};
@@ -21,7 +21,7 @@ use vigil_audit::in_process::InProcess;
 use vigil_audit::kafka::dlq_headers;
 use vigil_core::event::{EventInput, MAX_EVENT_BYTES};
 use vigil_core::ids::TenantId;
-use vigil_producer::kafka::{client_config, producer_config, DLQ_TOPIC, TOPIC};
+use vigil_producer::kafka::{client_config, DLQ_TOPIC, TOPIC};
 use vigil_producer::{
     HttpAuth, HttpTransport, KafkaTransport, TenantEvent, TokenSource, Transport, TransportError,
 };
@@ -251,9 +251,10 @@ pub(crate) async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         .set("group.id", &args.group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest");
-    let consumer: BaseConsumer = config.create().context("creating the Kafka consumer")?;
-    let producer: FutureProducer = producer_config(&bootstrap, Duration::from_secs(30))
-        .create()
+    let consumer: BaseConsumer<vigil_producer::kafka::QuietContext> = config
+        .create_with_context(vigil_producer::kafka::QuietContext)
+        .context("creating the Kafka consumer")?;
+    let producer = vigil_producer::kafka::producer(&bootstrap, Duration::from_secs(30))
         .context("creating the Kafka producer")?;
     let timeout = Duration::from_secs(10);
     let meta = consumer

@@ -20,6 +20,8 @@ mod independent;
 mod isolation;
 #[path = "suite/multiprocess.rs"]
 mod multiprocess;
+#[path = "suite/pipeline.rs"]
+mod pipeline;
 #[path = "suite/retries.rs"]
 mod retries;
 #[path = "suite/security.rs"]

@@ -230,21 +230,41 @@ pub struct Server {
 }
 
 pub fn spawn_binary(db_url: &str, data_dir: &std::path::Path, port: u16) -> Server {
+    spawn_binary_with(db_url, data_dir, port, &[])
+}
+
+/// `vigil audit serve` on `port` with `extra` arguments (e.g. `--kafka-bootstrap`).
+pub fn spawn_binary_with(
+    db_url: &str,
+    data_dir: &std::path::Path,
+    port: u16,
+    extra: &[&str],
+) -> Server {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut args: Vec<String> = [
+        "audit",
+        "serve",
+        "--trust-headers",
+        "--checkpoint-every",
+        "50",
+        "--listen",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.push(addr.to_string());
+    args.push("--database-url".into());
+    args.push(db_url.into());
+    args.push("--data-dir".into());
+    args.push(data_dir.display().to_string());
+    args.extend(extra.iter().map(|a| a.to_string()));
+    spawn_vigil(&args, addr)
+}
+
+/// The real `vigil` with `args`, answering HTTP on `addr` (see [`Server::wait_ready`]).
+pub fn spawn_vigil(args: &[String], addr: SocketAddr) -> Server {
     let child = Command::new(vigil_bin())
-        .args([
-            "audit",
-            "serve",
-            "--trust-headers",
-            "--checkpoint-every",
-            "50",
-        ])
-        .arg("--listen")
-        .arg(addr.to_string())
-        .arg("--database-url")
-        .arg(db_url)
-        .arg("--data-dir")
-        .arg(data_dir)
+        .args(args)
         .env(
             "VIGIL_LOG",
             if std::env::var_os("TEST_LOG").is_some() {
@@ -266,10 +286,15 @@ pub fn spawn_binary(db_url: &str, data_dir: &std::path::Path, port: u16) -> Serv
 
 impl Server {
     pub async fn wait_ready(&mut self) {
+        self.wait_for("/readyz").await
+    }
+
+    /// Waits until `path` answers 200.
+    pub async fn wait_for(&mut self, path: &str) {
         let client = Client::new();
         for _ in 0..300 {
             if let Ok(r) = client
-                .get(format!("http://{}/readyz", self.addr))
+                .get(format!("http://{}{path}", self.addr))
                 .send()
                 .await
             {
@@ -339,9 +364,16 @@ impl Proxy {
 
     /// Accepts again on the same port.
     pub async fn resume(&self) {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
-            .await
-            .unwrap();
+        // The listener a cut aborted is closed when its task is next polled: retry briefly.
+        let mut bound = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await;
+        for _ in 0..100 {
+            if bound.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            bound = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await;
+        }
+        let listener = bound.unwrap();
         let upstream = self.upstream;
         let tasks = Arc::clone(&self.tasks);
         let accept = tokio::spawn(async move {

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use vigil_core::event::{Event, EventInput, MAX_EVENT_BYTES};
 use vigil_core::ids::TenantId;
-use vigil_producer::kafka::{client_config, ensure_topics, QuietContext, DLQ_TOPIC, TOPIC};
+use vigil_producer::kafka::{client_config, dlq_topic, ensure_topics, QuietContext, TOPIC};
 
 /// Most messages handled as one batch.
 const MAX_BATCH: usize = 5_000;
@@ -55,6 +55,9 @@ pub struct KafkaSettings {
     pub instance_id: Option<String>,
     /// A member silent this long leaves the group (its partitions move on).
     pub session_timeout: Duration,
+    /// The topic ([`TOPIC`] unless several environments share a cluster); its dead letters go
+    /// to `<topic>.dlq`.
+    pub topic: String,
 }
 
 impl KafkaSettings {
@@ -67,6 +70,7 @@ impl KafkaSettings {
             max_event_bytes: MAX_EVENT_BYTES,
             instance_id: None,
             session_timeout: Duration::from_secs(10),
+            topic: TOPIC.into(),
         }
     }
 }
@@ -148,6 +152,7 @@ struct Shared {
 }
 
 struct Ctx {
+    topic: String,
     shared: Arc<Shared>,
     sequencer: Sequencer,
     metrics: AuditMetrics,
@@ -161,7 +166,7 @@ impl ClientContext for Ctx {
     }
 
     fn stats(&self, stats: Statistics) {
-        let Some(topic) = stats.topics.get(TOPIC) else {
+        let Some(topic) = stats.topics.get(&self.topic) else {
             return;
         };
         let positions = self
@@ -211,7 +216,7 @@ impl ConsumerContext for Ctx {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 status.assigned = tpl
-                    .elements_for_topic(TOPIC)
+                    .elements_for_topic(&self.topic)
                     .iter()
                     .map(|e| e.partition())
                     .collect();
@@ -230,7 +235,7 @@ impl ConsumerContext for Ctx {
             }
             Rebalance::Revoke(tpl) => {
                 let gone: Vec<i32> = tpl
-                    .elements_for_topic(TOPIC)
+                    .elements_for_topic(&self.topic)
                     .iter()
                     .map(|e| e.partition())
                     .collect();
@@ -296,6 +301,17 @@ fn parse(msg: &OwnedMessage, max_bytes: usize) -> Result<(TenantId, Event), (Dlq
         .map_err(|e| (DlqReason::InvalidEvent, e.to_string()))
 }
 
+/// Told of every event the consumer stored, once its transaction committed (for measuring the
+/// delay from emit to stored: `vigil bench pipeline`).
+#[derive(Clone)]
+pub struct StoredObserver(pub Arc<dyn Fn(&Event) + Send + Sync>);
+
+impl std::fmt::Debug for StoredObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoredObserver")
+    }
+}
+
 impl KafkaIngest {
     /// Creates the topics if they are missing, joins the group and starts consuming.
     pub async fn start(
@@ -303,7 +319,19 @@ impl KafkaIngest {
         sequencer: Sequencer,
         metrics: AuditMetrics,
     ) -> anyhow::Result<KafkaIngest> {
-        if let Err(e) = ensure_topics(&settings.bootstrap, settings.partitions).await {
+        Self::start_observed(settings, sequencer, metrics, None).await
+    }
+
+    /// [`KafkaIngest::start`], telling `observer` of every stored event.
+    pub async fn start_observed(
+        settings: KafkaSettings,
+        sequencer: Sequencer,
+        metrics: AuditMetrics,
+        observer: Option<StoredObserver>,
+    ) -> anyhow::Result<KafkaIngest> {
+        if let Err(e) =
+            ensure_topics(&settings.bootstrap, &settings.topic, settings.partitions).await
+        {
             // The broker may be down now and up later: consuming retries by itself.
             tracing::warn!(error = %e, "could not check the Kafka topics; consuming anyway");
         }
@@ -332,14 +360,17 @@ impl KafkaIngest {
             config.set("group.instance.id", id);
         }
         let consumer: StreamConsumer<Ctx> = config.create_with_context(Ctx {
+            topic: settings.topic.clone(),
             shared: Arc::clone(&shared),
             sequencer: sequencer.clone(),
             metrics: metrics.clone(),
         })?;
-        consumer.subscribe(&[TOPIC])?;
+        consumer.subscribe(&[&settings.topic])?;
         let dlq = vigil_producer::kafka::producer(&settings.bootstrap, Duration::from_secs(10))?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let worker = Worker {
+            dlq_topic: dlq_topic(&settings.topic),
+            observer,
             max_event_bytes: settings.max_event_bytes.min(MAX_EVENT_BYTES),
             consumer,
             dlq,
@@ -372,6 +403,8 @@ impl KafkaIngest {
 }
 
 struct Worker {
+    dlq_topic: String,
+    observer: Option<StoredObserver>,
     max_event_bytes: usize,
     consumer: StreamConsumer<Ctx>,
     dlq: FutureProducer<QuietContext>,
@@ -516,6 +549,9 @@ impl Worker {
         let now_us = now().micros();
         let mut newest = None;
         for (i, e) in events {
+            if let Some(o) = &self.observer {
+                (o.0)(e);
+            }
             self.metrics
                 .consumer_event_age
                 .observe((now_us - e.occurred_at.micros()).max(0) as f64 / 1e6);
@@ -566,7 +602,8 @@ impl Worker {
                 });
             }
         }
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(DLQ_TOPIC).headers(headers);
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&self.dlq_topic).headers(headers);
         if let Some(k) = msg.key() {
             record = record.key(k);
         }

@@ -10,7 +10,6 @@
 use crate::transport::{Delivery, TenantEvent, Transport, TransportError};
 use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -47,13 +46,24 @@ pub fn producer_config(bootstrap: &str, timeout: Duration) -> ClientConfig {
     c
 }
 
-/// Creates [`TOPIC`] (with `partitions`) and [`DLQ_TOPIC`] when they do not exist. A broker
-/// that forbids it (ACLs) is not an error here: the topics are then the operator's to create.
-pub async fn ensure_topics(bootstrap: &str, partitions: i32) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create()?;
+/// The dead-letter topic of `topic` ([`DLQ_TOPIC`] for [`TOPIC`]).
+pub fn dlq_topic(topic: &str) -> String {
+    format!("{topic}.dlq")
+}
+
+/// Creates `topic` (with `partitions`) and its dead-letter topic when they do not exist. A
+/// broker that forbids it (ACLs) is not an error here: the topics are then the operator's.
+pub async fn ensure_topics(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<(), KafkaError> {
+    let admin: AdminClient<QuietContext> =
+        client_config(bootstrap).create_with_context(QuietContext)?;
+    let dlq = dlq_topic(topic);
     let topics = [
-        NewTopic::new(TOPIC, partitions, TopicReplication::Fixed(1)),
-        NewTopic::new(DLQ_TOPIC, 1, TopicReplication::Fixed(1)),
+        NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
+        NewTopic::new(&dlq, 1, TopicReplication::Fixed(1)),
     ];
     let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics(&topics, &opts).await? {

@@ -47,6 +47,7 @@ pub mod layer;
 pub mod metrics;
 mod producer;
 mod pump;
+mod queue;
 pub mod spool;
 pub mod transport;
 

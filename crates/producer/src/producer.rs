@@ -1,10 +1,12 @@
-//! [`AuditProducer`]: the handle services hold. `emit` is a push onto a bounded queue; all the
-//! work — stamping, batching, sending, spooling — happens in the [pump](crate::pump).
+//! [`AuditProducer`]: the handle services hold. `emit` is a push onto a bounded lock-free queue
+//! ([`crate::queue`]); all the work — stamping, batching, sending, spooling — happens in the
+//! [pump](crate::pump). Flushes and the stop travel on a small control channel beside it.
 
 use crate::config::{Mode, ProducerConfig};
 use crate::error::ProducerError;
 use crate::metrics::{DropReason, ProducerMetrics};
 use crate::pump::Pump;
+use crate::queue::EventQueue;
 use crate::spool::Spool;
 use crate::transport::Transport;
 use std::collections::{HashMap, VecDeque};
@@ -36,8 +38,9 @@ pub(crate) struct Item {
     pub(crate) ack: Option<Ack>,
 }
 
-/// What travels on the queue. Events are most of it and are not boxed: a box would be one
-/// more allocation in every `emit`.
+/// What travels in the overflow list (events, and flushes in their place) and on the control
+/// channel (flushes and the stop). Events are not boxed: a box would be one more allocation in
+/// every `emit` that overflows.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Msg {
@@ -54,6 +57,10 @@ pub(crate) struct Shared {
     pub(crate) metrics: ProducerMetrics,
     pub(crate) mode: Mode,
     pub(crate) capacity: usize,
+    /// Emitted events on their way to the pump.
+    pub(crate) queue: EventQueue<Item>,
+    /// Set when the producer is told to stop: later events are counted as dropped.
+    pub(crate) stopped: AtomicBool,
     /// Durable mode: events emitted while the queue was full, oldest first, up to `capacity`
     /// (and flushes asked for meanwhile, in their place).
     pub(crate) overflow: Mutex<VecDeque<Msg>>,
@@ -144,11 +151,13 @@ impl AuditProducer {
         };
         let capacity = config.queue_capacity.max(1);
         metrics.queue_capacity.set(capacity as i64);
-        let (tx, rx) = mpsc::channel(capacity);
+        let (tx, rx) = mpsc::channel(64);
         let shared = Arc::new(Shared {
             metrics,
             mode: config.mode,
             capacity,
+            queue: EventQueue::new(capacity),
+            stopped: AtomicBool::new(false),
             overflow: Mutex::new(VecDeque::new()),
             overflow_len: AtomicUsize::new(0),
             overflowed: Notify::new(),
@@ -196,17 +205,15 @@ impl AuditProducer {
 
     fn push(&self, item: Item) {
         let shared = &self.shared;
+        if shared.stopped.load(Ordering::Relaxed) {
+            return shared.drop_at_emit(item, DropReason::Shutdown);
+        }
         // Once events overflow, later ones follow them there, so they stay in order.
         if shared.overflow_len.load(Ordering::Acquire) > 0 {
             return self.overflow(item);
         }
-        match self.tx.try_send(Msg::Event(item)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(Msg::Event(item))) => self.overflow(item),
-            Err(mpsc::error::TrySendError::Closed(Msg::Event(item))) => {
-                shared.drop_at_emit(item, DropReason::Shutdown)
-            }
-            Err(_) => unreachable!("only events are pushed here"),
+        if let Err(item) = shared.queue.push(item) {
+            self.overflow(item);
         }
     }
 
@@ -253,15 +260,26 @@ impl AuditProducer {
 
     async fn durable(&self, tenant: &TenantId, draft: Draft) -> Result<(), ProducerError> {
         let (ack, acked) = oneshot::channel();
-        let item = Item {
+        let mut item = Item {
             tenant: tenant.clone(),
             draft,
             ack: Some(ack),
         };
-        self.tx
-            .send(Msg::Event(item))
-            .await
-            .map_err(|_| ProducerError::Stopped)?;
+        let shared = &self.shared;
+        // Room in the queue, waited for: a caller who waits for its event gets backpressure,
+        // not an overflow.
+        loop {
+            if shared.stopped.load(Ordering::Relaxed) || self.tx.is_closed() {
+                return Err(ProducerError::Stopped);
+            }
+            if shared.overflow_len.load(Ordering::Acquire) == 0 {
+                match shared.queue.push(item) {
+                    Ok(()) => break,
+                    Err(back) => item = back,
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
         acked.await.map_err(|_| ProducerError::Stopped)?
     }
 
@@ -309,6 +327,11 @@ impl AuditProducer {
         if let Some(t) = task {
             let _ = t.await;
         }
+    }
+
+    /// Events waiting in memory (queue and overflow).
+    pub fn queue_depth(&self) -> usize {
+        self.shared.queue.len() + self.shared.overflow_len.load(Ordering::Acquire)
     }
 
     /// The producer's metrics.

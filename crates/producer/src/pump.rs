@@ -93,6 +93,10 @@ pub(crate) struct Pump {
     /// Told to stop: by whom, and until when delivery is still tried.
     stopping: Option<(Option<oneshot::Sender<()>>, Instant)>,
     closed: bool,
+    /// Flushes waiting until this many more queued events are taken.
+    flush_barriers: Vec<(usize, oneshot::Sender<()>)>,
+    /// Empty looks at the queue in a row (see `EventQueue::ready`).
+    idle: u32,
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -123,6 +127,8 @@ impl Pump {
             backoff: FIRST_BACKOFF,
             stopping: None,
             closed: false,
+            flush_barriers: Vec::new(),
+            idle: 0,
         }
     }
 
@@ -150,7 +156,9 @@ impl Pump {
         loop {
             self.update_gauges();
             if let Some((_, deadline)) = &self.stopping {
-                let drained = self.closed && self.shared.overflow_len.load(Ordering::Acquire) == 0;
+                let drained = self.shared.queue.is_empty()
+                    && self.shared.overflow_len.load(Ordering::Acquire) == 0
+                    && self.flush_barriers.is_empty();
                 let memory_empty = self.current.events.is_empty()
                     && self.retry.is_none()
                     && !matches!(
@@ -182,14 +190,20 @@ impl Pump {
                 Wake::Msg(None) => {
                     // Every handle is gone: finish as if told to stop.
                     self.closed = true;
+                    self.shared.stopped.store(true, Ordering::SeqCst);
                     if self.stopping.is_none() {
                         self.stopping = Some((None, Instant::now() + self.config.shutdown_timeout));
                     }
                 }
                 Wake::Other => {}
             }
-            if self.current.events.len() < self.config.batch_size {
-                self.take_overflow();
+            self.take_queued();
+        }
+        // Emits that slipped in after the stop: counted, not silently lost.
+        while let Some(item) = self.shared.queue.pop() {
+            self.shared.metrics.drop_events(DropReason::Shutdown, 1);
+            if let Some(a) = item.ack {
+                let _ = a.send(Err(ProducerError::Stopped));
             }
         }
         self.update_gauges();
@@ -201,19 +215,21 @@ impl Pump {
     /// Waits for the next thing to do.
     async fn wait(&mut self) -> Wake {
         let room = self.current.events.len() < self.config.batch_size;
-        let taking = !self.closed && room;
+        let control = !self.closed;
         let cut_at = self.cut_due().filter(|_| self.can_cut());
         let stop_at = self.stopping.as_ref().map(|s| s.1);
         let backoff_at = self.not_before.filter(|_| self.inflight.is_none());
         let has_inflight = self.inflight.is_some();
         let sending = self.inflight.as_mut().map(|f| &mut f.send);
         let shared = Arc::clone(&self.shared);
+        let idle = &mut self.idle;
         tokio::select! {
             biased;
             r = async { sending.expect("guarded").await }, if has_inflight => Wake::Sent(r),
             _ = sleep_until(cut_at), if cut_at.is_some() => Wake::Cut,
             _ = sleep_until(backoff_at), if backoff_at.is_some() => Wake::BackedOff,
-            m = self.rx.recv(), if taking => Wake::Msg(m),
+            m = self.rx.recv(), if control => Wake::Msg(m),
+            _ = shared.queue.ready(idle), if room => Wake::Other,
             _ = shared.overflowed.notified(), if room => Wake::Other,
             _ = sleep_until(stop_at), if stop_at.is_some() => Wake::Other,
         }
@@ -221,8 +237,9 @@ impl Pump {
 
     fn update_gauges(&self) {
         let m = &self.shared.metrics;
-        m.queue_depth
-            .set((self.rx.len() + self.shared.overflow_len.load(Ordering::Acquire)) as i64);
+        m.queue_depth.set(
+            (self.shared.queue.len() + self.shared.overflow_len.load(Ordering::Acquire)) as i64,
+        );
         m.spool_bytes
             .set(self.spool.as_ref().map_or(0, |s| s.bytes() as i64));
     }
@@ -230,12 +247,47 @@ impl Pump {
     fn on_msg(&mut self, msg: Msg) {
         match msg {
             Msg::Event(item) => self.stamp(item),
-            Msg::Flush(done) => self.attach_flush(done),
+            // From the control channel: everything in the queue now was emitted before it.
+            Msg::Flush(done) => match self.shared.queue.len() {
+                0 => self.attach_flush(done),
+                n => self.flush_barriers.push((n, done)),
+            },
             Msg::Stop(done) => {
                 // Whatever is already queued is still taken; nothing new gets in.
+                self.shared.stopped.store(true, Ordering::SeqCst);
                 self.rx.close();
                 self.stopping = Some((Some(done), Instant::now() + self.config.shutdown_timeout));
             }
+        }
+    }
+
+    /// Takes queued events into the batch being filled while it has room: the queue first,
+    /// then (once the queue is empty: whatever is in it was emitted before anything
+    /// overflowed) the overflow list. Flushes waiting for a number of events are attached
+    /// once those are taken.
+    fn take_queued(&mut self) {
+        while self.current.events.len() < self.config.batch_size {
+            let Some(item) = self.shared.queue.pop() else {
+                break;
+            };
+            self.stamp(item);
+            self.count_towards_flushes();
+        }
+        if self.shared.queue.is_empty() && self.current.events.len() < self.config.batch_size {
+            self.take_overflow();
+        }
+    }
+
+    fn count_towards_flushes(&mut self) {
+        if self.flush_barriers.is_empty() {
+            return;
+        }
+        for b in &mut self.flush_barriers {
+            b.0 -= 1;
+        }
+        while let Some(i) = self.flush_barriers.iter().position(|b| b.0 == 0) {
+            let (_, done) = self.flush_barriers.remove(i);
+            self.attach_flush(done);
         }
     }
 
@@ -261,7 +313,7 @@ impl Pump {
     /// Durable mode: events that overflowed the queue, in order. Only once the queue is
     /// empty: whatever is in it was emitted before anything overflowed.
     fn take_overflow(&mut self) {
-        if self.shared.overflow_len.load(Ordering::Acquire) == 0 || !self.rx.is_empty() {
+        if self.shared.overflow_len.load(Ordering::Acquire) == 0 {
             return;
         }
         let room = self
@@ -547,15 +599,23 @@ impl Pump {
                     Msg::Flush(done) | Msg::Stop(done) => flushes.push(done),
                 }
             }
+            let mut took = false;
+            while let Some(item) = self.shared.queue.pop() {
+                self.stamp(item);
+                took = true;
+            }
             match self.rx.try_recv() {
                 Ok(Msg::Event(item)) => self.stamp(item),
-                Ok(Msg::Flush(done)) => flushes.push(done),
-                Ok(Msg::Stop(done)) => flushes.push(done),
+                Ok(Msg::Flush(done)) | Ok(Msg::Stop(done)) => flushes.push(done),
+                Err(_) if took => {}
                 Err(_) => break,
             }
         }
         let mut current = std::mem::take(&mut self.current);
         current.flushes.extend(flushes);
+        current
+            .flushes
+            .extend(self.flush_barriers.drain(..).map(|(_, done)| done));
         left.push(current);
         for b in left {
             if b.events.is_empty() {

@@ -6,6 +6,7 @@
 //!   in transactions of the batch size, with no hashing, sequencing or idempotency check.
 //! - `query`: p50/p99 of filtered pages of 100 over HTTP, at 1,000,000 events of 100 tenants.
 //! - `verify`: verification throughput beside SHA-256 over the same canonical bytes.
+//! - `emit`, `pipeline`, `catch-up`: the audit pipeline (see `bench_pipeline`).
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -42,6 +43,12 @@ pub(crate) enum BenchCommand {
     Jwt(crate::bench_jwt::JwtArgs),
     /// The gateway's rate-limit decision on Redis (through the breaker) and in memory.
     Ratelimit(crate::bench_gateway::RateLimitArgs),
+    /// AuditProducer::emit per call under concurrent emitters vs a bare tokio mpsc channel.
+    Emit(crate::bench_pipeline::EmitArgs),
+    /// End-to-end delay, emit to stored, at a steady rate through Kafka into the store.
+    Pipeline(crate::bench_pipeline::PipelineArgs),
+    /// A backlog in the topic stored by the consumer vs the same events ingested directly.
+    CatchUp(crate::bench_pipeline::CatchUpArgs),
 }
 
 #[derive(Args, Debug)]
@@ -104,6 +111,9 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Capability(a) => capability(a),
         BenchCommand::Jwt(a) => crate::bench_jwt::run(a).await,
         BenchCommand::Ratelimit(a) => crate::bench_gateway::run(a).await,
+        BenchCommand::Emit(a) => crate::bench_pipeline::emit(a).await,
+        BenchCommand::Pipeline(a) => crate::bench_pipeline::pipeline(a).await,
+        BenchCommand::CatchUp(a) => crate::bench_pipeline::catch_up(a).await,
     }
 }
 

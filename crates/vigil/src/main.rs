@@ -6,6 +6,7 @@ mod auth;
 mod bench;
 mod bench_gateway;
 mod bench_jwt;
+mod bench_pipeline;
 mod example_service;
 mod pipeline;
 mod progress;
@@ -225,6 +226,9 @@ struct KafkaArgs {
     /// A consumer silent this long is out of the group and its partitions move to the others.
     #[arg(long, env = "VIGIL_KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
     kafka_session_timeout_ms: u32,
+    /// The topic to consume (its dead letters go to TOPIC.dlq).
+    #[arg(long, env = "VIGIL_KAFKA_TOPIC", default_value = "audit.events.v1")]
+    kafka_topic: String,
 }
 
 impl KafkaArgs {
@@ -285,6 +289,7 @@ impl ServeArgs {
                     .clone()
                     .filter(|id| !id.is_empty()),
                 session_timeout: Duration::from_millis(self.kafka.kafka_session_timeout_ms.into()),
+                topic: self.kafka.kafka_topic.clone(),
             });
         Ok(s)
     }

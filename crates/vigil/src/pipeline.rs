@@ -231,6 +231,9 @@ pub(crate) struct ReplayArgs {
     /// The consumer group that remembers how far the dead-letter topic was replayed.
     #[arg(long, default_value = "vigil-dlq-replay")]
     group: String,
+    /// The dead-letter topic.
+    #[arg(long, default_value = DLQ_TOPIC)]
+    dlq_topic: String,
     /// Only messages dead-lettered for this reason (not_json, invalid_event, too_large,
     /// no_tenant, conflict). Repeatable.
     #[arg(long)]
@@ -246,6 +249,7 @@ fn header<'a>(h: Option<&'a rdkafka::message::BorrowedHeaders>, key: &str) -> Op
 
 pub(crate) async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let bootstrap = bootstrap(args.kafka_bootstrap.clone())?;
+    let dlq = args.dlq_topic.as_str();
     let mut config = client_config(&bootstrap);
     config
         .set("group.id", &args.group)
@@ -258,7 +262,7 @@ pub(crate) async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         .context("creating the Kafka producer")?;
     let timeout = Duration::from_secs(10);
     let meta = consumer
-        .fetch_metadata(Some(DLQ_TOPIC), timeout)
+        .fetch_metadata(Some(dlq), timeout)
         .context("reading the dead-letter topic's metadata")?;
     let partitions: Vec<i32> = meta
         .topics()
@@ -268,26 +272,26 @@ pub(crate) async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     // Where this group stopped last time, and where the topic ends now: replay that much.
     let mut wanted = TopicPartitionList::new();
     for p in &partitions {
-        wanted.add_partition(DLQ_TOPIC, *p);
+        wanted.add_partition(dlq, *p);
     }
     let committed = consumer.committed_offsets(wanted, timeout)?;
     let mut start = TopicPartitionList::new();
     let mut end: HashMap<i32, i64> = HashMap::new();
     let mut total = 0u64;
     for p in &partitions {
-        let (low, high) = consumer.fetch_watermarks(DLQ_TOPIC, *p, timeout)?;
-        let from = match committed.find_partition(DLQ_TOPIC, *p).map(|e| e.offset()) {
+        let (low, high) = consumer.fetch_watermarks(dlq, *p, timeout)?;
+        let from = match committed.find_partition(dlq, *p).map(|e| e.offset()) {
             Some(Offset::Offset(o)) => o.max(low),
             _ => low,
         };
         if from < high {
-            start.add_partition_offset(DLQ_TOPIC, *p, Offset::Offset(from))?;
+            start.add_partition_offset(dlq, *p, Offset::Offset(from))?;
             end.insert(*p, high);
             total += (high - from) as u64;
         }
     }
     if end.is_empty() {
-        println!("nothing to replay: {DLQ_TOPIC} has no messages this group has not replayed");
+        println!("nothing to replay: {dlq} has no messages this group has not replayed");
         return Ok(ExitCode::SUCCESS);
     }
     consumer.assign(&start)?;
@@ -328,14 +332,14 @@ pub(crate) async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             producer
                 .send(record, Duration::from_secs(30))
                 .await
-                .map_err(|(e, _)| anyhow::anyhow!("re-publishing {DLQ_TOPIC} {p}:{o}: {e}"))?;
+                .map_err(|(e, _)| anyhow::anyhow!("re-publishing {dlq} {p}:{o}: {e}"))?;
             replayed += 1;
         } else {
             skipped += 1;
         }
         // Remember progress only once the message is back in its topic.
         let mut at = TopicPartitionList::new();
-        at.add_partition_offset(DLQ_TOPIC, p, Offset::Offset(o + 1))?;
+        at.add_partition_offset(dlq, p, Offset::Offset(o + 1))?;
         consumer.commit(&at, CommitMode::Sync)?;
         bar.inc(1);
         if o + 1 >= end[&p] {
@@ -343,7 +347,7 @@ pub(crate) async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         }
     }
     bar.finish_and_clear();
-    println!("replayed {replayed} messages from {DLQ_TOPIC} ({skipped} skipped by reason)");
+    println!("replayed {replayed} messages from {dlq} ({skipped} skipped by reason)");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -20,6 +20,7 @@
 use crate::checkpointer::now;
 use crate::metrics::AuditMetrics;
 use crate::sequencer::{IngestResult, Sequencer};
+use futures::future::{BoxFuture, FutureExt};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -36,7 +37,7 @@ use vigil_core::ids::TenantId;
 use vigil_producer::kafka::{client_config, dlq_topic, ensure_topics, QuietContext, TOPIC};
 
 /// Most messages handled as one batch.
-const MAX_BATCH: usize = 5_000;
+const MAX_BATCH: usize = 20_000;
 
 /// Where and how to consume.
 #[derive(Clone, Debug)]
@@ -269,6 +270,23 @@ pub struct KafkaIngest {
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
+/// Batches stored at once: the one being committed and the next ones.
+const MAX_BATCHES_IN_FLIGHT: usize = 3;
+
+/// Messages (by index in their batch) refused for good, with why.
+type Refused = Vec<(usize, DlqReason, String)>;
+
+/// A tenant's latest store job: resolves when it is done (to what it refused), `None` when the
+/// consumer was told to stop first.
+type Lane = futures::future::Shared<BoxFuture<'static, Option<Arc<Refused>>>>;
+
+/// A batch, parsed.
+struct Prepared {
+    batch: Vec<OwnedMessage>,
+    groups: Vec<(TenantId, Vec<(usize, Event)>)>,
+    poison: Vec<(usize, DlqReason, String)>,
+}
+
 /// One message, parsed: what to store, or why it never can be.
 fn parse(msg: &OwnedMessage, max_bytes: usize) -> Result<(TenantId, Event), (DlqReason, String)> {
     let tenant = msg
@@ -301,10 +319,11 @@ fn parse(msg: &OwnedMessage, max_bytes: usize) -> Result<(TenantId, Event), (Dlq
         .map_err(|e| (DlqReason::InvalidEvent, e.to_string()))
 }
 
-/// Told of every event the consumer stored, once its transaction committed (for measuring the
-/// delay from emit to stored: `vigil bench pipeline`).
+/// Told of every event the consumer stored, once its transaction committed, with the event's
+/// `occurred_at` in microseconds (for measuring the delay from emit to stored: `vigil bench
+/// pipeline`).
 #[derive(Clone)]
-pub struct StoredObserver(pub Arc<dyn Fn(&Event) + Send + Sync>);
+pub struct StoredObserver(pub Arc<dyn Fn(i64) + Send + Sync>);
 
 impl std::fmt::Debug for StoredObserver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -355,7 +374,10 @@ impl KafkaIngest {
                 settings.session_timeout.as_millis().to_string(),
             )
             .set("heartbeat.interval.ms", "1000")
-            .set("statistics.interval.ms", "1000");
+            .set("statistics.interval.ms", "1000")
+            // A fetch returns when data arrives, or after this long: brokers that do not answer
+            // a waiting fetch early (tansu) would otherwise add up to 500 ms to every event.
+            .set("fetch.wait.max.ms", "50");
         if let Some(id) = &settings.instance_id {
             config.set("group.instance.id", id);
         }
@@ -379,7 +401,7 @@ impl KafkaIngest {
             shared: Arc::clone(&shared),
             stopped,
         };
-        let task = tokio::spawn(worker.run());
+        let task = tokio::spawn(Arc::new(worker).run());
         Ok(KafkaIngest {
             shared,
             stop,
@@ -421,50 +443,106 @@ impl Worker {
         s.last_error = error;
     }
 
-    async fn run(mut self) {
+    async fn run(self: Arc<Self>) {
         let mut last_warning: Option<std::time::Instant> = None;
+        let mut lanes: HashMap<TenantId, Lane> = HashMap::new();
+        let mut inflight: futures::stream::FuturesOrdered<
+            BoxFuture<'static, Option<Arc<Vec<OwnedMessage>>>>,
+        > = futures::stream::FuturesOrdered::new();
         loop {
-            let first = tokio::select! {
-                _ = self.stopped.changed() => break,
-                m = self.consumer.recv() => m.map(|m| m.detach()),
-            };
-            let first = match first {
-                Ok(m) => m,
-                Err(e) => {
-                    // Errors are reports (a broker unreachable, a connection reset), not a
-                    // state to wait out here: librdkafka reconnects and the next recv goes on.
-                    // Once every 10 s is enough to be seen.
-                    if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                        tracing::warn!(error = %e, "reading from Kafka failed; librdkafka keeps retrying");
-                        last_warning = Some(std::time::Instant::now());
+            tokio::select! {
+                biased;
+                done = futures::StreamExt::next(&mut inflight), if !inflight.is_empty() => {
+                    match done.expect("not empty") {
+                        // Batches finish in the order they were read: what is committed is
+                        // stored, and everything before it too.
+                        Some(batch) => {
+                            self.commit(&batch);
+                            self.set_state("consuming", None);
+                        }
+                        None => break,
                     }
-                    self.set_state("retrying", Some(e.to_string()));
-                    continue;
                 }
-            };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match futures::FutureExt::now_or_never(self.consumer.recv()) {
-                    Some(Ok(m)) => batch.push(m.detach()),
-                    _ => break,
+                batch = self.fetch(&mut last_warning), if inflight.len() < MAX_BATCHES_IN_FLIGHT => {
+                    let Some(batch) = batch else { break };
+                    let prepared = self.prepare(batch).await;
+                    inflight.push_back(Arc::clone(&self).launch(prepared, &mut lanes));
                 }
-            }
-            if !self.handle(batch).await {
-                break;
             }
         }
         self.set_state("stopped", None);
         self.consumer.unsubscribe();
     }
 
-    /// Stores (or dead-letters) every message of `batch`, then commits their offsets. False
-    /// when told to stop before that was done (nothing uncommitted is acknowledged).
-    async fn handle(&mut self, batch: Vec<OwnedMessage>) -> bool {
+    /// Resolves once the consumer is told to stop.
+    async fn stop_requested(&self) {
+        let mut rx = self.stopped.clone();
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+
+    /// The next batch: the first message to arrive, and whatever else is ready, up to
+    /// [`MAX_BATCH`]. `None` when told to stop.
+    async fn fetch(
+        &self,
+        last_warning: &mut Option<std::time::Instant>,
+    ) -> Option<Vec<OwnedMessage>> {
+        let first = loop {
+            let m = tokio::select! {
+                _ = self.stop_requested() => return None,
+                m = self.consumer.recv() => m.map(|m| m.detach()),
+            };
+            match m {
+                Ok(m) => break m,
+                Err(e) => {
+                    // Errors are reports (a broker unreachable, a connection reset), not a
+                    // state to wait out here: librdkafka reconnects and the next recv goes on.
+                    // Once every 10 s is enough to be seen.
+                    if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                        tracing::warn!(error = %e, "reading from Kafka failed; librdkafka keeps retrying");
+                        *last_warning = Some(std::time::Instant::now());
+                    }
+                    self.set_state("retrying", Some(e.to_string()));
+                }
+            }
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match futures::FutureExt::now_or_never(self.consumer.recv()) {
+                Some(Ok(m)) => batch.push(m.detach()),
+                _ => break,
+            }
+        }
+        Some(batch)
+    }
+
+    /// Parses a batch — in parallel, a slice per core, on blocking threads: parsing and
+    /// validating is most of the consumer's own work — into each tenant's events in order and
+    /// what can never be stored.
+    async fn prepare(&self, batch: Vec<OwnedMessage>) -> Prepared {
+        let batch = Arc::new(batch);
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let slice = batch.len().div_ceil(cores).max(256);
+        let max = self.max_event_bytes;
+        let parts = (0..batch.len()).step_by(slice).map(|from| {
+            let batch = Arc::clone(&batch);
+            tokio::task::spawn_blocking(move || {
+                let to = (from + slice).min(batch.len());
+                (from..to)
+                    .map(|i| parse(&batch[i], max))
+                    .collect::<Vec<_>>()
+            })
+        });
+        let parsed: Vec<_> = futures::future::join_all(parts)
+            .await
+            .into_iter()
+            .flat_map(|r| r.expect("parsing does not panic"))
+            .collect();
+        let batch = Arc::try_unwrap(batch).expect("the parsers are done");
         let mut poison: Vec<(usize, DlqReason, String)> = Vec::new();
         let mut groups: Vec<(TenantId, Vec<(usize, Event)>)> = Vec::new();
         let mut index: HashMap<TenantId, usize> = HashMap::new();
-        for (i, m) in batch.iter().enumerate() {
-            match parse(m, self.max_event_bytes) {
+        for (i, p) in parsed.into_iter().enumerate() {
+            match p {
                 Ok((tenant, event)) => {
                     let g = *index.entry(tenant.clone()).or_insert_with(|| {
                         groups.push((tenant, Vec::new()));
@@ -475,86 +553,138 @@ impl Worker {
                 Err((reason, detail)) => poison.push((i, reason, detail)),
             }
         }
+        Prepared {
+            batch,
+            groups,
+            poison,
+        }
+    }
+
+    /// Starts storing a batch: each tenant's events go to the tenant's lane, behind that
+    /// tenant's events of earlier batches (and nothing else), so tenants do not wait for each
+    /// other and a tenant's events stay in order even while one of its writes is retried. The
+    /// future resolves to the batch once all of it is stored or dead-lettered (to commit), or
+    /// `None` when told to stop first.
+    fn launch(
+        self: Arc<Self>,
+        prepared: Prepared,
+        lanes: &mut HashMap<TenantId, Lane>,
+    ) -> BoxFuture<'static, Option<Arc<Vec<OwnedMessage>>>> {
+        let Prepared {
+            batch,
+            groups,
+            poison,
+        } = prepared;
         self.metrics
             .processed
             .with_label_values(&["rejected"])
             .inc_by(poison.len() as u64);
-        // Every tenant at once (each has its own writer); a tenant whose store write failed is
-        // retried alone until it goes through.
-        let mut pending = groups;
-        let mut backoff = Duration::from_millis(100);
-        while !pending.is_empty() {
-            let results = futures::future::join_all(pending.iter().map(|(tenant, events)| {
-                self.sequencer.submit(
-                    tenant,
-                    events.iter().map(|(_, e)| e.clone()).collect(),
-                    now(),
-                )
-            }))
-            .await;
-            let mut failed = Vec::new();
-            for ((tenant, events), result) in pending.into_iter().zip(results) {
-                match result {
-                    Ok(outcomes) => {
-                        for ((i, event), outcome) in events.iter().zip(outcomes) {
-                            let why = match outcome {
-                                IngestResult::Stored { .. } | IngestResult::Duplicate { .. } => continue,
-                                IngestResult::Conflict { seq } => (
-                                    DlqReason::Conflict,
-                                    format!("event_id {} is taken by another event (seq {seq}) with different content", event.event_id),
-                                ),
-                                IngestResult::Rejected(e) => (DlqReason::InvalidEvent, e.to_string()),
-                            };
-                            poison.push((*i, why.0, why.1));
-                        }
-                        self.observe_stored(&batch, &events);
-                    }
-                    Err(e) => {
-                        tracing::warn!(tenant = %tenant, error = %e, "storing events from Kafka failed; retrying");
-                        self.set_state("retrying", Some(e.to_string()));
-                        failed.push((tenant, events));
-                    }
+        // Finished lanes are forgotten, so the map holds only tenants with work in flight.
+        lanes.retain(|_, lane| lane.peek().is_none());
+        let batch = Arc::new(batch);
+        let mut jobs = Vec::with_capacity(groups.len());
+        for (tenant, events) in groups {
+            let before = lanes.get(&tenant).cloned();
+            let (me, b, t) = (Arc::clone(&self), Arc::clone(&batch), tenant.clone());
+            let job = tokio::spawn(async move {
+                if let Some(before) = before {
+                    before.await?;
                 }
-            }
-            pending = failed;
-            if !pending.is_empty() {
-                tokio::select! {
-                    _ = self.stopped.changed() => return false,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
+                me.store_group(&t, events, &b).await
+            });
+            let lane: Lane = async move { job.await.ok().flatten() }.boxed().shared();
+            lanes.insert(tenant, lane.clone());
+            jobs.push(lane);
         }
-        poison.sort_by_key(|p| p.0);
-        for (i, reason, detail) in poison {
-            loop {
-                match self.dead_letter(&batch[i], reason, &detail).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "writing to the dead-letter topic failed; retrying");
-                        tokio::select! {
-                            _ = self.stopped.changed() => return false,
-                            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        async move {
+            let mut poison = poison;
+            for job in jobs {
+                poison.extend(job.await?.iter().cloned());
+            }
+            poison.sort_by_key(|p| p.0);
+            for (i, reason, detail) in poison {
+                loop {
+                    match self.dead_letter(&batch[i], reason, &detail).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "writing to the dead-letter topic failed; retrying");
+                            tokio::select! {
+                                _ = self.stop_requested() => return None,
+                                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                            }
                         }
                     }
                 }
             }
+            Some(batch)
         }
-        self.commit(&batch);
-        self.set_state("consuming", None);
-        true
+        .boxed()
     }
 
-    fn observe_stored(&self, batch: &[OwnedMessage], events: &[(usize, Event)]) {
+    /// Stores one tenant's events of a batch, retrying while the store fails (until told to
+    /// stop: `None`). Returns the messages refused for good, for the dead-letter topic.
+    async fn store_group(
+        &self,
+        tenant: &TenantId,
+        events: Vec<(usize, Event)>,
+        batch: &[OwnedMessage],
+    ) -> Option<Arc<Refused>> {
+        let occurred: HashMap<usize, i64> = events
+            .iter()
+            .map(|(i, e)| (*i, e.occurred_at.micros()))
+            .collect();
+        let (at, mut events): (Vec<usize>, Vec<Event>) = events.into_iter().unzip();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.sequencer.submit(tenant, events, now()).await {
+                Ok(outcomes) => {
+                    let mut refused = Vec::new();
+                    for (i, outcome) in at.iter().zip(outcomes) {
+                        let why = match outcome {
+                            IngestResult::Stored { .. } | IngestResult::Duplicate { .. } => continue,
+                            IngestResult::Conflict { seq } => (
+                                DlqReason::Conflict,
+                                format!("the event id is taken by another event (seq {seq}) with different content"),
+                            ),
+                            IngestResult::Rejected(e) => (DlqReason::InvalidEvent, e.to_string()),
+                        };
+                        refused.push((*i, why.0, why.1));
+                    }
+                    self.observe_stored(batch, &at, &occurred);
+                    return Some(Arc::new(refused));
+                }
+                Err(e) => {
+                    tracing::warn!(tenant = %tenant, error = %e, "storing events from Kafka failed; retrying");
+                    self.set_state("retrying", Some(e.to_string()));
+                    tokio::select! {
+                        _ = self.stop_requested() => return None,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    // Parsed again from the messages: a failure is rare, a copy of every event
+                    // on every batch would not be.
+                    events = at
+                        .iter()
+                        .filter_map(|i| parse(&batch[*i], self.max_event_bytes).ok().map(|p| p.1))
+                        .collect();
+                }
+            }
+        }
+    }
+
+    /// Metrics (and the observer) for the messages at `at`, just stored.
+    fn observe_stored(&self, batch: &[OwnedMessage], at: &[usize], occurred: &HashMap<usize, i64>) {
         let now_us = now().micros();
         let mut newest = None;
-        for (i, e) in events {
-            if let Some(o) = &self.observer {
-                (o.0)(e);
+        for i in at {
+            if let Some(occurred) = occurred.get(i) {
+                if let Some(o) = &self.observer {
+                    (o.0)(*occurred);
+                }
+                self.metrics
+                    .consumer_event_age
+                    .observe((now_us - occurred).max(0) as f64 / 1e6);
             }
-            self.metrics
-                .consumer_event_age
-                .observe((now_us - e.occurred_at.micros()).max(0) as f64 / 1e6);
             if let Some(ts) = batch[*i].timestamp().to_millis() {
                 newest = newest.max(Some(ts));
             }

@@ -286,11 +286,11 @@ pub(crate) async fn pipeline(a: PipelineArgs) -> anyhow::Result<()> {
             Arc::clone(&counted_from),
             Arc::clone(&stored),
         );
-        StoredObserver(Arc::new(move |e: &Event| {
+        StoredObserver(Arc::new(move |occurred: i64| {
             let now = micros_now();
             stored.fetch_add(1, Ordering::Relaxed);
-            if e.occurred_at.micros() as u64 >= from.load(Ordering::Relaxed) {
-                let lag = (now - e.occurred_at.micros()).max(0) as u64;
+            if occurred as u64 >= from.load(Ordering::Relaxed) {
+                let lag = (now - occurred).max(0) as u64;
                 lags.lock().expect("lags").record(lag).expect("in range");
             }
         }))
@@ -440,16 +440,17 @@ pub(crate) async fn catch_up(a: CatchUpArgs) -> anyhow::Result<()> {
         a.events as f64 / started.elapsed().as_secs_f64()
     );
 
-    // Direct: the same events through the sequencer, like `bench ingest`'s clients.
+    // Direct: the same events through the sequencer, like `bench ingest`'s clients — parsed
+    // and validated from the same JSON, as any ingest path must.
     let dir = tempfile::tempdir()?;
     let direct = writer(&a.direct_database_url, &dir.path().join("direct")).await?;
-    let mut per_client: Vec<Vec<(TenantId, Vec<Event>)>> = vec![Vec::new(); a.clients];
+    let mut per_client: Vec<Vec<(TenantId, Vec<Vec<u8>>)>> = vec![Vec::new(); a.clients];
     for t in 0..a.tenants {
         let tenant = TenantId::parse(&format!("t{t}"))?;
-        let mine: Vec<Event> = events
+        let mine: Vec<Vec<u8>> = events
             .iter()
             .filter(|e| e.tenant() == &tenant)
-            .map(|e| e.event().clone())
+            .map(|e| e.json().to_vec())
             .collect();
         per_client[(t as usize) % a.clients].push((tenant, mine));
     }
@@ -469,13 +470,18 @@ pub(crate) async fn catch_up(a: CatchUpArgs) -> anyhow::Result<()> {
                     }
                     any = true;
                     let to = (from + batch).min(evs.len());
-                    seq.submit(
-                        tenant,
-                        evs[from..to].to_vec(),
-                        vigil_audit::checkpointer::now(),
-                    )
-                    .await
-                    .expect("direct ingest");
+                    let parsed: Vec<Event> = evs[from..to]
+                        .iter()
+                        .map(|j| {
+                            let v = serde_json::from_slice(j).expect("JSON");
+                            vigil_core::event::EventInput::new(v)
+                                .validate_deterministic()
+                                .expect("valid")
+                        })
+                        .collect();
+                    seq.submit(tenant, parsed, vigil_audit::checkpointer::now())
+                        .await
+                        .expect("direct ingest");
                     cursors[i] = to;
                 }
                 if !any {
@@ -497,7 +503,7 @@ pub(crate) async fn catch_up(a: CatchUpArgs) -> anyhow::Result<()> {
     let stored = Arc::new(AtomicU64::new(0));
     let observer = {
         let stored = Arc::clone(&stored);
-        StoredObserver(Arc::new(move |_: &Event| {
+        StoredObserver(Arc::new(move |_: i64| {
             stored.fetch_add(1, Ordering::Relaxed);
         }))
     };

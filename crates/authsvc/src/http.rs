@@ -9,12 +9,12 @@
 use crate::events::{event, Actor};
 use crate::keyring::{unix_now, KeyRing};
 use crate::store::{ApiKeyRow, AuthStore, ClientRow, KeyState, UserRow};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use axum::{Form, Json, Router};
+use axum::Router;
 use base64::Engine;
 use prometheus::{IntCounterVec, Opts, Registry};
 use serde::Deserialize;
@@ -28,6 +28,7 @@ use vigil_core::ids::TenantId;
 use vigil_security::capability::{Capability, Role, RoleSet};
 use vigil_security::context::SecurityContext;
 use vigil_security::error::ApiError;
+use vigil_security::extract::{Form, Json, Path};
 use vigil_store::StoreError;
 
 /// Shared by every handler.
@@ -233,6 +234,8 @@ async fn discovery(State(app): State<Arc<AppState>>) -> Json<Value> {
     }))
 }
 
+// No deny_unknown_fields: RFC 6749 §3.2 says the server MUST ignore unrecognised parameters
+// (clients send `scope`, `audience`, …).
 #[derive(Deserialize)]
 struct TokenForm {
     grant_type: Option<String>,
@@ -313,6 +316,7 @@ async fn token(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct LoginBody {
     tenant_id: String,
     username: String,
@@ -440,6 +444,7 @@ async fn login(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct NewUser {
     username: String,
     password: String,
@@ -563,6 +568,7 @@ async fn delete_user(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct NewClient {
     name: String,
     #[serde(default)]
@@ -635,6 +641,7 @@ async fn create_client(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct NewApiKey {
     name: String,
     #[serde(default)]
@@ -747,6 +754,7 @@ async fn revoke_api_key(
 }
 
 #[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct RotateApiKey {
     /// How long the old key keeps working, seconds (default 24 h).
     overlap_secs: Option<i64>,
@@ -799,6 +807,7 @@ async fn rotate_api_key(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Introspect {
     key: String,
 }

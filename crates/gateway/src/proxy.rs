@@ -804,11 +804,10 @@ async fn forward(
                 .upstream_status
                 .with_label_values(&[label, "timeout"])
                 .inc();
-            return Err(gateway_error(
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream_timeout",
-                "the upstream did not answer in time",
-            ));
+            return Err(
+                ApiError::UpstreamTimeout("the upstream did not answer in time".into())
+                    .into_response(),
+            );
         }
         Ok(Err(_)) if too_large.load(Ordering::Relaxed) => {
             return Err(ApiError::PayloadTooLarge(format!(
@@ -822,11 +821,10 @@ async fn forward(
                 .with_label_values(&[label, "unreachable"])
                 .inc();
             tracing::warn!(upstream = %upstream, error = %e, "upstream unreachable");
-            return Err(gateway_error(
-                StatusCode::BAD_GATEWAY,
-                "upstream_unavailable",
-                "the upstream could not be reached",
-            ));
+            return Err(
+                ApiError::UpstreamUnavailable("the upstream could not be reached".into())
+                    .into_response(),
+            );
         }
         Ok(Ok(r)) => r,
     };
@@ -845,20 +843,9 @@ async fn forward(
     if let Some((limit, d)) = &limit_headers {
         rate_headers(&mut res_parts.headers, limit, d);
     }
+    // The upstream's answer, errors included, goes back as it was.
+    res_parts
+        .extensions
+        .insert(vigil_security::shape::Passthrough);
     Ok(Response::from_parts(res_parts, Body::new(res_body)))
-}
-
-/// 502/504 in the shared error shape.
-fn gateway_error(status: StatusCode, code: &'static str, message: &str) -> Response {
-    let trace = vigil_security::trace::current()
-        .map(|t| t.to_string())
-        .unwrap_or_default();
-    let mut res = (
-        status,
-        axum::Json(serde_json::json!({"code": code, "message": message, "trace_id": trace})),
-    )
-        .into_response();
-    res.headers_mut()
-        .insert("x-error-code", HeaderValue::from_static(code));
-    res
 }

@@ -33,6 +33,8 @@ pub enum ApiError {
     Conflict(String),
     /// 413 `payload_too_large`.
     PayloadTooLarge(String),
+    /// 415 `unsupported_media_type`: a body in a content type the route does not take.
+    UnsupportedMediaType(String),
     /// 429 `rate_limited`.
     RateLimited(String),
     /// 422 `invalid_event`: well-formed JSON that is not a valid event.
@@ -41,6 +43,20 @@ pub enum ApiError {
     Unavailable(String),
     /// 500 `internal_error`: the cause is logged, never sent.
     Internal(String),
+    /// 502 `upstream_unavailable`: the gateway could not reach the service behind it.
+    UpstreamUnavailable(String),
+    /// 504 `upstream_timeout`: the service behind the gateway did not answer in time.
+    UpstreamTimeout(String),
+    /// Any other refusal, with its status and code: what [`crate::shape`] makes of an error
+    /// response that something below the handlers (a layer, a library) wrote without the shape.
+    Other {
+        /// The status, kept.
+        status: StatusCode,
+        /// The code.
+        code: &'static str,
+        /// What the caller is told.
+        message: String,
+    },
     /// Any of the above with extra JSON members (e.g. per-event results of a batch).
     WithDetails(Box<ApiError>, serde_json::Value),
 }
@@ -70,9 +86,13 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::InvalidEvent(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
+            ApiError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Other { status, .. } => *status,
             ApiError::WithDetails(e, _) => e.status(),
         }
     }
@@ -91,9 +111,13 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::InvalidEvent(_) => "invalid_event",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal_error",
+            ApiError::UpstreamUnavailable(_) => "upstream_unavailable",
+            ApiError::UpstreamTimeout(_) => "upstream_timeout",
+            ApiError::Other { code, .. } => code,
             ApiError::WithDetails(e, _) => e.code(),
         }
     }
@@ -108,8 +132,12 @@ impl ApiError {
             | ApiError::NotFound(m)
             | ApiError::Conflict(m)
             | ApiError::PayloadTooLarge(m)
+            | ApiError::UnsupportedMediaType(m)
+            | ApiError::UpstreamUnavailable(m)
+            | ApiError::UpstreamTimeout(m)
             | ApiError::InvalidEvent(m)
-            | ApiError::Unavailable(m) => m,
+            | ApiError::Unavailable(m)
+            | ApiError::Other { message: m, .. } => m,
             ApiError::MissingTenant => "the request has no tenant: send X-Tenant-ID",
             ApiError::TokenExpired => "the bearer token has expired",
             ApiError::MissingRole(_) => "the caller lacks the capability this needs",

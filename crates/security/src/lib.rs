@@ -20,15 +20,18 @@
 pub mod capability;
 pub mod context;
 pub mod error;
+pub mod extract;
 pub mod http_metrics;
+pub mod shape;
 pub mod token;
 pub mod trace;
 
 use axum::Router;
 
 /// Wraps a router with what every service needs at its edge, outermost first: the trace-id
-/// layer, HTTP metrics (by route template, with the error-code guard), a 500 in the error
-/// shape for a panicking handler, and the error shape for unknown routes and methods.
+/// layer, HTTP metrics (by route template, with the error-code guard), the error shape for
+/// any error response written without it ([`shape`]), a 500 in the error shape for a
+/// panicking handler, and the error shape for unknown routes and methods.
 pub fn harden<S: Clone + Send + Sync + 'static>(
     router: Router<S>,
     metrics: std::sync::Arc<http_metrics::HttpMetrics>,
@@ -39,6 +42,7 @@ pub fn harden<S: Clone + Send + Sync + 'static>(
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             error::panic_response,
         ))
+        .layer(axum::middleware::from_fn(shape::ensure_error_shape))
         .layer(axum::middleware::from_fn_with_state(
             metrics,
             http_metrics::track,

@@ -197,3 +197,242 @@ async fn http_metrics_use_route_templates_and_count_error_codes() {
     );
     assert!(text.contains("http_error_code_saturation"), "{text}");
 }
+
+/// Sends `body` as `content_type` to `path` with `method`; (status, X-Error-Code, body).
+async fn send(
+    app: &Router,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &'static [u8],
+) -> (u16, Option<String>, Value) {
+    let mut req = Request::builder().uri(path).method(method);
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    let resp = app
+        .clone()
+        .oneshot(req.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let code = resp
+        .headers()
+        .get("x-error-code")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        code,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Thing {
+    name: String,
+    count: u32,
+}
+
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct Page {
+    limit: u32,
+}
+
+fn extracting_app(registry: &prometheus::Registry) -> Router {
+    use axum::routing::post;
+    use vigil_security::extract::{Form, Json, Path, Query};
+    let r = Router::new()
+        .route(
+            "/things",
+            post(|Json(t): Json<Thing>| async move { t.name }),
+        )
+        .route("/form", post(|Form(t): Form<Thing>| async move { t.name }))
+        .route(
+            "/page",
+            get(|Query(p): Query<Page>| async move { p.limit.to_string() }),
+        )
+        .route(
+            "/things/{n}",
+            get(|Path(n): Path<u32>| async move { n.to_string() }),
+        )
+        .route(
+            "/teapot",
+            get(|| async { (StatusCode::IM_A_TEAPOT, "short and stout") }),
+        )
+        .route(
+            "/plain500",
+            get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "db password is hunter2") }),
+        )
+        .route(
+            "/upstream",
+            get(|| async {
+                let mut r = axum::response::IntoResponse::into_response((
+                    StatusCode::NOT_FOUND,
+                    "the upstream's own 404",
+                ));
+                r.extensions_mut()
+                    .insert(vigil_security::shape::Passthrough);
+                r
+            }),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(1024));
+    vigil_security::harden(r, HttpMetrics::new("test", registry, 40))
+}
+
+#[tokio::test]
+async fn extractors_refuse_in_the_shape_naming_the_field() {
+    let app = extracting_app(&prometheus::Registry::new());
+    let json = Some("application/json");
+    // (method, path, content type, body, status, code, what the message names)
+    type Case = (
+        &'static str,
+        &'static str,
+        Option<&'static str>,
+        &'static [u8],
+        u16,
+        &'static str,
+        &'static str,
+    );
+    let cases: [Case; 10] = [
+        (
+            "POST",
+            "/things",
+            json,
+            b"{\"name\":",
+            400,
+            "bad_request",
+            "not valid JSON",
+        ),
+        (
+            "POST",
+            "/things",
+            json,
+            b"{\"name\":5,\"count\":1}",
+            400,
+            "bad_request",
+            "name",
+        ),
+        (
+            "POST",
+            "/things",
+            json,
+            b"{\"name\":\"a\",\"count\":1,\"tenant_id\":\"x\"}",
+            400,
+            "bad_request",
+            "tenant_id",
+        ),
+        (
+            "POST",
+            "/things",
+            json,
+            b"{\"name\":\"a\"}",
+            400,
+            "bad_request",
+            "count",
+        ),
+        (
+            "POST",
+            "/things",
+            Some("text/plain"),
+            b"{}",
+            415,
+            "unsupported_media_type",
+            "application/json",
+        ),
+        (
+            "POST",
+            "/things",
+            json,
+            &[b' '; 4096],
+            413,
+            "payload_too_large",
+            "too large",
+        ),
+        (
+            "POST",
+            "/form",
+            json,
+            b"name=a&count=1",
+            415,
+            "unsupported_media_type",
+            "form",
+        ),
+        (
+            "POST",
+            "/form",
+            Some("application/x-www-form-urlencoded"),
+            b"name=a&count=lots",
+            400,
+            "bad_request",
+            "count",
+        ),
+        (
+            "GET",
+            "/page?limit=many",
+            None,
+            b"",
+            400,
+            "bad_request",
+            "limit",
+        ),
+        (
+            "GET",
+            "/things/seven",
+            None,
+            b"",
+            400,
+            "bad_request",
+            "path",
+        ),
+    ];
+    for (method, path, ct, body, status, code, mentions) in cases {
+        let (s, header, b) = send(&app, method, path, ct, body).await;
+        let what = format!(
+            "{method} {path} {:?}",
+            String::from_utf8_lossy(&body[..body.len().min(40)])
+        );
+        assert_eq!(s, status, "{what}: {b}");
+        assert_eq!(header.as_deref(), Some(code), "{what}: {b}");
+        assert_eq!(b["code"], code, "{what}");
+        let msg = b["message"].as_str().unwrap();
+        assert!(msg.contains(mentions), "{what}: {msg}");
+    }
+    let (s, _, _) = send(
+        &app,
+        "POST",
+        "/things",
+        json,
+        b"{\"name\":\"a\",\"count\":1}",
+    )
+    .await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test]
+async fn an_error_written_without_the_shape_is_put_in_it_and_a_passed_on_one_is_not() {
+    let app = extracting_app(&prometheus::Registry::new());
+    let (s, code, b) = send(&app, "GET", "/teapot", None, b"").await;
+    assert_eq!((s, code.as_deref()), (418, Some("bad_request")), "{b}");
+    assert_eq!(b["message"], "short and stout");
+    assert!(b["trace_id"].is_string());
+    // A 500 keeps its status and loses its text: internals never reach the caller.
+    let (s, code, b) = send(&app, "GET", "/plain500", None, b"").await;
+    assert_eq!((s, code.as_deref()), (500, Some("internal_error")), "{b}");
+    assert!(!b.to_string().contains("hunter2"), "{b}");
+    // What a gateway passes on from its upstream stays the upstream's.
+    let req = Request::builder()
+        .uri("/upstream")
+        .body(Body::empty())
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 404);
+    assert!(resp.headers().get("x-error-code").is_none());
+    let bytes = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
+    assert_eq!(&bytes[..], b"the upstream's own 404");
+}

@@ -7,10 +7,9 @@
 //! `X-Roles`) on loopback. `GET /metrics` shows the producer's metrics.
 
 use anyhow::Context;
-use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Router};
 use clap::Args;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -23,6 +22,7 @@ use vigil_producer::{
 };
 use vigil_security::capability::CapabilityPolicy;
 use vigil_security::context::{Guard, IdentitySource, SecurityConfig};
+use vigil_security::extract::{Json, Path};
 
 #[derive(Args, Debug)]
 pub(crate) struct ExampleServiceArgs {
@@ -53,6 +53,7 @@ pub(crate) struct ExampleServiceArgs {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct NewOrder {
     item: String,
     #[serde(default = "one")]

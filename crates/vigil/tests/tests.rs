@@ -8,6 +8,8 @@ mod common;
 
 #[path = "suite/auth.rs"]
 mod auth;
+#[path = "suite/contract.rs"]
+mod contract;
 #[path = "suite/crash.rs"]
 mod crash;
 #[path = "suite/gateway.rs"]

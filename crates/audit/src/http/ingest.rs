@@ -102,10 +102,21 @@ fn rejected(
 
 /// Splits a body into raw events: a JSON array, or NDJSON (one event per line).
 fn split(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Result<Box<RawValue>, String>>, ApiError> {
-    let ndjson_type = headers
+    let content_type = headers
         .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
+        .map(|v| v.to_str().unwrap_or("").to_ascii_lowercase());
+    let ndjson_type = content_type
+        .as_deref()
         .is_some_and(|ct| ct.contains("ndjson") || ct.contains("jsonl") || ct.contains("json-seq"));
+    // No content type is taken as JSON (or NDJSON, by the body); another type is refused.
+    if let Some(ct) = content_type.as_deref() {
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        if !(ndjson_type || essence == "application/json" || essence.ends_with("+json")) {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "events are sent as application/json (an array) or application/x-ndjson, not {essence}"
+            )));
+        }
+    }
     let first = body.iter().copied().find(|b| !b.is_ascii_whitespace());
     let Some(first) = first else {
         return Err(ApiError::BadRequest(
@@ -116,6 +127,11 @@ fn split(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Result<Box<RawValue>, S
         let items: Vec<Box<RawValue>> = serde_json::from_slice(body).map_err(|e| {
             ApiError::BadRequest(format!("the body is not a JSON array of events: {e}"))
         })?;
+        if items.is_empty() {
+            return Err(ApiError::BadRequest(
+                "the batch is empty: send at least one event".into(),
+            ));
+        }
         return Ok(items.into_iter().map(Ok).collect());
     }
     let lines: Vec<Result<Box<RawValue>, String>> = body
@@ -141,9 +157,10 @@ fn split(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Result<Box<RawValue>, S
     params(("X-Tenant-ID" = String, Header, description = "The caller's tenant (trusted header, loopback only)")),
     responses(
         (status = 200, description = "At least one event stored or already present; every event's result listed", body = IngestResponse),
-        (status = 400, description = "The body is not JSON, or no tenant", body = ErrorBody),
+        (status = 400, description = "The body is not JSON, the batch is empty, or no tenant", body = ErrorBody),
         (status = 409, description = "Every event conflicts with a stored event of the same id", body = ErrorBody),
         (status = 413, description = "More than 1,000 events, or an event over 64 KiB", body = ErrorBody),
+        (status = 415, description = "A content type other than JSON or NDJSON", body = ErrorBody),
         (status = 422, description = "No event is valid; results in details", body = ErrorBody),
         (status = 503, description = "The store is unavailable; nothing was stored", body = ErrorBody),
     )

@@ -6,8 +6,7 @@
 //! arrive, and a cursor replayed by another tenant or with other filters is refused.
 
 use super::{store_error, AppState, ErrorBody};
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query as QueryParams, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
@@ -22,6 +21,7 @@ use vigil_core::time::Timestamp;
 use vigil_security::capability::Capability;
 use vigil_security::context::SecurityContext;
 use vigil_security::error::ApiError;
+use vigil_security::extract::{Path, Query as QueryParams};
 use vigil_store::{ActionFilter, Query};
 
 /// Default page size.
@@ -172,10 +172,9 @@ fn fingerprint(q: &Query) -> String {
 pub(super) async fn list_events(
     ctx: SecurityContext,
     State(app): State<Arc<AppState>>,
-    params: Result<QueryParams<EventsParams>, QueryRejection>,
+    QueryParams(params): QueryParams<EventsParams>,
 ) -> Result<Json<EventsPage>, ApiError> {
     ctx.require(Capability::AuditRead)?;
-    let QueryParams(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let (mut q, cursor) = parse_params(params)?;
     let fp = fingerprint(&q);
     if let Some(c) = cursor {

@@ -1,0 +1,568 @@
+//! The error shape at every edge: every route of the three services of `vigil dev`, sent what
+//! a careless or hostile client sends — malformed JSON, wrong types, unknown fields, the wrong
+//! content type, an oversized body, no credentials, bad credentials — answers in the one shape
+//! (`{code, message, trace_id}`, JSON, the code in `X-Error-Code`), never in plain text.
+
+use crate::common::*;
+use reqwest::{Client, Method};
+use serde_json::{json, Value};
+use std::process::{Command, Stdio};
+
+/// `vigil dev` on free ports, ready; with the first admin's password.
+struct Dev {
+    _server: Server,
+    _dir: tempfile::TempDir,
+    audit: String,
+    auth: String,
+    gateway: String,
+    password: String,
+}
+
+async fn dev() -> Dev {
+    let dir = tempfile::tempdir().unwrap();
+    let (audit, auth, gateway) = (free_port(), free_port(), free_port());
+    let child = Command::new(vigil_bin())
+        .args(["dev", "--data-dir"])
+        .arg(dir.path())
+        .args(["--listen", &format!("127.0.0.1:{audit}")])
+        .args(["--auth-listen", &format!("127.0.0.1:{auth}")])
+        .args(["--gateway-listen", &format!("127.0.0.1:{gateway}")])
+        .env("VIGIL_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = Server {
+        child,
+        addr: format!("127.0.0.1:{auth}").parse().unwrap(),
+    };
+    server.wait_ready().await;
+    server.addr = format!("127.0.0.1:{audit}").parse().unwrap();
+    server.wait_ready().await;
+    server.addr = format!("127.0.0.1:{gateway}").parse().unwrap();
+    server.wait_for("/gateway/readyz").await;
+    let password = std::fs::read_to_string(dir.path().join("dev-admin-password")).unwrap();
+    Dev {
+        _server: server,
+        _dir: dir,
+        audit: format!("http://127.0.0.1:{audit}"),
+        auth: format!("http://127.0.0.1:{auth}"),
+        gateway: format!("http://127.0.0.1:{gateway}"),
+        password,
+    }
+}
+
+async fn admin_token(http: &Client, d: &Dev) -> String {
+    let r: Value = http
+        .post(format!("{}/v1/login", d.auth))
+        .json(&json!({"tenant_id": "acme", "username": "admin", "password": d.password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["access_token"].as_str().unwrap().to_owned()
+}
+
+/// What a request may carry.
+#[derive(Clone, Copy)]
+enum Creds<'a> {
+    None,
+    Bearer(&'a str),
+    /// The identity headers the audit service trusts from loopback.
+    Trusted,
+}
+
+/// Sends `body` with `content_type` and asserts the answer is a refusal in the shape; returns
+/// (status, code, message).
+async fn refusal(
+    http: &Client,
+    method: &Method,
+    url: &str,
+    creds: Creds<'_>,
+    content_type: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> (u16, String, String) {
+    let mut headers: Vec<(&str, String)> = Vec::new();
+    match creds {
+        Creds::None => {}
+        Creds::Bearer(t) => headers.push(("Authorization", format!("Bearer {t}"))),
+        Creds::Trusted => {
+            headers.push(("X-Tenant-ID", "acme".into()));
+            headers.push(("X-User-ID", "contract".into()));
+            headers.push(("X-Roles", "admin,super_admin".into()));
+        }
+    }
+    if let Some(ct) = content_type {
+        headers.push(("Content-Type", ct.to_owned()));
+    }
+    let (status, error_code, ct, text) = match body {
+        // A server may answer an oversized body before reading it and close the connection,
+        // which reqwest reports as a failed send: write it raw, and read the answer anyway.
+        Some(b) if b.len() > 1024 * 1024 => raw(method, url, &headers, b).await,
+        body => {
+            let mut rb = http.request(method.clone(), url);
+            for (k, v) in &headers {
+                rb = rb.header(*k, v);
+            }
+            if let Some(b) = body {
+                rb = rb.body(b);
+            }
+            let resp = rb.send().await.unwrap();
+            let h = |name: &str| {
+                resp.headers()
+                    .get(name)
+                    .map(|v| v.to_str().unwrap().to_owned())
+            };
+            let (code, ct) = (h("x-error-code"), h("content-type"));
+            (resp.status().as_u16(), code, ct, resp.text().await.unwrap())
+        }
+    };
+    let what = format!("{method} {url} -> {status}");
+    assert!((400..600).contains(&status), "{what}: expected a refusal");
+    let header = error_code.unwrap_or_else(|| panic!("{what}: no X-Error-Code: {text}"));
+    let ct = ct.unwrap_or_default();
+    assert!(
+        ct.starts_with("application/json"),
+        "{what}: content type {ct}"
+    );
+    let body: Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"));
+    let code = body["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{what}: {body}"));
+    let message = body["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{what}: {body}"));
+    assert!(body["trace_id"].is_string(), "{what}: {body}");
+    assert_eq!(code, header, "{what}: {body}");
+    assert!(!message.is_empty(), "{what}: {body}");
+    (status, code.to_owned(), message.to_owned())
+}
+
+/// Sends a request over a raw connection (`Connection: close`), writing the body while the
+/// answer is read; returns (status, X-Error-Code, Content-Type, body).
+async fn raw(
+    method: &Method,
+    url: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> (u16, Option<String>, Option<String>, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let u = reqwest::Url::parse(url).unwrap();
+    let addr = format!("{}:{}", u.host_str().unwrap(), u.port().unwrap());
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let mut head = format!(
+        "{method} {}{} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        u.path(),
+        u.query().map(|q| format!("?{q}")).unwrap_or_default(),
+        u.host_str().unwrap(),
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(head.as_bytes()).await;
+        let _ = wr.write_all(&body).await;
+        let _ = wr.shutdown().await;
+    });
+    let mut got = Vec::new();
+    let _ =
+        tokio::time::timeout(std::time::Duration::from_secs(20), rd.read_to_end(&mut got)).await;
+    writer.abort();
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no answer: {text}"));
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut code = None;
+    let mut ct = None;
+    for l in lines {
+        if let Some((k, v)) = l.split_once(':') {
+            match k.trim().to_ascii_lowercase().as_str() {
+                "x-error-code" => code = Some(v.trim().to_owned()),
+                "content-type" => ct = Some(v.trim().to_owned()),
+                _ => {}
+            }
+        }
+    }
+    (status, code, ct, body.to_owned())
+}
+
+/// A route that takes a JSON body, with a valid-looking body and one of its string fields.
+struct BodyRoute {
+    method: Method,
+    path: &'static str,
+    body: Value,
+    string_field: &'static str,
+}
+
+fn auth_body_routes() -> Vec<BodyRoute> {
+    let post = Method::POST;
+    vec![
+        BodyRoute {
+            method: post.clone(),
+            path: "/v1/login",
+            body: json!({"tenant_id": "acme", "username": "admin", "password": "x"}),
+            string_field: "username",
+        },
+        BodyRoute {
+            method: post.clone(),
+            path: "/v1/users",
+            body: json!({"username": "carol", "password": "a long enough passphrase", "roles": ["support"]}),
+            string_field: "username",
+        },
+        BodyRoute {
+            method: post.clone(),
+            path: "/v1/clients",
+            body: json!({"name": "billing", "roles": ["service"]}),
+            string_field: "name",
+        },
+        BodyRoute {
+            method: post.clone(),
+            path: "/v1/api-keys",
+            body: json!({"name": "ci", "roles": ["service"]}),
+            string_field: "name",
+        },
+        BodyRoute {
+            method: post.clone(),
+            path: "/v1/api-keys/introspect",
+            body: json!({"key": "vk_nothing"}),
+            string_field: "key",
+        },
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_of_the_auth_service_is_in_the_shape() {
+    let d = dev().await;
+    let http = Client::new();
+    let token = admin_token(&http, &d).await;
+    let big = vec![b' '; 3 * 1024 * 1024];
+    for r in auth_body_routes() {
+        let url = format!("{}{}", d.auth, r.path);
+        let json_ct = Some("application/json");
+        let mut wrong = r.body.clone();
+        wrong[r.string_field] = json!(42);
+        let mut extra = r.body.clone();
+        extra["tenant_id_override"] = json!("globex");
+        let mut missing = r.body.clone();
+        missing.as_object_mut().unwrap().remove(r.string_field);
+        // (what, content type, body, status, code, what the message must name)
+        let cases = [
+            (
+                "malformed JSON",
+                json_ct,
+                b"{\"a\":".to_vec(),
+                400,
+                "bad_request",
+                "",
+            ),
+            (
+                "a wrong type",
+                json_ct,
+                wrong.to_string().into_bytes(),
+                400,
+                "bad_request",
+                r.string_field,
+            ),
+            // A caller must not think an unknown field was honoured.
+            (
+                "an unknown field",
+                json_ct,
+                extra.to_string().into_bytes(),
+                400,
+                "bad_request",
+                "tenant_id_override",
+            ),
+            (
+                "a missing field",
+                json_ct,
+                missing.to_string().into_bytes(),
+                400,
+                "bad_request",
+                r.string_field,
+            ),
+            (
+                "the wrong content type",
+                Some("text/plain"),
+                r.body.to_string().into_bytes(),
+                415,
+                "unsupported_media_type",
+                "",
+            ),
+            (
+                "an oversized body",
+                json_ct,
+                big.clone(),
+                413,
+                "payload_too_large",
+                "",
+            ),
+        ];
+        for (what, ct, body, status, code, names) in cases {
+            let (s, c, msg) = refusal(
+                &http,
+                &r.method,
+                &url,
+                Creds::Bearer(&token),
+                ct,
+                Some(body),
+            )
+            .await;
+            assert_eq!(
+                (s, c.as_str()),
+                (status, code),
+                "{} with {what}: {msg}",
+                r.path
+            );
+            assert!(msg.contains(names), "{} with {what}: {msg}", r.path);
+        }
+    }
+    // Bodies of the token endpoint are forms.
+    let url = format!("{}/oauth/token", d.auth);
+    let (s, code, _) = refusal(
+        &http,
+        &Method::POST,
+        &url,
+        Creds::None,
+        Some("application/json"),
+        Some(b"{}".to_vec()),
+    )
+    .await;
+    assert_eq!((s, code.as_str()), (415, "unsupported_media_type"));
+    let (s, code, _) = refusal(
+        &http,
+        &Method::POST,
+        &url,
+        Creds::None,
+        Some("application/x-www-form-urlencoded"),
+        Some(big.clone()),
+    )
+    .await;
+    assert_eq!((s, code.as_str()), (413, "payload_too_large"));
+    let (s, _, _) = refusal(
+        &http,
+        &Method::POST,
+        &url,
+        Creds::None,
+        Some("application/x-www-form-urlencoded"),
+        Some(b"grant_type=client_credentials&client_id=nobody&client_secret=x".to_vec()),
+    )
+    .await;
+    assert_eq!(s, 401);
+
+    // Every route that needs a caller, without one and with a bad one.
+    let protected = [
+        (Method::POST, "/v1/users"),
+        (Method::GET, "/v1/users"),
+        (Method::DELETE, "/v1/users/carol"),
+        (Method::POST, "/v1/clients"),
+        (Method::POST, "/v1/api-keys"),
+        (Method::GET, "/v1/api-keys"),
+        (Method::DELETE, "/v1/api-keys/ak_1"),
+        (Method::POST, "/v1/api-keys/ak_1/rotate"),
+        (Method::POST, "/v1/api-keys/introspect"),
+        (Method::GET, "/v1/keys"),
+        (Method::POST, "/v1/keys/rotate"),
+        (Method::POST, "/v1/keys/k1/retire"),
+    ];
+    for (m, path) in &protected {
+        let url = format!("{}{path}", d.auth);
+        // No credentials: 401, or (where trusted identity headers are accepted from loopback)
+        // 400 for the missing tenant.
+        let (s, code, _) = refusal(&http, m, &url, Creds::None, None, None).await;
+        assert!(
+            s == 401 || code == "missing_tenant_id",
+            "{m} {path}: {s} {code}"
+        );
+        let (s, code, _) = refusal(&http, m, &url, Creds::Bearer("not.a.token"), None, None).await;
+        assert_eq!((s, code.as_str()), (401, "invalid_token"), "{m} {path}");
+    }
+    // Unknown routes and methods.
+    refusal(
+        &http,
+        &Method::GET,
+        &format!("{}/v1/nope", d.auth),
+        Creds::None,
+        None,
+        None,
+    )
+    .await;
+    let (s, _, _) = refusal(
+        &http,
+        &Method::PUT,
+        &format!("{}/v1/login", d.auth),
+        Creds::None,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 405);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_of_the_audit_service_and_the_gateway_is_in_the_shape() {
+    let d = dev().await;
+    let http = Client::new();
+    let token = admin_token(&http, &d).await;
+    // The audit service's routes, from its own OpenAPI document.
+    let doc: Value = http
+        .get(format!("{}/openapi.json", d.audit))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.contains_key("/v1/events"), "{doc}");
+    let big = vec![b'['; 80 * 1024 * 1024];
+    for (path, ops) in paths {
+        for (method, _) in ops.as_object().unwrap() {
+            let m: Method = method.to_uppercase().parse().unwrap();
+            // Path parameters get a value that is not what they should be.
+            let concrete = path.replace("{event_id}", "not-a-uuid");
+            let url = format!("{}{concrete}", d.audit);
+            // A route that answers a caller without credentials is public.
+            let public = http
+                .request(m.clone(), &url)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .is_success();
+            if !public {
+                let (s, code, _) = refusal(&http, &m, &url, Creds::None, None, None).await;
+                assert!(
+                    s == 401 || code == "missing_tenant_id",
+                    "{m} {path}: {s} {code}"
+                );
+                let (s, code, _) =
+                    refusal(&http, &m, &url, Creds::Bearer("not.a.token"), None, None).await;
+                assert_eq!((s, code.as_str()), (401, "invalid_token"), "{m} {path}");
+            }
+            if m == Method::GET && path.contains('{') {
+                refusal(&http, &m, &url, Creds::Trusted, None, None).await;
+            }
+            if m == Method::POST {
+                for (ct, body) in [
+                    (Some("application/json"), b"[{\"a\":".to_vec()),
+                    (Some("application/json"), b"{\"not\":\"an array\"}".to_vec()),
+                    (Some("application/json"), b"[42]".to_vec()),
+                    (Some("image/png"), b"[]".to_vec()),
+                    (Some("application/json"), big.clone()),
+                ] {
+                    let (s, code, msg) =
+                        refusal(&http, &m, &url, Creds::Trusted, ct, Some(body)).await;
+                    assert!(
+                        [400, 413, 415, 422].contains(&s),
+                        "{m} {path}: {s} {code} {msg}"
+                    );
+                }
+            }
+        }
+    }
+    // Query strings that do not parse.
+    for q in [
+        "limit=many",
+        "since=yesterday",
+        "min_severity=loud",
+        "cursor=%%%",
+        "unknown=1",
+    ] {
+        let (s, code, msg) = refusal(
+            &http,
+            &Method::GET,
+            &format!("{}/v1/events?{q}", d.audit),
+            Creds::Trusted,
+            None,
+            None,
+        )
+        .await;
+        assert_eq!((s, code.as_str()), (400, "bad_request"), "{q}: {msg}");
+    }
+
+    // The gateway: its own endpoints, and what it refuses before the audit service.
+    let gw = &d.gateway;
+    refusal(
+        &http,
+        &Method::GET,
+        &format!("{gw}/v1/events"),
+        Creds::None,
+        None,
+        None,
+    )
+    .await;
+    let (s, code, _) = refusal(
+        &http,
+        &Method::GET,
+        &format!("{gw}/v1/events"),
+        Creds::Bearer("not.a.token"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!((s, code.as_str()), (401, "invalid_token"));
+    refusal(
+        &http,
+        &Method::POST,
+        &format!("{gw}/gateway/healthz"),
+        Creds::None,
+        None,
+        None,
+    )
+    .await;
+    refusal(
+        &http,
+        &Method::GET,
+        &format!("{gw}/no/such/route"),
+        Creds::None,
+        None,
+        None,
+    )
+    .await;
+    let (s, code, _) = refusal(
+        &http,
+        &Method::POST,
+        &format!("{gw}/v1/events"),
+        Creds::Bearer(&token),
+        Some("application/json"),
+        Some(big),
+    )
+    .await;
+    assert_eq!((s, code.as_str()), (413, "payload_too_large"));
+    // Through the gateway, the audit service's refusal arrives as it was written.
+    let (s, code, _) = refusal(
+        &http,
+        &Method::POST,
+        &format!("{gw}/v1/events"),
+        Creds::Bearer(&token),
+        Some("application/json"),
+        Some(b"[{\"a\":".to_vec()),
+    )
+    .await;
+    assert_eq!((s, code.as_str()), (400, "bad_request"));
+    let (s, code, _) = refusal(
+        &http,
+        &Method::GET,
+        &format!("{gw}/v1/events?limit=many"),
+        Creds::Bearer(&token),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!((s, code.as_str()), (400, "bad_request"));
+}

@@ -309,12 +309,14 @@ fn parse(msg: &OwnedMessage, max_bytes: usize) -> Result<(TenantId, Event), (Dlq
             ),
         ));
     }
-    let value: serde_json::Value = match serde_json::from_slice(payload) {
+    let text = std::str::from_utf8(payload)
+        .map_err(|e| (DlqReason::NotJson, format!("not UTF-8: {e}")))?;
+    let value: serde_json::Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => return Err((DlqReason::NotJson, e.to_string())),
     };
-    EventInput::new(value)
-        .validate_deterministic()
+    vigil_core::number::check_numbers(&value, text)
+        .and_then(|()| EventInput::new(value).validate_deterministic())
         .map(|e| (tenant, e))
         .map_err(|e| (DlqReason::InvalidEvent, e.to_string()))
 }

@@ -356,16 +356,17 @@ async fn login(
         .user(&tenant, &body.username)
         .await
         .map_err(store_error)?;
-    let failure = |reason: &str| {
+    let failure_with = |payload: Value| {
         event(
             Actor::User(&body.username),
             "auth.login",
             ("user", &body.username),
             Outcome::Failure,
             Severity::Warning,
-            json!({"reason": reason}),
+            payload,
         )
     };
+    let failure = |reason: &str| failure_with(json!({"reason": reason}));
     if let Some(u) = &user {
         if u.locked_until > now {
             app.logins.with_label_values(&["throttled"]).inc();
@@ -432,6 +433,18 @@ async fn login(
                         .await
                         .map_err(store_error)?
                 }
+                // A tenant the service does not know gets no chain from a stranger's
+                // attempt: the event goes to the system tenant, naming what was tried.
+                None if !app.store.tenant_known(&tenant).await.map_err(store_error)? => app
+                    .store
+                    .record(vec![(
+                        app.keys.policy().system_tenant.clone(),
+                        failure_with(
+                            json!({"reason": "unknown_tenant", "tenant_id": tenant.as_str()}),
+                        ),
+                    )])
+                    .await
+                    .map_err(store_error)?,
                 None => app
                     .store
                     .record(vec![(tenant.clone(), failure("unknown_user"))])

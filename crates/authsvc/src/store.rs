@@ -452,6 +452,22 @@ impl AuthStore {
         })
     }
 
+    /// Whether the auth service knows `tenant`: it has a user, a service client or an API key.
+    pub async fn tenant_known(&self, tenant: &TenantId) -> Result<bool, StoreError> {
+        with_db!(&self.db, p => {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT (SELECT COUNT(*) FROM users WHERE tenant_id = $1)
+                      + (SELECT COUNT(*) FROM clients WHERE tenant_id = $1)
+                      + (SELECT COUNT(*) FROM api_keys WHERE tenant_id = $1)",
+            )
+            .bind(tenant.as_str())
+            .fetch_one(p)
+            .await
+            .map_err(err("looking up a tenant"))?;
+            Ok(n > 0)
+        })
+    }
+
     /// A user.
     pub async fn user(
         &self,

@@ -254,6 +254,19 @@ async fn logins_issue_verifiable_tokens_and_failures_are_throttled(db: String) {
     assert!(logins
         .iter()
         .any(|e| e["payload"]["reason"] == "unknown_user"));
+    // A stranger naming a tenant nobody has created makes no chain for it: that attempt is
+    // the system tenant's event.
+    let system = svc.audit.wait_for("system", "auth.login", 1).await;
+    assert!(system.iter().any(
+        |e| e["payload"]["reason"] == "unknown_tenant" && e["payload"]["tenant_id"] == "other"
+    ));
+    assert!(!svc
+        .audit
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(t, _)| t == "other"));
     let all = serde_json::to_string(&*svc.audit.0.lock().unwrap()).unwrap();
     assert!(!all.contains("velvet morning tide") && !all.contains("wrong password!"));
 }

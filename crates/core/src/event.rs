@@ -273,6 +273,16 @@ impl EventInput {
         EventInput(v)
     }
 
+    /// Parses an event from the JSON `text` it was sent as. Beyond parsing, every number in it
+    /// must come back the same from the RFC 8785 form the event is hashed in
+    /// ([`crate::number`]): a number that would be stored altered is refused, its field named.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        let v: Value = serde_json::from_str(text)
+            .map_err(|e| Error::invalid("(event)", format!("not JSON: {e}")))?;
+        crate::number::check_numbers(&v, text)?;
+        Ok(EventInput(v))
+    }
+
     /// Like [`EventInput::validate`], but an event sent without an id gets one derived from
     /// its normalized content ([`EventId::derived`]), so that the same event submitted again —
     /// a redelivered Kafka message, a backfill run twice — is recognised as a duplicate.

@@ -41,6 +41,7 @@ pub mod event;
 pub mod hash;
 pub mod ids;
 pub mod jcs;
+pub mod number;
 pub mod record;
 pub mod time;
 pub mod verify;

@@ -91,8 +91,83 @@ impl Database {
             Ok(Database::Postgres(pool))
         } else {
             Err(StoreError::BadUrl(format!(
-                "{url:?}: expected sqlite://PATH, sqlite::memory: or postgres://…"
+                "{}: expected sqlite://PATH, sqlite::memory: or postgres://…",
+                redact_url(url)
             )))
+        }
+    }
+
+    /// Opens a database that must exist already and be migrated to exactly `sqlite` or
+    /// `postgres` — for reading it (`vigil verify`, `vigil tail`): nothing is created, nothing
+    /// migrated. A missing SQLite file, a database that is not this kind of store, and one
+    /// whose schema is older or newer than this build are errors that say so.
+    pub async fn open_existing(
+        url: &str,
+        sqlite: &Migrator,
+        postgres: &Migrator,
+    ) -> Result<Database, StoreError> {
+        let db = if url.starts_with("sqlite:") {
+            if url.contains(":memory:") {
+                return Err(StoreError::BadUrl(
+                    "an in-memory SQLite database has nothing to read".into(),
+                ));
+            }
+            let opts = SqliteConnectOptions::from_str(url)
+                .map_err(|e| StoreError::BadUrl(format!("{url}: {e}")))?
+                .create_if_missing(false)
+                .busy_timeout(Duration::from_secs(5));
+            let path = opts.get_filename();
+            if !path.is_file() {
+                return Err(StoreError::BadUrl(format!(
+                    "there is no database at {}",
+                    path.display()
+                )));
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(opts)
+                .await
+                .map_err(|e| StoreError::from_sqlx("opening the SQLite database", e))?;
+            Database::Sqlite(pool)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts =
+                PgConnectOptions::from_str(url).map_err(|e| StoreError::BadUrl(format!("{e}")))?;
+            let pool = PgPoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(opts)
+                .await
+                .map_err(|e| StoreError::from_sqlx("connecting to Postgres", e))?;
+            Database::Postgres(pool)
+        } else {
+            return Err(StoreError::BadUrl(format!(
+                "{}: expected sqlite://PATH or postgres://…",
+                redact_url(url)
+            )));
+        };
+        let migrator = match &db {
+            Database::Sqlite(_) => sqlite,
+            Database::Postgres(_) => postgres,
+        };
+        let expected = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+        let sql = "SELECT MAX(version) FROM _sqlx_migrations WHERE success";
+        let applied: Result<Option<i64>, sqlx::Error> =
+            with_db!(&db, p => sqlx::query_scalar(sql).fetch_one(p).await);
+        match applied {
+            Ok(Some(v)) if v == expected => Ok(db),
+            Ok(Some(v)) => Err(StoreError::Migrate(format!(
+                "the store's schema is at migration {v}, this build reads {expected}: {}",
+                if v < expected {
+                    "start the service of this version once to migrate it"
+                } else {
+                    "use the newer vigil that wrote it"
+                }
+            ))),
+            Ok(None) | Err(_) => Err(StoreError::BadUrl(format!(
+                "{} is not a Vigil store (it has no migrations applied)",
+                redact_url(url)
+            ))),
         }
     }
 

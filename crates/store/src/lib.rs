@@ -157,3 +157,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     Ok(Arc::new(SqlStore::open(url).await?))
 }
+
+/// Opens a store that exists already, to read it: a missing SQLite file, a database that is
+/// not a Vigil store or one of another schema version is an error, and nothing is created or
+/// migrated (`vigil verify`, `vigil tail`, `vigil keys list`).
+pub async fn open_existing(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(SqlStore::open_existing(url).await?))
+}

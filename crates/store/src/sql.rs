@@ -79,6 +79,20 @@ impl SqlStore {
         };
         Ok(SqlStore { pool })
     }
+
+    /// Opens an existing, migrated store to read it: nothing created, nothing migrated
+    /// ([`Database::open_existing`]).
+    pub async fn open_existing(url: &str) -> Result<SqlStore, StoreError> {
+        let pool =
+            match Database::open_existing(url, &SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await? {
+                Database::Sqlite(pool) => Pool::Sqlite {
+                    pool,
+                    write: tokio::sync::Mutex::new(()),
+                },
+                Database::Postgres(pool) => Pool::Postgres(pool),
+            };
+        Ok(SqlStore { pool })
+    }
 }
 
 /// Decodes a JSON column of a possibly tampered row. Anything unparseable becomes a marker

@@ -350,7 +350,7 @@ async fn gateway(
 }
 
 async fn keys_list(database_url: &str) -> anyhow::Result<()> {
-    let store = vigil_store::open(database_url)
+    let store = vigil_store::open_existing(database_url)
         .await
         .context("opening the store")?;
     for k in store.public_keys().await? {

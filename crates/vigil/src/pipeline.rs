@@ -161,13 +161,9 @@ pub(crate) async fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
             report(number, &format!("larger than {MAX_EVENT_BYTES} bytes"));
             continue;
         }
-        let parsed = serde_json::from_str::<serde_json::Value>(&line)
-            .map_err(|e| format!("not JSON: {e}"))
-            .and_then(|v| {
-                EventInput::new(v)
-                    .validate_deterministic()
-                    .map_err(|e| e.to_string())
-            });
+        let parsed = EventInput::parse(&line)
+            .and_then(EventInput::validate_deterministic)
+            .map_err(|e| e.to_string());
         match parsed {
             Ok(event) => {
                 lines_of.insert(event.event_id.to_string(), number);
@@ -376,7 +372,7 @@ pub(crate) async fn tail(
     args: TailArgs,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<ExitCode> {
-    let store = vigil_store::open(&args.database_url)
+    let store = vigil_store::open_existing(&args.database_url)
         .await
         .context("opening the store")?;
     let tenant = TenantId::parse(&args.tenant).map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;

@@ -20,13 +20,18 @@ pub(crate) async fn run(
                 .collect::<anyhow::Result<_>>()?,
         )
     };
-    let store = vigil_store::open(database_url)
+    let store = vigil_store::open_existing(database_url)
         .await
         .context("opening the store")?;
     let keys = resolve_keys(&store, trusted).await?;
+    let all = store.tenants().await?;
     let tenants = match tenant {
+        // A typo must never read as "intact, 0 records".
+        Some(t) if !all.iter().any(|x| x == t) => {
+            anyhow::bail!("the store has no tenant {t:?} (it has {})", all.len())
+        }
         Some(t) => vec![t.to_owned()],
-        None => store.tenants().await?,
+        None => all,
     };
     let mut total = 0u64;
     for t in &tenants {

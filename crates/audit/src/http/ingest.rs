@@ -201,29 +201,35 @@ pub(super) async fn ingest(
     for (i, r) in raw.into_iter().enumerate() {
         let parsed = r.and_then(|raw| {
             serde_json::from_str::<serde_json::Value>(raw.get())
+                .map(|v| (v, raw))
                 .map_err(|e| format!("not JSON: {e}"))
         });
-        match parsed {
-            Err(msg) => results.push(Some(rejected(i, None, "invalid_event", None, msg))),
-            Ok(v) => {
-                let sent_id = v
-                    .get("event_id")
-                    .and_then(|id| id.as_str())
-                    .map(str::to_owned);
-                match EventInput::new(v).validate(|| EventId::from_uuid(uuid::Uuid::now_v7())) {
-                    Ok(e) => {
-                        results.push(None);
-                        valid.push((i, e));
-                    }
-                    Err(e) => results.push(Some(rejected(
-                        i,
-                        sent_id,
-                        "invalid_event",
-                        e.field().map(str::to_owned),
-                        e.to_string(),
-                    ))),
-                }
+        let (v, raw) = match parsed {
+            Ok(p) => p,
+            Err(msg) => {
+                results.push(Some(rejected(i, None, "invalid_event", None, msg)));
+                continue;
             }
+        };
+        let sent_id = v
+            .get("event_id")
+            .and_then(|id| id.as_str())
+            .map(str::to_owned);
+        let checked = vigil_core::number::check_numbers(&v, raw.get()).and_then(|()| {
+            EventInput::new(v).validate(|| EventId::from_uuid(uuid::Uuid::now_v7()))
+        });
+        match checked {
+            Ok(e) => {
+                results.push(None);
+                valid.push((i, e));
+            }
+            Err(e) => results.push(Some(rejected(
+                i,
+                sent_id,
+                "invalid_event",
+                e.field().map(str::to_owned),
+                e.to_string(),
+            ))),
         }
     }
     // The sequencer counts what it decides; count here what never reached it.

@@ -186,6 +186,69 @@ async fn deep_nesting_and_unsafe_integers_are_refused_by_field(engine: Engine) {
     );
 }
 
+async fn numbers_that_would_be_stored_altered_are_refused_by_field(engine: Engine) {
+    let app = spawn_app(engine).await;
+    // Written as text: serde_json (and so `json!`) would round these before they are sent.
+    let base = event(1).to_string();
+    let with =
+        |payload: &str| base.replacen("\"payload\":{", &format!("\"payload\":{{{payload},"), 1);
+    for n in [
+        "18446744073709551616",
+        "123456789012345678901234567890",
+        "-9223372036854775809",
+        "1.00000000000000001",
+    ] {
+        let body = format!("[{}]", with(&format!("\"x\":{{\"n\":{n}}}")));
+        let r = app.post_raw("acme", "application/json", body).await;
+        assert_eq!(r.status(), 422, "{n}");
+        let body: Value = r.json().await.unwrap();
+        let err = &body["details"]["results"][0]["error"];
+        assert_eq!(err["field"], "payload.x.n", "{n}: {body}");
+        assert!(
+            err["message"].as_str().unwrap().contains("exactly"),
+            "{body}"
+        );
+    }
+    assert_eq!(app.get_json("acme", "/v1/chain/head").await["seq"], 0);
+    // Numbers that come back the same are stored, and read back as sent.
+    let body = format!("[{}]", with("\"ratio\":0.1,\"big\":1e21,\"neg\":-2.5"));
+    let (status, body) = results(app.post_raw("acme", "application/json", body).await).await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["results"][0]["event_id"].as_str().unwrap();
+    let rec = app.get_json("acme", &format!("/v1/events/{id}")).await;
+    assert_eq!(rec["payload"]["ratio"], json!(0.1));
+    assert_eq!(rec["payload"]["big"], json!(1e21));
+    assert_eq!(rec["payload"]["neg"], json!(-2.5));
+}
+
+async fn an_empty_batch_is_a_400_and_a_wrong_content_type_a_415(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let r = app.post_raw("acme", "application/json", "[]").await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["x-error-code"], "bad_request");
+    let r = app.post_raw("acme", "application/json", " [ ] ").await;
+    assert_eq!(r.status(), 400);
+    let body = json!([event(0)]).to_string();
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "image/png",
+    ] {
+        let r = app.post_raw("acme", ct, body.clone()).await;
+        assert_eq!(r.status(), 415, "{ct}");
+        assert_eq!(r.headers()["x-error-code"], "unsupported_media_type");
+    }
+    assert_eq!(app.get_json("acme", "/v1/chain/head").await["seq"], 0);
+    let line = event(1).to_string();
+    for (ct, body) in [
+        ("application/json; charset=utf-8", body),
+        ("application/x-ndjson", line),
+    ] {
+        let (status, b) = results(app.post_raw("acme", ct, body).await).await;
+        assert_eq!(status, 200, "{ct}: {b}");
+    }
+}
+
 async fn a_producer_seq_going_backwards_is_refused_and_gaps_are_counted(engine: Engine) {
     let app = spawn_app(engine).await;
     let with_seq = |i: u64, s: u64| {
@@ -553,6 +616,8 @@ on_both_engines!(
     bodies_that_are_not_json_are_400s,
     oversized_batches_and_events_are_413_and_store_nothing,
     deep_nesting_and_unsafe_integers_are_refused_by_field,
+    numbers_that_would_be_stored_altered_are_refused_by_field,
+    an_empty_batch_is_a_400_and_a_wrong_content_type_a_415,
     a_producer_seq_going_backwards_is_refused_and_gaps_are_counted,
     the_tenant_comes_from_the_context_and_is_validated,
     every_filter_works_over_http,

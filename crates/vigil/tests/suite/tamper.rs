@@ -70,3 +70,40 @@ async fn verify_exits_2_when_the_store_cannot_be_reached() {
     let (code, _) = run_verify("mysql://nope", &[]);
     assert_eq!(code, 2);
 }
+
+/// An auditor's typo never reads as "intact": a missing database or tenant is exit 2, and
+/// `verify` creates nothing.
+async fn a_missing_store_or_tenant_is_exit_2_and_nothing_is_created(engine: Engine) {
+    let mut app = spawn_app(engine).await;
+    app.post_events("acme", &events(0, 3)).await;
+    app.stop().await;
+    let (code, out) = run_verify(&app.db_url, &["--tenant", "doesnotexist"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("no tenant \"doesnotexist\""), "{out}");
+    let (code, out) = run_verify(&app.db_url, &["--tenant", "acme"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("acme: intact, 3 records"), "{out}");
+    if let Engine::Sqlite = engine {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.db");
+        let (code, out) = run_verify(&format!("sqlite://{}", missing.display()), &[]);
+        assert_eq!(code, 2, "{out}");
+        assert!(out.contains("there is no database at"), "{out}");
+        assert!(!missing.exists(), "verify created {}", missing.display());
+        // A SQLite file that is not a Vigil store.
+        let other = dir.path().join("other.db");
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=rwc", other.display()))
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (x)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        let (code, out) = run_verify(&format!("sqlite://{}", other.display()), &[]);
+        assert_eq!(code, 2, "{out}");
+        assert!(out.contains("not a Vigil store"), "{out}");
+    }
+}
+
+on_both_engines!(a_missing_store_or_tenant_is_exit_2_and_nothing_is_created);

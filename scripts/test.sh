@@ -15,11 +15,19 @@
 #   - Python with the rfc8785, cryptography and PyJWT packages (PyPI), for the independent
 #     verification and JWT interoperability tests, in a virtualenv under the cargo target
 #     directory.
-# The cargo target directory lives outside the clone (reused between CI runs when present).
+# The cargo target directory lives outside the clone (reused between CI runs when present):
+# ./target is made a link to ~/.cache/vigil-target when missing, so `cargo run -p vigil -- dev`
+# and this script share one build instead of compiling everything twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vigil-target}"
+if [ -z "${CARGO_TARGET_DIR:-}" ]; then
+  cache="${VIGIL_TARGET_CACHE:-$HOME/.cache/vigil-target}"
+  if [ ! -e target ] && [ ! -L target ]; then
+    mkdir -p "$cache" && ln -s "$cache" target
+  fi
+  export CARGO_TARGET_DIR="$PWD/target"
+fi
 export VIGIL_TEST_POSTGRES_URL="${VIGIL_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 mkdir -p "$CARGO_TARGET_DIR"
 

@@ -7,6 +7,7 @@ use crate::keyring::{KeyPolicy, KeyRing};
 use crate::outbox::KeyRingTokens;
 use crate::settings::AuthSettings;
 use crate::store::AuthStore;
+use crate::throttle::ThrottlePolicy;
 use anyhow::Context;
 use axum::{Extension, Router};
 use std::future::Future;
@@ -104,7 +105,11 @@ impl Application {
             settings.token_ttl,
             settings.jwks_max_age,
             PasswordPolicy::with_min_chars(settings.min_password_chars),
-            settings.lockout_threshold,
+            ThrottlePolicy {
+                pair_free: settings.lockout_threshold,
+                ..settings.throttle
+            },
+            settings.trusted_proxies.clone(),
             registry,
         ));
         let source = IdentitySource {

@@ -9,7 +9,8 @@
 use crate::events::{event, Actor};
 use crate::keyring::{unix_now, KeyRing};
 use crate::store::{ApiKeyRow, AuthStore, ClientRow, KeyState, UserRow};
-use axum::extract::State;
+use crate::throttle::{self, Attempt, ThrottlePolicy};
+use axum::extract::{ConnectInfo, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -19,6 +20,7 @@ use base64::Engine;
 use prometheus::{IntCounterVec, Opts, Registry};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use vigil_auth::password::PasswordPolicy;
@@ -48,12 +50,15 @@ pub struct AppState {
     pub jwks_max_age: Duration,
     /// Password rules.
     pub passwords: PasswordPolicy,
-    /// Failed logins before throttling starts.
-    pub lockout_threshold: i64,
+    /// Login throttling limits.
+    pub throttle: ThrottlePolicy,
+    /// Peers whose `X-Forwarded-For` names the caller (the gateway).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Metrics registry.
     pub registry: Registry,
     tokens: IntCounterVec,
     logins: IntCounterVec,
+    throttled: IntCounterVec,
 }
 
 impl AppState {
@@ -67,7 +72,8 @@ impl AppState {
         token_ttl: Duration,
         jwks_max_age: Duration,
         passwords: PasswordPolicy,
-        lockout_threshold: i64,
+        throttle: ThrottlePolicy,
+        trusted_proxies: Vec<std::net::IpAddr>,
         registry: Registry,
     ) -> AppState {
         let tokens = IntCounterVec::new(
@@ -81,7 +87,18 @@ impl AppState {
         )
         .expect("valid metric");
         registry.register(Box::new(tokens.clone())).expect("once");
+        let throttled = IntCounterVec::new(
+            Opts::new(
+                "auth_login_throttled_total",
+                "Login attempts refused by throttling, by the counter that refused them",
+            ),
+            &["scope"],
+        )
+        .expect("valid metric");
         registry.register(Box::new(logins.clone())).expect("once");
+        registry
+            .register(Box::new(throttled.clone()))
+            .expect("once");
         AppState {
             store,
             keys,
@@ -90,10 +107,12 @@ impl AppState {
             token_ttl,
             jwks_max_age,
             passwords,
-            lockout_threshold,
+            throttle,
+            trusted_proxies,
             registry,
             tokens,
             logins,
+            throttled,
         }
     }
 
@@ -332,62 +351,125 @@ impl std::fmt::Debug for LoginBody {
     }
 }
 
-/// Seconds an account is locked after `failures` failed logins in a row: none below the
-/// threshold, then 1 s doubling to at most 15 minutes.
-fn lockout(failures: i64, threshold: i64) -> i64 {
-    if failures < threshold {
-        0
-    } else {
-        (1i64 << (failures - threshold).min(10)).min(900)
+/// The caller's address: the peer's, or — when the peer is a trusted proxy (the gateway) —
+/// the last address in `X-Forwarded-For`, the one it put there (anything before it came from
+/// the client).
+fn client_address(app: &AppState, peer: SocketAddr, headers: &HeaderMap) -> String {
+    if app.trusted_proxies.contains(&peer.ip()) {
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .next_back()
+            .and_then(|a| a.trim().parse::<std::net::IpAddr>().ok());
+        if let Some(a) = forwarded {
+            return a.to_string();
+        }
     }
+    peer.ip().to_string()
 }
 
-/// `POST /v1/login` `{tenant_id, username, password}`.
+/// The known-device cookie: set on a successful login, sent back by the same browser or
+/// client; the server keeps only its hash, per account.
+const DEVICE_COOKIE: &str = "vigil_device";
+
+fn device_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == DEVICE_COOKIE)
+        .map(|(_, v)| v.to_owned())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+}
+
+fn device_hash(cookie: &str) -> String {
+    use sha2::Digest;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(cookie.as_bytes()))
+}
+
+/// `POST /v1/login` `{tenant_id, username, password}`, throttled as [`crate::throttle`] says.
 async fn login(
     State(app): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Json(body): Json<LoginBody>,
 ) -> Result<Response, ApiError> {
     let tenant = TenantId::parse(&body.tenant_id).map_err(|_| {
         ApiError::BadRequest("tenant_id must match [a-z0-9][a-z0-9_-]{0,63}".into())
     })?;
-    let now = unix_now();
-    let user = app
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let cookie = device_cookie(&headers);
+    let mut attempt = Attempt {
+        tenant: tenant.clone(),
+        username: body.username.clone(),
+        address: client_address(&app, peer, &headers),
+        device: cookie.as_deref().map(device_hash),
+    };
+    let policy = app.throttle;
+    let standing = app
         .store
-        .user(&tenant, &body.username)
+        .login_standing(&attempt, now, policy.quiet_reset)
         .await
         .map_err(store_error)?;
-    let failure_with = |payload: Value| {
-        event(
-            Actor::User(&body.username),
-            "auth.login",
-            ("user", &body.username),
-            Outcome::Failure,
-            Severity::Warning,
-            payload,
+    // A tenant the service does not know gets no chain from a stranger's attempt: its events
+    // go to the system tenant, naming what was tried.
+    let known_tenant = app.store.tenant_known(&tenant).await.map_err(store_error)?;
+    let failure = |reason: &str, extra: Value| {
+        let mut payload = json!({"reason": reason, "address": attempt.address});
+        if let (Value::Object(p), Value::Object(x)) = (&mut payload, extra) {
+            p.extend(x);
+        }
+        let chain = if known_tenant {
+            tenant.clone()
+        } else {
+            payload["tenant_id"] = json!(tenant.as_str());
+            app.keys.policy().system_tenant.clone()
+        };
+        (
+            chain,
+            event(
+                Actor::User(&body.username),
+                "auth.login",
+                ("user", &body.username),
+                Outcome::Failure,
+                Severity::Warning,
+                payload,
+            ),
         )
     };
-    let failure = |reason: &str| failure_with(json!({"reason": reason}));
-    if let Some(u) = &user {
-        if u.locked_until > now {
-            app.logins.with_label_values(&["throttled"]).inc();
-            app.store
-                .record(vec![(tenant.clone(), failure("throttled"))])
-                .await
-                .map_err(store_error)?;
-            let wait = u.locked_until - now;
-            return Ok((
-                [(RETRY_AFTER, wait.to_string())],
-                ApiError::RateLimited(format!(
-                    "too many failed logins for this account; try again in {wait} s"
-                )),
-            )
-                .into_response());
-        }
+    if let Some((scope, wait_ms)) = throttle::decide(&policy, &standing, now) {
+        let wait = (wait_ms + 999) / 1000;
+        app.logins.with_label_values(&["throttled"]).inc();
+        app.throttled.with_label_values(&[scope.as_str()]).inc();
+        app.store
+            .record(vec![failure("throttled", json!({"scope": scope.as_str()}))])
+            .await
+            .map_err(store_error)?;
+        return Ok((
+            [(RETRY_AFTER, wait.to_string())],
+            ApiError::RateLimited(format!("too many failed logins; try again in {wait} s")),
+        )
+            .into_response());
     }
+    let user = if known_tenant {
+        app.store
+            .user(&tenant, &body.username)
+            .await
+            .map_err(store_error)?
+    } else {
+        None
+    };
     let stored = user.as_ref().map_or_else(
         || password::decoy_hash().to_owned(),
         |u| u.password_hash.clone(),
     );
+    let exists = user.is_some();
     let pw = body.password.clone();
     let ok = tokio::task::spawn_blocking(move || password::verify(&pw, &stored))
         .await
@@ -396,61 +478,66 @@ async fn login(
         Some(u) => {
             let roles = role_names(&u.roles);
             let body_json = app.issue(format!("user:{}", u.username), &tenant, roles.clone());
+            // A device the account has not seen succeed gets a new cookie (a random token;
+            // only its hash is kept), so the next login from it is a known device's.
+            let new_cookie = (!standing.device_known).then(|| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+            });
+            if let Some(c) = &new_cookie {
+                attempt.device = Some(device_hash(c));
+            }
             let ev = event(
                 Actor::User(&u.username),
                 "auth.login",
                 ("user", &u.username),
                 Outcome::Success,
                 Severity::Info,
-                json!({"roles": roles}),
+                json!({"roles": roles, "address": attempt.address, "known_device": standing.device_known}),
             );
             app.store
-                .record_login(&tenant, &u.username, true, 0, vec![(tenant.clone(), ev)])
+                .login_succeeded(
+                    &attempt,
+                    standing.device_known,
+                    now,
+                    vec![(tenant.clone(), ev)],
+                )
                 .await
                 .map_err(store_error)?;
             app.logins.with_label_values(&["success"]).inc();
             app.tokens.with_label_values(&["password"]).inc();
-            Ok(Json(body_json).into_response())
+            let mut resp = Json(body_json).into_response();
+            if let Some(c) = new_cookie {
+                let secure = if app.issuer.starts_with("https://") {
+                    "; Secure"
+                } else {
+                    ""
+                };
+                let set = format!(
+                    "{DEVICE_COOKIE}={c}; Max-Age=15552000; Path=/v1/login; HttpOnly; SameSite=Strict{secure}"
+                );
+                if let Ok(v) = axum::http::HeaderValue::from_str(&set) {
+                    resp.headers_mut().insert(axum::http::header::SET_COOKIE, v);
+                }
+            }
+            Ok(resp)
         }
         None => {
             app.logins.with_label_values(&["failure"]).inc();
-            let existing = app
-                .store
-                .user(&tenant, &body.username)
+            let reason = match (known_tenant, exists) {
+                (false, _) => "unknown_tenant",
+                (true, false) => "unknown_user",
+                (true, true) => "bad_password",
+            };
+            app.store
+                .login_failed(
+                    &attempt,
+                    standing.device_known,
+                    &policy,
+                    now,
+                    vec![failure(reason, json!({}))],
+                )
                 .await
                 .map_err(store_error)?;
-            match existing {
-                Some(u) => {
-                    let until = now + lockout(u.failed_logins + 1, app.lockout_threshold);
-                    app.store
-                        .record_login(
-                            &tenant,
-                            &body.username,
-                            false,
-                            until,
-                            vec![(tenant.clone(), failure("bad_password"))],
-                        )
-                        .await
-                        .map_err(store_error)?
-                }
-                // A tenant the service does not know gets no chain from a stranger's
-                // attempt: the event goes to the system tenant, naming what was tried.
-                None if !app.store.tenant_known(&tenant).await.map_err(store_error)? => app
-                    .store
-                    .record(vec![(
-                        app.keys.policy().system_tenant.clone(),
-                        failure_with(
-                            json!({"reason": "unknown_tenant", "tenant_id": tenant.as_str()}),
-                        ),
-                    )])
-                    .await
-                    .map_err(store_error)?,
-                None => app
-                    .store
-                    .record(vec![(tenant.clone(), failure("unknown_user"))])
-                    .await
-                    .map_err(store_error)?,
-            }
             Err(ApiError::Unauthenticated("invalid credentials".into()))
         }
     }
@@ -931,17 +1018,4 @@ async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     let mut out = String::new();
     let _ = prometheus::TextEncoder::new().encode_utf8(&app.registry.gather(), &mut out);
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::lockout;
-
-    #[test]
-    fn lockout_starts_at_the_threshold_and_is_capped() {
-        assert_eq!(lockout(4, 5), 0);
-        assert_eq!(lockout(5, 5), 1);
-        assert_eq!(lockout(6, 5), 2);
-        assert_eq!(lockout(100, 5), 900);
-    }
 }

@@ -20,6 +20,7 @@ pub mod keyring;
 pub mod outbox;
 pub mod settings;
 pub mod store;
+pub mod throttle;
 
 pub use app::Application;
 pub use settings::AuthSettings;

@@ -31,8 +31,12 @@ pub struct AuthSettings {
     pub reload_interval: Duration,
     /// Minimum password length (at least 8).
     pub min_password_chars: usize,
-    /// Failed logins in a row before an account is throttled.
+    /// Failed logins of one account from one source before that source is slowed down.
     pub lockout_threshold: i64,
+    /// The other login throttling limits (its `pair_free` is `lockout_threshold`).
+    pub throttle: crate::throttle::ThrottlePolicy,
+    /// Peers (the gateway) whose `X-Forwarded-For` names the caller for login throttling.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Where audit events go: the audit service's base URL. `None` with no in-process sink:
     /// events are logged.
     pub audit_url: Option<String>,
@@ -59,6 +63,8 @@ impl AuthSettings {
             reload_interval: Duration::from_secs(1),
             min_password_chars: 8,
             lockout_threshold: 5,
+            throttle: crate::throttle::ThrottlePolicy::default(),
+            trusted_proxies: Vec::new(),
             audit_url: None,
             system_tenant: "system".into(),
             trust_headers: false,

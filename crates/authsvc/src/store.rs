@@ -3,6 +3,7 @@
 //! the outbox in the same transaction, so an event is never lost and never recorded for a
 //! change that did not happen.
 
+use crate::throttle::{Attempt, Standing, ThrottlePolicy};
 use serde_json::Value;
 use sqlx::Row;
 use vigil_core::builder::EventBuilder;
@@ -521,25 +522,119 @@ impl AuthStore {
         })
     }
 
-    /// Records a login attempt: on success the failure count resets; on failure it grows and
-    /// the account is locked until `locked_until`.
-    pub async fn record_login(
+    // ----- login throttling -----
+
+    /// What the throttle counters say of `a` at `now` (unix milliseconds, like every time
+    /// of the throttle tables) ([`crate::throttle`]).
+    pub async fn login_standing(
         &self,
-        tenant: &TenantId,
-        username: &str,
-        success: bool,
-        locked_until: i64,
+        a: &Attempt,
+        now: i64,
+        quiet_reset: i64,
+    ) -> Result<Standing, StoreError> {
+        let tenant = a.tenant.as_str();
+        let sources = a.sources();
+        let known: Vec<String> = with_db!(&self.db, p => {
+            let mut known = Vec::new();
+            for src in &sources {
+                let hit: Option<i64> = sqlx::query_scalar(
+                    "SELECT last_success FROM login_known_sources WHERE tenant_id = $1 AND username = $2 AND source = $3",
+                )
+                .bind(tenant).bind(&a.username).bind(src)
+                .fetch_optional(p).await.map_err(err("reading login sources"))?;
+                if hit.is_some() {
+                    known.push(src.clone());
+                }
+            }
+            Ok::<_, StoreError>(known)
+        })?;
+        let device_known = known.iter().any(|s| s.starts_with("dev:"));
+        let address_known = known.iter().any(|s| s.starts_with("addr:"));
+        let counter = |key: String| async move {
+            let row: Option<(i64, i64, i64)> = with_db!(&self.db, p => {
+                sqlx::query_as("SELECT failures, locked_until, last_failure FROM login_throttle WHERE key = $1")
+                    .bind(&key).fetch_optional(p).await.map_err(err("reading login counters"))
+            })?;
+            Ok::<_, StoreError>(match row {
+                Some((f, l, last)) if last >= now - quiet_reset * 1000 => (f, l),
+                _ => (0, 0),
+            })
+        };
+        let (_, pair_locked_until) = counter(a.pair_key(device_known)).await?;
+        let (_, address_locked_until) = counter(a.address_key()).await?;
+        let (account_failures, account_locked_until) = counter(a.account_key()).await?;
+        Ok(Standing {
+            pair_locked_until,
+            address_locked_until,
+            account_failures,
+            account_locked_until,
+            device_known,
+            address_known,
+        })
+    }
+
+    /// Counts a failed login of `a` on its pair, address and account counters (locking each
+    /// past its free attempts), with its audit events, in one transaction.
+    pub async fn login_failed(
+        &self,
+        a: &Attempt,
+        device_known: bool,
+        policy: &ThrottlePolicy,
+        now: i64,
         events: Vec<OutboxEvent>,
     ) -> Result<(), StoreError> {
+        let counters = [
+            (a.pair_key(device_known), policy.pair_free),
+            (a.address_key(), policy.address_free),
+            (a.account_key(), policy.account_ceiling),
+        ];
         with_db!(&self.db, p => {
             let mut tx = p.begin_with(self.db.begin_write()).await.map_err(err("starting a transaction"))?;
-            let q = if success {
-                "UPDATE users SET failed_logins = 0, locked_until = $3 WHERE tenant_id = $1 AND username = $2"
-            } else {
-                "UPDATE users SET failed_logins = failed_logins + 1, locked_until = $3 WHERE tenant_id = $1 AND username = $2"
-            };
-            sqlx::query(q).bind(tenant.as_str()).bind(username).bind(locked_until)
+            for (key, free) in &counters {
+                let failures: i64 = sqlx::query_scalar(
+                    "INSERT INTO login_throttle (key, failures, locked_until, last_failure) VALUES ($1, 1, 0, $2) \
+                     ON CONFLICT (key) DO UPDATE SET \
+                       failures = CASE WHEN login_throttle.last_failure < $3 THEN 1 ELSE login_throttle.failures + 1 END, \
+                       last_failure = $2 \
+                     RETURNING failures",
+                )
+                .bind(key).bind(now).bind(now - policy.quiet_reset * 1000)
+                .fetch_one(&mut *tx).await.map_err(err("counting a failed login"))?;
+                let delay = policy.delay(failures, *free);
+                sqlx::query("UPDATE login_throttle SET locked_until = $2 WHERE key = $1")
+                    .bind(key).bind(if delay > 0 { now + delay * 1000 } else { 0 })
+                    .execute(&mut *tx).await.map_err(err("counting a failed login"))?;
+            }
+            outbox!(self, tx, events);
+            tx.commit().await.map_err(err("counting a failed login"))
+        })
+    }
+
+    /// Records a successful login of `a`: its pair and the account's counter start over, and
+    /// its address and device are remembered as sources that have logged in to the account.
+    pub async fn login_succeeded(
+        &self,
+        a: &Attempt,
+        device_known: bool,
+        now: i64,
+        events: Vec<OutboxEvent>,
+    ) -> Result<(), StoreError> {
+        let cleared = [a.pair_key(device_known), a.pair_key(false), a.account_key()];
+        let sources = a.sources();
+        with_db!(&self.db, p => {
+            let mut tx = p.begin_with(self.db.begin_write()).await.map_err(err("starting a transaction"))?;
+            for key in &cleared {
+                sqlx::query("DELETE FROM login_throttle WHERE key = $1")
+                    .bind(key).execute(&mut *tx).await.map_err(err("recording a login"))?;
+            }
+            for src in &sources {
+                sqlx::query(
+                    "INSERT INTO login_known_sources (tenant_id, username, source, last_success) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (tenant_id, username, source) DO UPDATE SET last_success = $4",
+                )
+                .bind(a.tenant.as_str()).bind(&a.username).bind(src).bind(now)
                 .execute(&mut *tx).await.map_err(err("recording a login"))?;
+            }
             outbox!(self, tx, events);
             tx.commit().await.map_err(err("recording a login"))
         })

@@ -79,12 +79,17 @@ struct Svc {
 }
 
 async fn start(db: String) -> Svc {
+    start_with(db, |_| {}).await
+}
+
+async fn start_with(db: String, tweak: impl FnOnce(&mut AuthSettings)) -> Svc {
     let mut s = AuthSettings::new(db.clone());
     s.listen = "127.0.0.1:0".parse().unwrap();
     s.reload_interval = Duration::from_millis(100);
     s.token_ttl = Duration::from_secs(60);
     s.rotation_grace = Duration::from_secs(1);
     s.lockout_threshold = 3;
+    tweak(&mut s);
     let audit = Arc::new(Recorder::default());
     let app = Application::build(s, Some(audit.clone() as Arc<dyn Transport>))
         .await
@@ -106,6 +111,26 @@ async fn start(db: String) -> Svc {
 }
 
 impl Svc {
+    /// A login from `address` (through the trusted proxy's X-Forwarded-For), with `cookie`.
+    async fn login_from(
+        &self,
+        address: &str,
+        cookie: Option<&str>,
+        tenant: &str,
+        user: &str,
+        password: &str,
+    ) -> reqwest::Response {
+        let mut r = self
+            .http
+            .post(format!("{}/v1/login", self.base))
+            .header("X-Forwarded-For", address)
+            .json(&json!({"tenant_id": tenant, "username": user, "password": password}));
+        if let Some(c) = cookie {
+            r = r.header("Cookie", c);
+        }
+        r.send().await.unwrap()
+    }
+
     async fn login(&self, tenant: &str, user: &str, password: &str) -> reqwest::Response {
         self.http
             .post(format!("{}/v1/login", self.base))
@@ -695,4 +720,161 @@ async fn rotated_out_keys_retire_by_themselves_after_the_token_lifetime() {
     let retired = audit.wait_for("system", "auth.key.retired", 1).await;
     assert_eq!(retired[0]["resource"]["id"], first.as_str());
     assert!(!jwks().await.contains(&first));
+}
+
+/// The known-device cookie a successful login sets (`name=value`).
+fn device_cookie(r: &reqwest::Response) -> String {
+    let set = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    set.split(';').next().unwrap().to_owned()
+}
+
+async fn throttling_holds_back_the_attacker_and_never_the_owner(db: String) {
+    let svc = start_with(db, |s| {
+        s.lockout_threshold = 5;
+        s.throttle.address_free = 50;
+        s.throttle.account_ceiling = 100;
+        s.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    let pw = "velvet morning tide";
+    bootstrap(&svc, "acme", "alice", pw, &[Role::Admin]).await;
+    // The owner logs in once from home, and keeps the device cookie.
+    let r = svc
+        .login_from("198.51.100.7", None, "acme", "alice", pw)
+        .await;
+    assert_eq!(r.status(), 200);
+    let device = device_cookie(&r);
+
+    // 100 wrong passwords from one address: a handful are checked, then the address waits.
+    let attacker = "203.0.113.66";
+    let mut statuses = Vec::new();
+    for _ in 0..100 {
+        let r = svc
+            .login_from(attacker, None, "acme", "alice", "guess guess guess")
+            .await;
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 401).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 95);
+    // The right password from the attacker's address is held back too (it is not tried).
+    let r = svc.login_from(attacker, None, "acme", "alice", pw).await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    // The owner, from another address and from the known device, is not.
+    assert_eq!(
+        svc.login_from("192.0.2.10", None, "acme", "alice", pw)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        svc.login_from(attacker, Some(&device), "acme", "alice", pw)
+            .await
+            .status(),
+        200
+    );
+
+    // A distributed guess: 20 addresses, 5 tries each, never slowed one by one, reach the
+    // account's ceiling of 100; then a stranger's address waits while the owner's known
+    // address and device still get in.
+    for i in 0..20 {
+        for _ in 0..5 {
+            let r = svc
+                .login_from(
+                    &format!("10.9.{i}.1"),
+                    None,
+                    "acme",
+                    "alice",
+                    "spray spray spray",
+                )
+                .await;
+            assert_eq!(r.status(), 401);
+        }
+    }
+    let r = svc
+        .login_from("10.9.99.1", None, "acme", "alice", "spray spray spray")
+        .await;
+    assert_eq!(
+        r.status(),
+        429,
+        "the account's ceiling holds strangers back"
+    );
+    let r = svc.login_from("10.9.99.2", None, "acme", "alice", pw).await;
+    assert_eq!(r.status(), 429, "even with the right password");
+    assert_eq!(
+        svc.login_from("198.51.100.7", None, "acme", "alice", pw)
+            .await
+            .status(),
+        200
+    );
+    // That success reset the account's counter: the ceiling is not a lock the attacker keeps.
+    assert_eq!(
+        svc.login_from("10.9.99.3", None, "acme", "alice", pw)
+            .await
+            .status(),
+        200
+    );
+
+    // Throttling says nothing about which accounts exist: a made-up account answers the same.
+    let mut ghost = Vec::new();
+    for _ in 0..7 {
+        ghost.push(
+            svc.login_from("203.0.113.99", None, "acme", "nobody", "guess guess guess")
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(ghost, [401, 401, 401, 401, 401, 429, 429]);
+
+    // Every throttle decision is counted and audited.
+    let metrics = svc
+        .http
+        .get(format!("{}/metrics", svc.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"auth_login_throttled_total{scope="source"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"auth_login_throttled_total{scope="account"}"#),
+        "{metrics}"
+    );
+    // One event per attempt: 1 + 100 + 1 + 2 + 100 + 2 + 2 + 7.
+    let events = svc.audit.wait_for("acme", "auth.login", 215).await;
+    let throttled: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["payload"]["reason"] == "throttled")
+        .collect();
+    assert!(throttled
+        .iter()
+        .any(|e| e["payload"]["scope"] == "source" && e["payload"]["address"] == attacker));
+    assert!(throttled.iter().any(|e| e["payload"]["scope"] == "account"));
+}
+
+#[tokio::test]
+async fn throttling_sqlite() {
+    let (db, _dir) = sqlite().await;
+    throttling_holds_back_the_attacker_and_never_the_owner(db).await;
+}
+
+#[tokio::test]
+async fn throttling_postgres() {
+    throttling_holds_back_the_attacker_and_never_the_owner(
+        vigil_store::testing::fresh_postgres_url().await,
+    )
+    .await;
 }

@@ -156,9 +156,25 @@ pub(crate) struct AuthServeArgs {
     /// Minimum password length (NIST: at least 8).
     #[arg(long, env = "VIGIL_AUTH_MIN_PASSWORD_CHARS", default_value_t = 8)]
     min_password_chars: usize,
-    /// Failed logins in a row before an account is throttled.
+    /// Failed logins of one account from one address (or device) before that source is
+    /// slowed down, 1 s doubling to 15 min; other sources are not.
     #[arg(long, env = "VIGIL_AUTH_LOCKOUT_THRESHOLD", default_value_t = 5)]
     lockout_threshold: i64,
+    /// Failed logins from one address, over all accounts, before it is slowed down.
+    #[arg(long, env = "VIGIL_AUTH_ADDRESS_THRESHOLD", default_value_t = 50)]
+    address_threshold: i64,
+    /// Failed logins of one account from anywhere before only sources that have logged in to it
+    /// before (a known device, a known address) may try.
+    #[arg(long, env = "VIGIL_AUTH_ACCOUNT_CEILING", default_value_t = 100)]
+    account_ceiling: i64,
+    /// A proxy (the gateway) whose X-Forwarded-For names the caller for login throttling.
+    /// Repeatable; without it the peer's address counts.
+    #[arg(
+        long = "trusted-proxy",
+        env = "VIGIL_AUTH_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<std::net::IpAddr>,
     /// The audit service's base URL; auth events are sent there.
     #[arg(long, env = "VIGIL_AUDIT_URL")]
     audit_url: Option<String>,
@@ -235,6 +251,9 @@ impl AuthServeArgs {
         s.reload_interval = Duration::from_millis(self.reload_ms.max(10));
         s.min_password_chars = self.min_password_chars;
         s.lockout_threshold = self.lockout_threshold.max(1);
+        s.throttle.address_free = self.address_threshold.max(1);
+        s.throttle.account_ceiling = self.account_ceiling.max(1);
+        s.trusted_proxies = self.trusted_proxies;
         s.audit_url = self.audit_url;
         s.capability_policy = self.capability_policy;
         s

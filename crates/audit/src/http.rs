@@ -88,6 +88,33 @@ pub(crate) fn store_error(e: StoreError) -> ApiError {
 )]
 pub struct ApiDoc;
 
+/// The OpenAPI document: what utoipa generates from the handlers, with the v1 event's JSON
+/// Schema from `vigil-core` (the rules live next to the validation) as the ingest body.
+pub fn openapi_document() -> serde_json::Value {
+    use utoipa::OpenApi;
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+    let event = vigil_core::event::json_schema();
+    // A trace id filter takes what an event's trace id may be (utoipa cannot say "not all
+    // zero" itself).
+    if let Some(params) = doc["paths"]["/v1/events"]["get"]["parameters"].as_array_mut() {
+        for p in params.iter_mut().filter(|p| p["name"] == "trace_id") {
+            p["schema"] = event["properties"]["trace_id"]["anyOf"][0].clone();
+        }
+    }
+    doc["components"]["schemas"]["Event"] = event;
+    let body = serde_json::json!({
+        "type": "array",
+        "minItems": 1,
+        "maxItems": ingest::MAX_EVENTS_PER_REQUEST,
+        "items": {"$ref": "#/components/schemas/Event"}
+    });
+    doc["paths"]["/v1/events"]["post"]["requestBody"]["content"] = serde_json::json!({
+        "application/json": {"schema": body},
+        "application/x-ndjson": {"schema": {"type": "string", "description": "One event (the Event schema) per line"}}
+    });
+    doc
+}
+
 /// The error shape, for the OpenAPI document.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]

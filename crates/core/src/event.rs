@@ -18,7 +18,7 @@ pub const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
 pub const MAX_PAYLOAD_DEPTH: usize = 32;
 /// How many top-level members a payload may have (each gets its own commitment).
 pub const MAX_PAYLOAD_FIELDS: usize = 256;
-/// Longest text field (actor id, resource id, service, …) in bytes.
+/// Longest text field (actor id, resource id, service, …) in characters.
 pub const MAX_TEXT: usize = 256;
 /// Largest single event, in bytes of JSON (over HTTP, Kafka or from a file alike).
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
@@ -212,7 +212,7 @@ impl Action {
 pub struct Actor {
     /// The kind of actor.
     pub kind: ActorType,
-    /// Its id, 1–256 bytes.
+    /// Its id, 1–256 characters.
     pub id: String,
 }
 
@@ -261,6 +261,77 @@ pub struct Event {
     pub trace_id: Option<TraceId>,
     /// Top-level payload members, each committed to separately.
     pub payload: Map<String, Value>,
+}
+
+/// A JSON Schema (2020-12, as OpenAPI 3.1 takes it) of a v1 event as submitted: what
+/// [`EventInput::validate`] accepts, stated for clients and contract tests. Where a rule cannot
+/// be stated exactly it is stated narrower, never wider: numbers in the payload lie within
+/// ±(2^53−1) (the rule: every number comes back the same from RFC 8785), timestamps
+/// fall in the years 2000–9999 with at most microseconds, and nesting (at most 32 levels) and
+/// the 64 KiB size limit are left to the text.
+pub fn json_schema() -> Value {
+    // No control characters (Unicode Cc); 1 to 256 characters.
+    let text = serde_json::json!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_TEXT,
+        "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    });
+    let any_text = serde_json::json!({"type": "string"});
+    let safe = MAX_SAFE_INTEGER;
+    let scalar = serde_json::json!({"anyOf": [
+        any_text,
+        {"type": "boolean"},
+        {"type": "null"},
+        {"type": "integer", "minimum": -safe, "maximum": safe},
+        {"type": "number", "minimum": -safe, "maximum": safe}
+    ]});
+    let value = serde_json::json!({"anyOf": [
+        scalar,
+        {"type": "array", "maxItems": 16, "items": scalar},
+        {"type": "object", "maxProperties": 16, "propertyNames": any_text, "additionalProperties": scalar}
+    ]});
+    serde_json::json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["occurred_at", "actor", "action", "resource", "outcome", "source"],
+        "properties": {
+            "event_id": {"type": ["string", "null"], "format": "uuid", "description": "Generated when absent; resending an event with its id is a duplicate, never a second record"},
+            "occurred_at": {
+                "type": "string",
+                "pattern": "^[2-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])$",
+                "description": "RFC 3339, between 2000 and 9999"
+            },
+            "actor": {
+                "type": "object", "additionalProperties": false, "required": ["type", "id"],
+                "properties": {"type": {"enum": ["user", "service", "system"]}, "id": text}
+            },
+            "action": {"type": "string", "maxLength": 128, "pattern": "^[a-z0-9_-]+(\\.[a-z0-9_-]+)*$"},
+            "resource": {
+                "type": "object", "additionalProperties": false, "required": ["type", "id"],
+                "properties": {"type": text, "id": text}
+            },
+            "outcome": {"enum": ["success", "failure", "denied"]},
+            "severity": {"enum": ["info", "notice", "warning", "error", "critical", "security", null]},
+            "source": {
+                "type": "object", "additionalProperties": false, "required": ["service"],
+                "properties": {
+                    "service": text,
+                    "producer_id": {"anyOf": [text, {"type": "null"}]},
+                    "producer_seq": {"type": ["integer", "null"], "minimum": 0, "maximum": safe}
+                },
+                "dependentRequired": {"producer_seq": ["producer_id"]}
+            },
+            "trace_id": {"anyOf": [{"type": "string", "pattern": "^[0-9a-f]{32}$", "not": {"const": "00000000000000000000000000000000"}}, {"type": "null"}], "description": "A W3C trace id, not all zero"},
+            "schema_version": {"enum": [SCHEMA_VERSION, null]},
+            "payload": {
+                "type": ["object", "null"],
+                "maxProperties": MAX_PAYLOAD_FIELDS,
+                "propertyNames": any_text,
+                "additionalProperties": value
+            }
+        }
+    })
 }
 
 /// An event as submitted, before validation.
@@ -346,7 +417,12 @@ impl EventInput {
         };
         let producer_seq = match src.remove("producer_seq") {
             None | Some(Value::Null) => None,
-            Some(Value::Number(n)) => match n.as_i64() {
+            // JSON has one kind of number: 450.0 is the integer 450.
+            Some(Value::Number(n)) => match n.as_i64().or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() <= MAX_SAFE_INTEGER as f64)
+                    .map(|f| f as i64)
+            }) {
                 Some(i) if (0..=MAX_SAFE_INTEGER).contains(&i) => Some(i),
                 _ => {
                     return Err(Error::invalid(
@@ -370,7 +446,7 @@ impl EventInput {
         };
         match o.remove("schema_version") {
             None | Some(Value::Null) => {}
-            Some(Value::Number(n)) if n.as_i64() == Some(SCHEMA_VERSION) => {}
+            Some(Value::Number(n)) if n.as_f64() == Some(SCHEMA_VERSION as f64) => {}
             Some(_) => return Err(Error::invalid("schema_version", "must be 1")),
         }
         let payload = match o.remove("payload") {
@@ -544,14 +620,14 @@ pub(crate) fn check_payload(payload: &Map<String, Value>) -> Result<(), Error> {
         .try_for_each(|(k, v)| check_payload_value(&format!("payload.{k}"), v, 1))
 }
 
-/// A text field: 1 to [`MAX_TEXT`] bytes, no control characters.
+/// A text field: 1 to [`MAX_TEXT`] characters, no control characters.
 pub(crate) fn check_text(path: &str, s: String) -> Result<String, Error> {
     if s.is_empty() {
         Err(Error::invalid(path, "must not be empty"))
-    } else if s.len() > MAX_TEXT {
+    } else if s.chars().count() > MAX_TEXT {
         Err(Error::invalid(
             path,
-            format!("must be at most {MAX_TEXT} bytes"),
+            format!("must be at most {MAX_TEXT} characters"),
         ))
     } else if s.chars().any(char::is_control) {
         Err(Error::invalid(path, "must not contain control characters"))
@@ -770,5 +846,49 @@ mod tests {
         let c = with(&["payload"], json!({"amount": 13})).unwrap();
         assert_eq!(a.content_hash(), b.content_hash());
         assert_ne!(a.content_hash(), c.content_hash());
+    }
+
+    #[test]
+    fn an_integral_producer_seq_written_as_a_float_is_that_integer() {
+        let e = with(
+            &["source"],
+            json!({"service": "s", "producer_id": "p", "producer_seq": 450.0}),
+        )
+        .unwrap();
+        assert_eq!(e.source.producer_seq, Some(450));
+        assert!(with(
+            &["source"],
+            json!({"service": "s", "producer_id": "p", "producer_seq": 450.5})
+        )
+        .is_err());
+        assert!(with(&["schema_version"], json!(1.0)).is_ok());
+    }
+
+    #[test]
+    fn text_fields_are_counted_in_characters() {
+        assert!(with(&["actor", "id"], json!("é".repeat(256))).is_ok());
+        let e = with(&["actor", "id"], json!("é".repeat(257))).unwrap_err();
+        assert_eq!(e.field(), Some("actor.id"));
+    }
+
+    #[test]
+    fn the_json_schema_names_every_field_and_requires_what_validation_requires() {
+        let schema = json_schema();
+        let props: Vec<&str> = schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut top = TOP_LEVEL.to_vec();
+        top.sort_unstable();
+        let mut props_sorted = props.clone();
+        props_sorted.sort_unstable();
+        assert_eq!(props_sorted, top);
+        for field in schema["required"].as_array().unwrap() {
+            let f = field.as_str().unwrap();
+            let err = with(&[f], json!("__remove__")).unwrap_err();
+            assert!(err.to_string().contains("required"), "{f}: {err}");
+        }
     }
 }

@@ -44,24 +44,50 @@ pub(super) fn router() -> Router<Arc<AppState>> {
 #[into_params(parameter_in = Query)]
 pub(crate) struct EventsParams {
     /// `actor.id` equals.
+    #[param(
+        min_length = 1,
+        max_length = 256,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     actor_id: Option<String>,
     /// `action` equals, or with a trailing `.*` starts with (`payment.*`).
+    #[param(pattern = "^[a-z0-9_-]+(\\.[a-z0-9_-]+)*(\\.\\*)?$", max_length = 128)]
     action: Option<String>,
     /// `resource.type` equals.
+    #[param(
+        min_length = 1,
+        max_length = 256,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     resource_type: Option<String>,
     /// `resource.id` equals.
+    #[param(
+        min_length = 1,
+        max_length = 256,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     resource_id: Option<String>,
     /// `success`, `failure` or `denied`.
+    #[param(pattern = "^(success|failure|denied)$")]
     outcome: Option<String>,
     /// This severity or more severe.
+    #[param(pattern = "^(info|notice|warning|error|critical|security)$")]
     min_severity: Option<String>,
     /// `occurred_at` at or after (RFC 3339).
+    #[param(
+        pattern = "^[2-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?Z$"
+    )]
     since: Option<String>,
     /// `occurred_at` before (RFC 3339).
+    #[param(
+        pattern = "^[2-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?Z$"
+    )]
     until: Option<String>,
     /// `trace_id` equals.
+    #[param(pattern = "^[0-9a-f]{32}$")]
     trace_id: Option<String>,
     /// Page size, 1–1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
@@ -218,7 +244,7 @@ pub(super) async fn list_events(
 /// One record of the caller's tenant by event id.
 #[utoipa::path(
     get, path = "/v1/events/{event_id}", tag = "events",
-    params(("event_id" = String, Path, description = "The event's UUID")),
+    params(("event_id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "The event's UUID")),
     responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
 )]
 pub(super) async fn get_event(

@@ -429,6 +429,23 @@ async fn every_refusal_of_the_audit_service_and_the_gateway_is_in_the_shape() {
         .unwrap();
     let paths = doc["paths"].as_object().unwrap();
     assert!(paths.contains_key("/v1/events"), "{doc}");
+    // The document states what ingest enforces: the event's schema, and 1 to 1,000 of them.
+    let body = &paths["/v1/events"]["post"]["requestBody"]["content"]["application/json"]["schema"];
+    assert_eq!(
+        (body["minItems"].as_u64(), body["maxItems"].as_u64()),
+        (Some(1), Some(1000)),
+        "{body}"
+    );
+    let event = &doc["components"]["schemas"]["Event"];
+    assert_eq!(event["additionalProperties"], false);
+    assert!(event["required"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("action")));
+    assert!(event["properties"]["outcome"]["enum"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("denied")));
     let big = vec![b'['; 80 * 1024 * 1024];
     for (path, ops) in paths {
         for (method, _) in ops.as_object().unwrap() {

@@ -12,7 +12,7 @@
 #   - A Kafka-protocol broker for the pipeline tests: tansu (crates.io), built once into
 #     ~/.cache/vigil-tools (VIGIL_TOOLS_DIR) when it is not there (about 9 minutes, cold); the
 #     tests start their own brokers from it on free loopback ports. Never skipped.
-#   - Python with the rfc8785, cryptography and PyJWT packages (PyPI), for the independent
+#   - Python with the rfc8785, cryptography, PyJWT and schemathesis packages (PyPI), for the independent
 #     verification and JWT interoperability tests, in a virtualenv under the cargo target
 #     directory.
 # The cargo target directory lives outside the clone (reused between CI runs when present):
@@ -94,12 +94,13 @@ The gateway's Redis tests are part of the suite and are not skipped."
 
 ensure_python() {
   local py=python3
-  if ! "$py" -c 'import rfc8785, cryptography, jwt' 2>/dev/null; then
+  if ! "$py" -c 'import rfc8785, cryptography, jwt, schemathesis' 2>/dev/null; then
     local venv="$CARGO_TARGET_DIR/vigil-venv"
-    if ! [ -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import rfc8785, cryptography, jwt' 2>/dev/null; then
-      say "installing rfc8785, cryptography and PyJWT from PyPI into $venv"
+    if ! [ -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import rfc8785, cryptography, jwt, schemathesis' 2>/dev/null; then
+      say "installing rfc8785, cryptography, PyJWT and schemathesis from PyPI into $venv"
       [ -x "$venv/bin/python" ] || python3 -m venv "$venv" || die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
-      "$venv/bin/pip" install -q rfc8785 cryptography PyJWT || die "pip could not install rfc8785, cryptography and PyJWT"
+      "$venv/bin/pip" install -q rfc8785 cryptography PyJWT schemathesis \
+        || die "pip could not install rfc8785, cryptography, PyJWT and schemathesis"
     fi
     py="$venv/bin/python"
   fi

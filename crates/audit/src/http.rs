@@ -115,16 +115,4 @@ pub fn openapi_document() -> serde_json::Value {
     doc
 }
 
-/// The error shape, for the OpenAPI document.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub(crate) struct ErrorBody {
-    /// Stable machine-readable code, also in `X-Error-Code`.
-    code: String,
-    /// Human-readable explanation.
-    message: String,
-    /// The capability the caller lacks (403 only).
-    missing_role: Option<String>,
-    /// The request's trace id.
-    trace_id: String,
-}
+pub(crate) use vigil_security::error::ErrorBody;

@@ -29,7 +29,7 @@ use vigil_core::event::{Outcome, Severity};
 use vigil_core::ids::TenantId;
 use vigil_security::capability::{Capability, Role, RoleSet};
 use vigil_security::context::SecurityContext;
-use vigil_security::error::ApiError;
+use vigil_security::error::{ApiError, ErrorBody};
 use vigil_security::extract::{Form, Json, Path};
 use vigil_store::StoreError;
 
@@ -152,6 +152,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/keys/rotate", post(rotate_keys))
         .route("/v1/keys/{kid}/retire", post(retire_key))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/openapi.json", get(|| async { Json(openapi_document()) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -184,11 +185,8 @@ fn parse_roles(names: &[String]) -> Result<RoleSet, ApiError> {
 
 /// A caller may hand out only roles whose capabilities they hold themselves.
 fn may_grant(ctx: &SecurityContext, roles: RoleSet) -> Result<(), ApiError> {
-    ctx.may_delegate(roles).map_err(|c| {
-        ApiError::BadRequest(format!(
-            "these roles would hold {c}, which you do not hold: you cannot grant them"
-        ))
-    })
+    // 403: the request is well-formed; the caller lacks what the roles would hold.
+    ctx.may_delegate(roles).map_err(ApiError::MissingRole)
 }
 
 /// Signing keys are the platform's, not a tenant's: `keys_manage` counts only for callers in
@@ -225,6 +223,7 @@ fn actor_of(ctx: &SecurityContext) -> Actor<'_> {
     Actor::User(ctx.user_id.as_deref().unwrap_or("unknown"))
 }
 
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "keys", responses((status = 200, description = "The public signing keys (RFC 7517), with Cache-Control max-age", body = Object)))]
 async fn jwks(State(app): State<Arc<AppState>>) -> Response {
     (
         [
@@ -239,6 +238,7 @@ async fn jwks(State(app): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
+#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "keys", responses((status = 200, description = "OpenID Provider metadata", body = Object)))]
 async fn discovery(State(app): State<Arc<AppState>>) -> Json<Value> {
     let base = app.issuer.trim_end_matches('/');
     Json(json!({
@@ -255,7 +255,7 @@ async fn discovery(State(app): State<Arc<AppState>>) -> Json<Value> {
 
 // No deny_unknown_fields: RFC 6749 §3.2 says the server MUST ignore unrecognised parameters
 // (clients send `scope`, `audience`, …).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct TokenForm {
     grant_type: Option<String>,
     client_id: Option<String>,
@@ -264,6 +264,14 @@ struct TokenForm {
 
 /// `POST /oauth/token`, `grant_type=client_credentials`, client authenticated by HTTP Basic
 /// or by `client_id`/`client_secret` in the form.
+#[utoipa::path(post, path = "/oauth/token", tag = "tokens",
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "An access token (RFC 6749 §5.1)", body = Object),
+        (status = 400, description = "grant_type is not client_credentials, or the form does not parse", body = ErrorBody),
+        (status = 401, description = "Client authentication failed", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+    ))]
 async fn token(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -334,11 +342,14 @@ async fn token(
     Ok(Json(body))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginBody {
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")]
     tenant_id: String,
+    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._@-]+$")]
     username: String,
+    #[schema(min_length = 1, max_length = 1024)]
     password: String,
 }
 
@@ -392,6 +403,14 @@ fn device_hash(cookie: &str) -> String {
 }
 
 /// `POST /v1/login` `{tenant_id, username, password}`, throttled as [`crate::throttle`] says.
+#[utoipa::path(post, path = "/v1/login", tag = "tokens", request_body = LoginBody,
+    responses(
+        (status = 200, description = "An access token; a new device also gets the vigil_device cookie", body = Object),
+        (status = 400, body = ErrorBody),
+        (status = 401, description = "Invalid credentials (one answer for an unknown tenant, user or password)", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 429, description = "Throttled: too many failed logins from this source; Retry-After says when to try again", body = ErrorBody),
+    ))]
 async fn login(
     State(app): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -401,6 +420,8 @@ async fn login(
     let tenant = TenantId::parse(&body.tenant_id).map_err(|_| {
         ApiError::BadRequest("tenant_id must match [a-z0-9][a-z0-9_-]{0,63}".into())
     })?;
+    // No account has a name outside the rule, and such a name cannot be recorded as an actor.
+    valid_name("username", &body.username)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
@@ -543,10 +564,16 @@ async fn login(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewUser {
+    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._@-]+$")]
     username: String,
+    #[schema(
+        min_length = 8,
+        max_length = 256,
+        pattern = "^[^\\u0000-\\u001f\\u007f]*$"
+    )]
     password: String,
     #[serde(default)]
     roles: Vec<String>,
@@ -609,6 +636,13 @@ pub async fn add_user(
         .map_err(store_error)
 }
 
+#[utoipa::path(post, path = "/v1/users", tag = "users", request_body = NewUser, security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created", body = Object),
+        (status = 400, description = "A field is missing, unknown or invalid; the password breaks the policy", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, description = "The user exists", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+    ))]
 async fn create_user(
     State(app): State<Arc<AppState>>,
     ctx: SecurityContext,
@@ -635,6 +669,8 @@ async fn create_user(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/users", tag = "users", security(("bearer" = [])),
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn list_users(
     State(app): State<Arc<AppState>>,
     ctx: SecurityContext,
@@ -646,6 +682,9 @@ async fn list_users(
     ))
 }
 
+#[utoipa::path(delete, path = "/v1/users/{username}", tag = "users", security(("bearer" = [])),
+    params(("username" = String, Path)),
+    responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn delete_user(
     State(app): State<Arc<AppState>>,
     ctx: SecurityContext,
@@ -667,9 +706,10 @@ async fn delete_user(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewClient {
+    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._@-]+$")]
     name: String,
     #[serde(default)]
     roles: Vec<String>,
@@ -715,6 +755,11 @@ pub async fn add_client(
     Ok((client_id, secret))
 }
 
+#[utoipa::path(post, path = "/v1/clients", tag = "clients", request_body = NewClient, security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created; the secret is shown once", body = Object),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+    ))]
 async fn create_client(
     State(app): State<Arc<AppState>>,
     ctx: SecurityContext,
@@ -740,14 +785,35 @@ async fn create_client(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewApiKey {
+    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._@-]+$")]
     name: String,
     #[serde(default)]
     roles: Vec<String>,
     /// Lifetime in seconds; absent: until revoked.
+    #[schema(minimum = 1, maximum = 316_224_000)]
+    #[serde(default, deserialize_with = "integral")]
     expires_in: Option<i64>,
+}
+
+/// The longest an API key may live: ten years, in seconds.
+const MAX_API_KEY_LIFETIME: i64 = 10 * 366 * 86_400;
+
+/// An optional integer that JSON may write as `2871` or `2871.0` (one number type).
+fn integral<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let n: Option<serde_json::Number> = Deserialize::deserialize(d)?;
+    n.map(|n| {
+        n.as_i64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                    .map(|f| f as i64)
+            })
+            .ok_or_else(|| serde::de::Error::custom(format!("{n} is not an integer")))
+    })
+    .transpose()
 }
 
 fn api_key_json(k: &ApiKeyRow, now: i64) -> Value {
@@ -782,6 +848,11 @@ fn new_api_key_row(
     )
 }
 
+#[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys", request_body = NewApiKey, security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created; the key is shown once", body = Object),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+    ))]
 async fn create_api_key(
     State(app): State<Arc<AppState>>,
     ctx: SecurityContext,
@@ -791,8 +862,13 @@ async fn create_api_key(
     valid_name("name", &body.name)?;
     let roles = parse_roles(&body.roles)?;
     may_grant(&ctx, roles)?;
-    if body.expires_in.is_some_and(|s| s <= 0) {
-        return Err(ApiError::BadRequest("expires_in must be positive".into()));
+    if body
+        .expires_in
+        .is_some_and(|s| !(1..=MAX_API_KEY_LIFETIME).contains(&s))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "expires_in must be 1 to {MAX_API_KEY_LIFETIME} seconds (ten years)"
+        )));
     }
     let (row, key) = new_api_key_row(
         &ctx.tenant_id,
@@ -816,6 +892,8 @@ async fn create_api_key(
     Ok((StatusCode::CREATED, Json(out)))
 }
 
+#[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys", security(("bearer" = [])),
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn list_api_keys(
     State(app): State<Arc<AppState>>,
     ctx: SecurityContext,
@@ -832,6 +910,9 @@ async fn list_api_keys(
     ))
 }
 
+#[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "api-keys", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 204, description = "Revoked"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn revoke_api_key(
     State(app): State<Arc<AppState>>,
     ctx: SecurityContext,
@@ -853,24 +934,36 @@ async fn revoke_api_key(
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RotateApiKey {
     /// How long the old key keeps working, seconds (default 24 h).
+    #[schema(minimum = 0, maximum = 31_622_400)]
+    #[serde(default, deserialize_with = "integral")]
     overlap_secs: Option<i64>,
 }
 
+#[utoipa::path(post, path = "/v1/api-keys/{id}/rotate", tag = "api-keys", security(("bearer" = [])),
+    params(("id" = String, Path)), request_body(content = Option<RotateApiKey>),
+    responses(
+        (status = 201, description = "The new key, shown once; the old one works for the overlap", body = Object),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "The key is revoked or expired", body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+    ))]
 async fn rotate_api_key(
     State(app): State<Arc<AppState>>,
     ctx: SecurityContext,
     Path(id): Path<String>,
-    body: Option<Json<RotateApiKey>>,
+    body: Option<Json<Option<RotateApiKey>>>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     ctx.require(Capability::IdentityManage)?;
-    let overlap = body.and_then(|b| b.0.overlap_secs).unwrap_or(86_400);
-    if overlap < 0 {
+    let overlap = body
+        .and_then(|b| b.0)
+        .and_then(|b| b.overlap_secs)
+        .unwrap_or(86_400);
+    if !(0..=31_622_400).contains(&overlap) {
         return Err(ApiError::BadRequest(
-            "overlap_secs must not be negative".into(),
+            "overlap_secs must be 0 to 31622400 (a year)".into(),
         ));
     }
     let old = app
@@ -906,14 +999,20 @@ async fn rotate_api_key(
     Ok((StatusCode::CREATED, Json(out)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Introspect {
+    #[schema(min_length = 1, max_length = 256)]
     key: String,
 }
 
 /// `POST /v1/api-keys/introspect` `{key}`: `{active: false}`, or the key's identity (RFC 7662
 /// in spirit). For the gateway: `api_keys_introspect` in the system tenant.
+#[utoipa::path(post, path = "/v1/api-keys/introspect", tag = "api-keys", request_body = Introspect, security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Whether the key is active, and whose", body = Object),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+    ))]
 async fn introspect_api_key(
     State(app): State<Arc<AppState>>,
     ctx: SecurityContext,
@@ -941,6 +1040,8 @@ async fn introspect_api_key(
     }
 }
 
+#[utoipa::path(get, path = "/v1/keys", tag = "keys", security(("bearer" = [])),
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn list_keys(
     State(app): State<Arc<AppState>>,
     ctx: SecurityContext,
@@ -959,6 +1060,8 @@ pub fn key_json(k: &crate::store::StoredKey) -> Value {
            "published": k.state != KeyState::Retired})
 }
 
+#[utoipa::path(post, path = "/v1/keys/rotate", tag = "keys", security(("bearer" = [])),
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn rotate_keys(
     State(app): State<Arc<AppState>>,
     ctx: SecurityContext,
@@ -975,6 +1078,10 @@ async fn rotate_keys(
     Ok(Json(json!({"signing_kid": kid})))
 }
 
+#[utoipa::path(post, path = "/v1/keys/{kid}/retire", tag = "keys", security(("bearer" = [])),
+    params(("kid" = String, Path)),
+    responses((status = 204, description = "Retired"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "The key still signs or its tokens may be live", body = ErrorBody)))]
 async fn retire_key(
     State(app): State<Arc<AppState>>,
     ctx: SecurityContext,
@@ -1003,6 +1110,7 @@ async fn retire_key(
     }
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, body = Object), (status = 503, body = ErrorBody)))]
 async fn readyz(State(app): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     match tokio::time::timeout(Duration::from_secs(2), app.store.ping()).await {
         Ok(Ok(())) => Ok(Json(
@@ -1014,8 +1122,65 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Result<Json<Value>, ApiErro
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     let mut out = String::new();
     let _ = prometheus::TextEncoder::new().encode_utf8(&app.registry.gather(), &mut out);
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Vigil auth API",
+        description = "Tokens (client credentials, password login), JWKS, signing keys, users, service clients and API keys. Every refusal is the error shape, its code also in X-Error-Code."
+    ),
+    paths(
+        jwks,
+        discovery,
+        token,
+        login,
+        create_user,
+        list_users,
+        delete_user,
+        create_client,
+        create_api_key,
+        list_api_keys,
+        revoke_api_key,
+        rotate_api_key,
+        introspect_api_key,
+        list_keys,
+        rotate_keys,
+        retire_key,
+        readyz,
+        metrics,
+    ),
+    components(schemas(
+        TokenForm,
+        LoginBody,
+        NewUser,
+        NewClient,
+        NewApiKey,
+        RotateApiKey,
+        Introspect,
+        ErrorBody
+    ))
+)]
+struct ApiDoc;
+
+/// The auth service's OpenAPI document, with its bearer security scheme.
+pub fn openapi_document() -> Value {
+    use utoipa::OpenApi;
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+    doc["components"]["securitySchemes"]["bearer"] =
+        json!({"type": "http", "scheme": "bearer", "bearerFormat": "JWT"});
+    let roles: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
+    for body in ["NewUser", "NewClient", "NewApiKey"] {
+        doc["components"]["schemas"][body]["properties"]["roles"]["items"] =
+            json!({"type": "string", "enum": roles});
+    }
+    doc["components"]["schemas"]["TokenForm"]["properties"]["grant_type"] =
+        json!({"type": "string", "enum": ["client_credentials"]});
+    doc["components"]["schemas"]["TokenForm"]["required"] = json!(["grant_type"]);
+    doc
 }

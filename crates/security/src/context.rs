@@ -268,6 +268,18 @@ impl<S: Send + Sync> FromRequestParts<S> for SecurityContext {
                 "identity headers are accepted only from trusted peers".into(),
             ));
         }
+        // No identity at all is unauthenticated; identity headers without a tenant are a
+        // malformed identity (400 missing_tenant_id below).
+        if ![TENANT_HEADER, USER_HEADER, ROLES_HEADER]
+            .iter()
+            .any(|h| parts.headers.contains_key(*h))
+        {
+            return Err(ApiError::Unauthenticated(if source.bearer.is_some() {
+                "send Authorization: Bearer <token>".into()
+            } else {
+                "send the identity headers X-Tenant-ID, X-User-ID and X-Roles".into()
+            }));
+        }
         let tenant = single(&parts.headers, TENANT_HEADER).map_err(|_| {
             ApiError::BadRequest("X-Tenant-ID must match [a-z0-9][a-z0-9_-]{0,63}, once".into())
         })?;

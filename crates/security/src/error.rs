@@ -61,6 +61,23 @@ pub enum ApiError {
     WithDetails(Box<ApiError>, serde_json::Value),
 }
 
+/// The error shape, for OpenAPI documents (what [`ApiError`] writes).
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code, reason = "a schema only")]
+pub struct ErrorBody {
+    /// Stable machine-readable code, also in `X-Error-Code`.
+    code: String,
+    /// Human-readable explanation.
+    message: String,
+    /// The capability the caller lacks (403 only).
+    missing_role: Option<String>,
+    /// The request's trace id.
+    trace_id: String,
+    /// Extra detail of some errors (per-event results of a refused batch).
+    #[schema(value_type = Option<Object>)]
+    details: Option<serde_json::Value>,
+}
+
 #[derive(Serialize)]
 struct Body<'a> {
     code: &'a str,

@@ -583,3 +583,65 @@ async fn every_refusal_of_the_audit_service_and_the_gateway_is_in_the_shape() {
     .await;
     assert_eq!((s, code.as_str()), (400, "bad_request"));
 }
+
+/// The schemathesis command of the Python the test command provides (`VIGIL_PYTHON`).
+fn schemathesis() -> std::path::PathBuf {
+    let python = std::env::var("VIGIL_PYTHON").unwrap_or_else(|_| "python3".into());
+    let py = std::path::Path::new(&python);
+    if py.components().count() > 1 {
+        py.with_file_name("schemathesis")
+    } else {
+        "schemathesis".into()
+    }
+}
+
+/// Runs schemathesis with every check against `doc`, a bounded number of examples and a fixed
+/// seed (the same cases every run); panics with its report when it finds anything.
+fn run_schemathesis(doc: &str, headers: &[String]) {
+    let exe = schemathesis();
+    let config = repo_root().join("scripts/schemathesis.toml");
+    let mut cmd = Command::new(&exe);
+    cmd.arg("--config-file")
+        .arg(&config)
+        .args([
+            "run",
+            doc,
+            "--checks",
+            "all",
+            "--max-examples",
+            "25",
+            "--seed",
+            "20261125",
+        ])
+        .env("NO_COLOR", "1")
+        .current_dir(std::env::temp_dir());
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!(
+            "running {} ({e}): ./scripts/test.sh installs schemathesis into the virtualenv it names as VIGIL_PYTHON",
+            exe.display()
+        )
+    });
+    let report =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "schemathesis found problems in {doc}:\n{report}"
+    );
+    assert!(report.contains("passed"), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_nothing_in_the_auth_service() {
+    let d = dev().await;
+    let http = Client::new();
+    let token = admin_token(&http, &d).await;
+    let doc = format!("{}/openapi.json", d.auth);
+    tokio::task::spawn_blocking(move || {
+        run_schemathesis(&doc, &[format!("Authorization: Bearer {token}")])
+    })
+    .await
+    .unwrap();
+}

@@ -285,9 +285,20 @@ async fn a_producer_seq_going_backwards_is_refused_and_gaps_are_counted(engine: 
 
 async fn the_tenant_comes_from_the_context_and_is_validated(engine: Engine) {
     let app = spawn_app(engine).await;
+    // No identity at all: unauthenticated. Identity headers without a tenant: 400.
     let r = app
         .client
         .post(app.url("/v1/events"))
+        .json(&events(0, 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["x-error-code"], "unauthenticated");
+    let r = app
+        .client
+        .post(app.url("/v1/events"))
+        .header("X-Roles", "admin")
         .json(&events(0, 1))
         .send()
         .await

@@ -18,6 +18,7 @@ pub mod events;
 pub mod http;
 pub mod keyring;
 pub mod outbox;
+pub mod service;
 pub mod settings;
 pub mod store;
 pub mod throttle;

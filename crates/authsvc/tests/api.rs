@@ -174,7 +174,7 @@ impl Svc {
 }
 
 async fn bootstrap(svc: &Svc, tenant: &str, user: &str, password: &str, roles: &[Role]) {
-    vigil_authsvc::http::add_user(
+    vigil_authsvc::service::add_user(
         &svc.store().await,
         &vigil_auth::password::PasswordPolicy::default(),
         &TenantId::parse(tenant).unwrap(),

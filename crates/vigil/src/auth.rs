@@ -271,10 +271,6 @@ fn tenant(t: &str) -> anyhow::Result<TenantId> {
     TenantId::parse(t).map_err(|e| anyhow::anyhow!("--tenant: {e}"))
 }
 
-fn api(e: vigil_security::error::ApiError) -> anyhow::Error {
-    anyhow::anyhow!("{}", e.message())
-}
-
 pub(crate) async fn run(
     cmd: AuthCommand,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -359,7 +355,7 @@ pub(crate) async fn run(
                 .read_to_string(&mut password)
                 .context("reading the password from stdin")?;
             let password = password.trim_end_matches(['\n', '\r']);
-            vigil_authsvc::http::add_user(
+            vigil_authsvc::service::add_user(
                 &store,
                 &PasswordPolicy::with_min_chars(min_password_chars),
                 &tenant(&t)?,
@@ -368,8 +364,7 @@ pub(crate) async fn run(
                 roles(&r)?,
                 Actor::System,
             )
-            .await
-            .map_err(api)?;
+            .await?;
             println!("created {t}/{username}");
         }
         AuthCommand::Clients {
@@ -382,15 +377,14 @@ pub(crate) async fn run(
                 },
         } => {
             let store = open_store(&db.database_url).await?;
-            let (id, secret) = vigil_authsvc::http::add_client(
+            let (id, secret) = vigil_authsvc::service::add_client(
                 &store,
                 &tenant(&t)?,
                 &name,
                 roles(&r)?,
                 Actor::System,
             )
-            .await
-            .map_err(api)?;
+            .await?;
             println!("client_id={id}\nclient_secret={}", secret.expose());
         }
     }
@@ -430,7 +424,7 @@ pub(crate) async fn dev(
     let mut banner_password = None;
     if store.user(&tenant_id, "admin").await?.is_none() {
         let password = format!("dev-{}", hex::encode(rand::random::<[u8; 8]>()));
-        vigil_authsvc::http::add_user(
+        vigil_authsvc::service::add_user(
             &store,
             &PasswordPolicy::default(),
             &tenant_id,
@@ -439,8 +433,7 @@ pub(crate) async fn dev(
             RoleSet::of(&[Role::Admin]),
             Actor::System,
         )
-        .await
-        .map_err(api)?;
+        .await?;
         // Kept in a file only its owner can read; shown on a terminal, never sent to a log.
         let path = data_dir.join("dev-admin-password");
         let mut o = std::fs::OpenOptions::new();

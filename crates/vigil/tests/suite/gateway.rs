@@ -616,7 +616,7 @@ async fn api_keys_identify_the_caller_until_revoked() {
     let store = vigil_authsvc::app::open_store(&db).await.unwrap();
     let system = vigil_core::ids::TenantId::parse("system").unwrap();
     let acme = vigil_core::ids::TenantId::parse("acme").unwrap();
-    let (client_id, secret) = vigil_authsvc::http::add_client(
+    let (client_id, secret) = vigil_authsvc::service::add_client(
         &store,
         &system,
         "gateway",
@@ -625,7 +625,7 @@ async fn api_keys_identify_the_caller_until_revoked() {
     )
     .await
     .unwrap();
-    vigil_authsvc::http::add_user(
+    vigil_authsvc::service::add_user(
         &store,
         &Default::default(),
         &acme,

@@ -1,0 +1,95 @@
+//! Users of the caller's tenant (`identity_manage`).
+
+use super::*;
+
+/// The routes of this resource.
+pub(super) fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/users", post(create_user).get(list_users))
+        .route("/v1/users/{username}", delete(delete_user))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewUser {
+    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._@-]+$")]
+    username: String,
+    #[schema(
+        min_length = 8,
+        max_length = 256,
+        pattern = "^[^\\u0000-\\u001f\\u007f]*$"
+    )]
+    password: String,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+#[utoipa::path(post, path = "/v1/users", tag = "users", request_body = NewUser, security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created", body = Object),
+        (status = 400, description = "A field is missing, unknown or invalid; the password breaks the policy", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, description = "The user exists", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+    ))]
+pub(super) async fn create_user(
+    State(app): State<Arc<AppState>>,
+    ctx: SecurityContext,
+    Json(body): Json<NewUser>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    ctx.require(Capability::IdentityManage)?;
+    let roles = parse_roles(&body.roles)?;
+    may_grant(&ctx, roles)?;
+    service::add_user(
+        &app.store,
+        &app.passwords,
+        &ctx.tenant_id,
+        &body.username,
+        &body.password,
+        roles,
+        actor_of(&ctx),
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({"tenant_id": ctx.tenant_id.as_str(), "username": body.username, "roles": roles.names()}),
+        ),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/users", tag = "users", security(("bearer" = [])),
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(super) async fn list_users(
+    State(app): State<Arc<AppState>>,
+    ctx: SecurityContext,
+) -> Result<Json<Value>, ApiError> {
+    ctx.require(Capability::IdentityManage)?;
+    let users = app.store.users(&ctx.tenant_id).await.map_err(store_error)?;
+    Ok(Json(
+        json!({"users": users.into_iter().map(|(u, r, c)| json!({"username": u, "roles": role_names(&r), "created_at": c})).collect::<Vec<_>>()}),
+    ))
+}
+
+#[utoipa::path(delete, path = "/v1/users/{username}", tag = "users", security(("bearer" = [])),
+    params(("username" = String, Path)),
+    responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn delete_user(
+    State(app): State<Arc<AppState>>,
+    ctx: SecurityContext,
+    Path(username): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    ctx.require(Capability::IdentityManage)?;
+    let ev = caller_event(&ctx, "auth.user.deleted", ("user", &username), json!({}));
+    if app
+        .store
+        .delete_user(&ctx.tenant_id, &username, ev)
+        .await
+        .map_err(store_error)?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!(
+            "no user {username:?} in this tenant"
+        )))
+    }
+}

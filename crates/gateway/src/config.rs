@@ -34,6 +34,7 @@
 //! allowed_origins = ["https://console.example"]
 //! ```
 
+use crate::error::GatewayError;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -260,9 +261,18 @@ pub struct CorsConfig {
     pub max_age_secs: Option<u64>,
 }
 
+/// `Err(GatewayError::Invalid(..))` unless `cond`.
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(GatewayError::Invalid(format!($($fmt)+)));
+        }
+    };
+}
+
 impl GatewayConfig {
     /// Parses a TOML document.
-    pub fn from_toml(text: &str) -> anyhow::Result<GatewayConfig> {
+    pub fn from_toml(text: &str) -> Result<GatewayConfig, GatewayError> {
         let c: GatewayConfig = toml::from_str(text)?;
         c.check()?;
         Ok(c)
@@ -274,32 +284,32 @@ impl GatewayConfig {
     }
 
     /// Refuses what cannot work.
-    pub fn check(&self) -> anyhow::Result<()> {
+    pub fn check(&self) -> Result<(), GatewayError> {
         for r in &self.routes {
-            anyhow::ensure!(
+            ensure!(
                 r.prefix.starts_with('/'),
                 "route prefix {:?} must start with /",
                 r.prefix
             );
-            anyhow::ensure!(
+            ensure!(
                 !r.upstreams.is_empty(),
                 "route {} has no upstreams",
                 r.prefix
             );
             for u in &r.upstreams {
-                anyhow::ensure!(
+                ensure!(
                     u.starts_with("http://") || u.starts_with("https://"),
                     "upstream {u:?} must be an http(s) URL"
                 );
             }
             let needs_auth = r.access != "public";
-            anyhow::ensure!(
+            ensure!(
                 !needs_auth || self.auth.is_some(),
                 "route {} needs callers to authenticate but [auth] is not configured",
                 r.prefix
             );
             if needs_auth && r.access != "authenticated" {
-                anyhow::ensure!(
+                ensure!(
                     vigil_security::capability::Capability::parse(&r.access).is_some(),
                     "route {}: access {:?} is not public, authenticated or a capability",
                     r.prefix,
@@ -331,5 +341,68 @@ mod tests {
         let d = format!("{c:?}");
         assert!(!d.contains("hunter2") && !d.contains("s3cret"), "{d}");
         assert!(d.contains("redis://:***@redis:6379"), "{d}");
+    }
+
+    mod fuzz {
+        //! Arbitrary config text: a config or a clear error, never a panic; a config that
+        //! passes `check` builds a route table that routes any path without panicking.
+        use super::*;
+        use crate::forward::upstream_uri;
+        use crate::route::RouteTable;
+        use proptest::prelude::*;
+
+        fn accepted(text: &str, paths: &[String]) {
+            match GatewayConfig::from_toml(text) {
+                Err(e) => assert!(!e.to_string().is_empty()),
+                Ok(c) => {
+                    let table = RouteTable::new(&c.routes);
+                    for p in paths {
+                        if let Some(r) = table.find(p) {
+                            if let Ok(uri) = p.parse::<axum::http::Uri>() {
+                                let _ = upstream_uri(r, r.upstream(), &uri);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn arbitrary_text(text in ".{0,300}", paths in prop::collection::vec(".{0,40}", 0..4)) {
+                accepted(&text, &paths);
+            }
+
+            /// Structured configs with arbitrary values where the keys are right.
+            #[test]
+            fn arbitrary_routes(
+                routes in prop::collection::vec((
+                    "[/a-z*?%.]{0,12}",
+                    prop::collection::vec("(https?://)?[a-z0-9.:/%@\\[\\]-]{0,24}", 0..3),
+                    prop::sample::select(vec!["public", "authenticated", "audit_read", "keys_manage", "nonsense", ""]),
+                    any::<bool>(),
+                    prop::option::of(any::<u32>()),
+                ), 0..5),
+                auth in any::<bool>(),
+                rpm in any::<i64>(),
+                paths in prop::collection::vec("/[a-z/%.?=&]{0,30}", 0..6),
+            ) {
+                let mut text = format!("[rate_limit]\ndefault_rpm = {rpm}\n");
+                if auth {
+                    text.push_str("[auth]\njwks_url = \"http://a/jwks\"\nissuer = \"http://a\"\n");
+                }
+                for (prefix, ups, access, strip, route_rpm) in &routes {
+                    text.push_str(&format!(
+                        "[[routes]]\nprefix = {prefix:?}\nupstreams = {ups:?}\naccess = {access:?}\nstrip_prefix = {strip}\n"
+                    ));
+                    if let Some(r) = route_rpm {
+                        text.push_str(&format!("rpm = {r}\n"));
+                    }
+                }
+                accepted(&text, &paths);
+            }
+        }
     }
 }

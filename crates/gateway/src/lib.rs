@@ -8,16 +8,23 @@
 //! - [`limiter`]: GCRA, a Redis engine (one script, one round trip per decision, shared by
 //!   every instance), an in-memory engine with bounded memory, and the breaker that falls
 //!   back to memory (or refuses) while Redis is away.
-//! - [`proxy`]: routing, identity, limits, forwarding, CORS, security headers, metrics.
+//! - [`proxy`]: the service: its own endpoints, CORS, security headers; each request passes
+//!   the forwarding stages (route, identity, admission, rate, upstream), each unit-tested.
 //! - [`audit`]: rate-limit breaches (per tenant and minute), authentication failures and
 //!   limiter engine changes as audit events.
 #![deny(missing_docs)]
 
 pub mod audit;
 pub mod config;
+pub mod error;
+mod forward;
 pub mod identity;
 pub mod limiter;
+mod metrics;
+pub mod openapi;
 pub mod proxy;
+mod route;
 
 pub use config::GatewayConfig;
+pub use error::GatewayError;
 pub use proxy::Gateway;

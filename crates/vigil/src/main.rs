@@ -346,7 +346,7 @@ async fn gateway(
         config.rate_limit.redis_url = Some(u);
     }
     let gw = vigil_gateway::Gateway::build(config).await?;
-    gw.run_until_stopped(shutdown_signal()).await
+    Ok(gw.run_until_stopped(shutdown_signal()).await?)
 }
 
 async fn keys_list(database_url: &str) -> anyhow::Result<()> {

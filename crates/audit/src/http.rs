@@ -94,14 +94,15 @@ pub fn openapi_document() -> serde_json::Value {
     use utoipa::OpenApi;
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
     let event = vigil_core::event::json_schema();
-    // A trace id filter takes what an event's trace id may be (utoipa cannot say "not all
-    // zero" itself).
-    if let Some(params) = doc["paths"]["/v1/events"]["get"]["parameters"].as_array_mut() {
-        for p in params.iter_mut().filter(|p| p["name"] == "trace_id") {
-            p["schema"] = event["properties"]["trace_id"]["anyOf"][0].clone();
-        }
-    }
     doc["components"]["schemas"]["Event"] = event;
+    // The next page: a client (and schemathesis's stateful phase) follows next_cursor.
+    doc["paths"]["/v1/events"]["get"]["responses"]["200"]["links"] = serde_json::json!({
+        "NextPage": {
+            "operationId": "list_events",
+            "parameters": {"cursor": "$response.body#/next_cursor"},
+            "description": "The next (older) page, with the same filters"
+        }
+    });
     let body = serde_json::json!({
         "type": "array",
         "minItems": 1,

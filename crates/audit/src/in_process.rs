@@ -39,6 +39,9 @@ impl Transport for InProcess {
                         )
                     }
                     IngestResult::Rejected(err) => err.to_string(),
+                    IngestResult::NotStored => {
+                        unreachable!("Sequencer::submit decides every event on its own")
+                    }
                 };
                 delivery.refused.push((e.event().event_id.to_string(), why));
             }

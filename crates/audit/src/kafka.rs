@@ -649,6 +649,9 @@ impl Worker {
                                 format!("the event id is taken by another event (seq {seq}) with different content"),
                             ),
                             IngestResult::Rejected(e) => (DlqReason::InvalidEvent, e.to_string()),
+                            IngestResult::NotStored => {
+                                unreachable!("Sequencer::submit decides every event on its own")
+                            }
                         };
                         refused.push((*i, why.0, why.1));
                     }

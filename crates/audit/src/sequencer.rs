@@ -51,11 +51,26 @@ pub enum IngestResult {
     },
     /// Refused: the field and the reason.
     Rejected(vigil_core::Error),
+    /// Would have been stored, but another event of the same all-or-nothing submission
+    /// ([`Sequencer::submit_all`]) was refused, so none of them was.
+    NotStored,
+}
+
+impl IngestResult {
+    /// Whether the event is in the chain after the submission (stored now or before).
+    pub fn is_in_chain(&self) -> bool {
+        matches!(
+            self,
+            IngestResult::Stored { .. } | IngestResult::Duplicate { .. }
+        )
+    }
 }
 
 struct Job {
     events: Vec<Event>,
     received_at: Timestamp,
+    /// All or nothing: when one event is refused, none of this job's events is stored.
+    atomic: bool,
     reply: oneshot::Sender<Result<Vec<IngestResult>, StoreError>>,
 }
 
@@ -111,12 +126,37 @@ impl Sequencer {
         }
     }
 
-    /// Appends `events` to `tenant`'s chain, in order; returns once they are committed.
+    /// Appends `events` to `tenant`'s chain, in order, each decided on its own (a refused
+    /// event does not hold back the others: a stream such as Kafka's, where every message
+    /// stands alone); returns once they are committed.
     pub async fn submit(
         &self,
         tenant: &TenantId,
         events: Vec<Event>,
         received_at: Timestamp,
+    ) -> Result<Vec<IngestResult>, StoreError> {
+        self.enqueue(tenant, events, received_at, false).await
+    }
+
+    /// Appends `events` to `tenant`'s chain, in order, all or nothing: when any is refused
+    /// (a conflict), none of the others is stored and each comes back
+    /// [`IngestResult::NotStored`] (duplicates stay duplicates: they are in the chain). What
+    /// a request of a client expects: success means every event is in the chain.
+    pub async fn submit_all(
+        &self,
+        tenant: &TenantId,
+        events: Vec<Event>,
+        received_at: Timestamp,
+    ) -> Result<Vec<IngestResult>, StoreError> {
+        self.enqueue(tenant, events, received_at, true).await
+    }
+
+    async fn enqueue(
+        &self,
+        tenant: &TenantId,
+        events: Vec<Event>,
+        received_at: Timestamp,
+        atomic: bool,
     ) -> Result<Vec<IngestResult>, StoreError> {
         if events.is_empty() {
             return Ok(Vec::new());
@@ -124,6 +164,7 @@ impl Sequencer {
         let mut job = Job {
             events,
             received_at,
+            atomic,
             reply: oneshot::channel().0,
         };
         loop {
@@ -427,6 +468,7 @@ impl TenantWriter {
                     IngestResult::Duplicate { .. } => "duplicate",
                     IngestResult::Conflict { .. } => "conflict",
                     IngestResult::Rejected(_) => "rejected",
+                    IngestResult::NotStored => "not_stored",
                 };
                 m.processed.with_label_values(&[label]).inc();
             }
@@ -608,6 +650,11 @@ impl TenantWriter {
         };
         for job in jobs {
             let mut results = Vec::with_capacity(job.events.len());
+            // Where this job starts, to take it back when it is all or nothing and refused.
+            let (records_before, head_before, gaps_before) =
+                (plan.records.len(), plan.head, plan.gaps);
+            let mut producers_before: Vec<(String, Option<i64>)> = Vec::new();
+            let mut refused = false;
             for e in &job.events {
                 let id = e.event_id.to_string();
                 let hash = e.content_hash();
@@ -621,6 +668,7 @@ impl TenantWriter {
                             .map(|(seq, h)| (*seq, *h == hash))
                     });
                 if let Some((seq, same)) = seen {
+                    refused |= !same;
                     results.push(if same {
                         IngestResult::Duplicate { seq }
                     } else {
@@ -637,6 +685,7 @@ impl TenantWriter {
                     {
                         if ps <= last {
                             existing?;
+                            refused = true;
                             results.push(IngestResult::Rejected(vigil_core::Error::Invalid {
                                 field: "source.producer_seq".into(),
                                 reason: format!(
@@ -647,7 +696,10 @@ impl TenantWriter {
                         }
                         plan.gaps += (ps - last - 1) as u64;
                     }
-                    plan.producers.insert(pid.clone(), ps);
+                    let before = plan.producers.insert(pid.clone(), ps);
+                    if job.atomic {
+                        producers_before.push((pid.clone(), before));
+                    }
                 }
                 let r = sealer.seal(
                     e,
@@ -663,6 +715,29 @@ impl TenantWriter {
                     record: r,
                     content_hash: hash,
                 });
+            }
+            if job.atomic && refused {
+                for r in plan.records.drain(records_before..) {
+                    plan.ids.remove(r.record.event_id.as_str());
+                }
+                for (pid, before) in producers_before.into_iter().rev() {
+                    match before {
+                        Some(ps) => plan.producers.insert(pid, ps),
+                        None => plan.producers.remove(&pid),
+                    };
+                }
+                plan.head = head_before;
+                plan.gaps = gaps_before;
+                // Stored now, or a repeat within the job of an event stored now: not stored.
+                for r in &mut results {
+                    match r {
+                        IngestResult::Stored { .. } => *r = IngestResult::NotStored,
+                        IngestResult::Duplicate { seq } if *seq > head_before.seq => {
+                            *r = IngestResult::NotStored
+                        }
+                        _ => {}
+                    }
+                }
             }
             plan.results.push(results);
         }

@@ -320,9 +320,13 @@ pub fn json_schema() -> Value {
                     "producer_id": {"anyOf": [text, {"type": "null"}]},
                     "producer_seq": {"type": ["integer", "null"], "minimum": 0, "maximum": safe}
                 },
-                "dependentRequired": {"producer_seq": ["producer_id"]}
+                // A producer_seq needs a producer_id (null counts as absent for both).
+                "anyOf": [
+                    {"properties": {"producer_seq": {"type": "null"}}},
+                    {"required": ["producer_id"], "properties": {"producer_id": {"type": "string"}}}
+                ]
             },
-            "trace_id": {"anyOf": [{"type": "string", "pattern": "^[0-9a-f]{32}$", "not": {"const": "00000000000000000000000000000000"}}, {"type": "null"}], "description": "A W3C trace id, not all zero"},
+            "trace_id": {"anyOf": [{"type": "string", "minLength": 32, "maxLength": 32, "pattern": "^[0-9a-fA-F]*[1-9a-fA-F][0-9a-fA-F]*$"}, {"type": "null"}], "description": "A W3C trace id: 32 hex digits (stored in lowercase), not all zero"},
             "schema_version": {"enum": [SCHEMA_VERSION, null]},
             "payload": {
                 "type": ["object", "null"],
@@ -615,13 +619,17 @@ pub(crate) fn check_payload(payload: &Map<String, Value>) -> Result<(), Error> {
             format!("has more than {MAX_PAYLOAD_FIELDS} top-level fields"),
         ));
     }
-    payload
-        .iter()
-        .try_for_each(|(k, v)| check_payload_value(&format!("payload.{k}"), v, 1))
+    let mut path = String::from("payload");
+    payload.iter().try_for_each(|(k, v)| {
+        path.truncate("payload".len());
+        path.push('.');
+        path.push_str(k);
+        check_payload_value(&mut path, v, 1)
+    })
 }
 
 /// A text field: 1 to [`MAX_TEXT`] characters, no control characters.
-pub(crate) fn check_text(path: &str, s: String) -> Result<String, Error> {
+pub fn check_text(path: &str, s: String) -> Result<String, Error> {
     if s.is_empty() {
         Err(Error::invalid(path, "must not be empty"))
     } else if s.chars().count() > MAX_TEXT {
@@ -636,10 +644,11 @@ pub(crate) fn check_text(path: &str, s: String) -> Result<String, Error> {
     }
 }
 
-fn check_payload_value(path: &str, v: &Value, depth: usize) -> Result<(), Error> {
+/// Checks `v`, at `path` (extended while descending, as `a.b[2]`, and restored after).
+fn check_payload_value(path: &mut String, v: &Value, depth: usize) -> Result<(), Error> {
     if depth > MAX_PAYLOAD_DEPTH {
         return Err(Error::invalid(
-            path,
+            path.as_str(),
             format!("nests deeper than {MAX_PAYLOAD_DEPTH} levels"),
         ));
     }
@@ -648,20 +657,33 @@ fn check_payload_value(path: &str, v: &Value, depth: usize) -> Result<(), Error>
             let safe = match (n.as_i64(), n.as_u64()) {
                 (Some(i), _) => i.unsigned_abs() <= MAX_SAFE_INTEGER as u64,
                 (None, Some(_)) => false,
-                (None, None) => true, // a float: exactly what RFC 8785 encodes
+                // A fraction or an exponent: the same range, so that one rule (the schema's
+                // minimum and maximum) holds whatever way a number is written.
+                (None, None) => n
+                    .as_f64()
+                    .is_some_and(|f| f.abs() <= MAX_SAFE_INTEGER as f64),
             };
             if safe {
                 Ok(())
             } else {
-                Err(Error::invalid(path, "is an integer beyond ±(2^53-1), which JSON cannot carry exactly; send it as a string"))
+                Err(Error::invalid(path.as_str(), "is a number beyond ±(2^53-1), which not every JSON reader carries exactly; send it as a string"))
             }
         }
-        Value::Array(a) => a
-            .iter()
-            .try_for_each(|x| check_payload_value(path, x, depth + 1)),
-        Value::Object(m) => m
-            .values()
-            .try_for_each(|x| check_payload_value(path, x, depth + 1)),
+        Value::Array(a) => a.iter().enumerate().try_for_each(|(i, x)| {
+            let len = path.len();
+            path.push_str(&format!("[{i}]"));
+            check_payload_value(path, x, depth + 1)?;
+            path.truncate(len);
+            Ok(())
+        }),
+        Value::Object(m) => m.iter().try_for_each(|(k, x)| {
+            let len = path.len();
+            path.push('.');
+            path.push_str(k);
+            check_payload_value(path, x, depth + 1)?;
+            path.truncate(len);
+            Ok(())
+        }),
         _ => Ok(()),
     }
 }
@@ -790,10 +812,24 @@ mod tests {
         for _ in 0..40 {
             v = json!([v]);
         }
+        // The path to where it got too deep.
         assert_eq!(
             field_of(with(&["payload"], json!({"deep": v}))),
-            "payload.deep"
+            format!("payload.deep{}", "[0]".repeat(MAX_PAYLOAD_DEPTH))
         );
+    }
+
+    #[test]
+    fn a_number_out_of_range_is_refused_at_its_path() {
+        let e = with(&["payload"], json!({"a": {"b": [1, 2, 1e300]}}));
+        assert_eq!(field_of(e), "payload.a.b[2]");
+        let e = with(&["payload"], json!({"a": [{"b": -9007199254740992.0}]}));
+        assert_eq!(field_of(e), "payload.a[0].b");
+        assert!(with(
+            &["payload"],
+            json!({"a": [0.1, -9007199254740991_i64, 1e15]})
+        )
+        .is_ok());
     }
 
     #[test]

@@ -71,12 +71,14 @@ impl HttpTransport {
         }
     }
 
+    /// One request; besides the refusals, the ids of valid events the service did not store
+    /// because others in the same request were invalid (a batch is validated as a whole).
     async fn post(
         &self,
         tenant: &TenantId,
         events: &[&TenantEvent],
         service: &str,
-    ) -> Result<Delivery, TransportError> {
+    ) -> Result<(Delivery, Vec<String>), TransportError> {
         let mut body = Vec::with_capacity(events.iter().map(|e| e.json().len() + 1).sum());
         body.push(b'[');
         for (i, e) in events.iter().enumerate() {
@@ -131,20 +133,22 @@ impl HttpTransport {
     }
 }
 
-fn refusals(answer: Answer) -> Delivery {
-    Delivery {
-        refused: answer
-            .results
-            .into_iter()
-            .filter(|r| r.status == "rejected" || r.status == "conflict")
-            .map(|r| {
-                (
-                    r.event_id.unwrap_or_default(),
-                    r.error.map(|e| e.message).unwrap_or(r.status),
-                )
-            })
-            .collect(),
+/// The events refused for good, and those to send again (`not_stored`: valid, but in a
+/// request the service refused as a whole).
+fn refusals(answer: Answer) -> (Delivery, Vec<String>) {
+    let mut refused = Vec::new();
+    let mut again = Vec::new();
+    for r in answer.results {
+        match r.status.as_str() {
+            "rejected" | "conflict" => refused.push((
+                r.event_id.unwrap_or_default(),
+                r.error.map(|e| e.message).unwrap_or(r.status),
+            )),
+            "not_stored" => again.extend(r.event_id),
+            _ => {}
+        }
     }
+    (Delivery { refused }, again)
 }
 
 #[async_trait]
@@ -158,8 +162,25 @@ impl Transport for HttpTransport {
         for (tenant, events) in by_tenant(batch) {
             for chunk in events.chunks(MAX_PER_REQUEST) {
                 let service = &chunk[0].event().source.service;
-                let d = self.post(tenant, chunk, service).await?;
+                let (d, again) = self.post(tenant, chunk, service).await?;
                 all.refused.extend(d.refused);
+                if !again.is_empty() {
+                    // The valid rest of a request refused for its invalid events: once more
+                    // without them.
+                    let rest: Vec<&TenantEvent> = chunk
+                        .iter()
+                        .copied()
+                        .filter(|e| again.contains(&e.event().event_id.to_string()))
+                        .collect();
+                    let (d, still) = self.post(tenant, &rest, service).await?;
+                    all.refused.extend(d.refused);
+                    if !still.is_empty() {
+                        return Err(TransportError::Unavailable(format!(
+                            "{} valid events were not stored twice",
+                            still.len()
+                        )));
+                    }
+                }
             }
         }
         Ok(all)

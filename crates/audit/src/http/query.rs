@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use vigil_core::event::{Action, Outcome, Severity};
-use vigil_core::ids::{EventId, TraceId};
+use vigil_core::ids::{EventId, TenantId, TraceId};
 use vigil_core::record::Record;
 use vigil_core::time::Timestamp;
 use vigil_security::capability::Capability;
@@ -83,13 +83,19 @@ pub(crate) struct EventsParams {
         pattern = "^[2-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?Z$"
     )]
     until: Option<String>,
-    /// `trace_id` equals.
-    #[param(pattern = "^[0-9a-f]{32}$")]
+    /// `trace_id` equals (32 hex digits, not all zero).
+    #[param(
+        min_length = 32,
+        max_length = 32,
+        pattern = "^[0-9a-fA-F]*[1-9a-fA-F][0-9a-fA-F]*$"
+    )]
     trace_id: Option<String>,
     /// Page size, 1–1000 (default 100).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page, with the same filters (a cursor is opaque and
+    /// bound to the tenant and the filters it was issued for; any other is a 400).
+    #[param(min_length = 1, max_length = 512, pattern = "^[A-Za-z0-9_-]+$")]
     cursor: Option<String>,
 }
 
@@ -104,11 +110,45 @@ pub(crate) struct EventsPage {
     next_cursor: Option<String>,
 }
 
+/// Where the next page starts, for whom and for which filters (base64url JSON).
 #[derive(Serialize, Deserialize)]
 struct Cursor {
     t: String,
     s: i64,
     f: String,
+}
+
+/// Longest cursor accepted (an issued one is about a hundred characters).
+const MAX_CURSOR: usize = 512;
+
+impl Cursor {
+    /// The cursor of the page after `seq` for `tenant` and the filters `fingerprint`.
+    fn issue(tenant: &TenantId, seq: i64, fingerprint: String) -> String {
+        let c = Cursor {
+            t: tenant.as_str().to_owned(),
+            s: seq,
+            f: fingerprint,
+        };
+        B64URL.encode(serde_json::to_vec(&c).expect("serializable"))
+    }
+
+    /// The seq `text` continues below, when it is a cursor issued to `tenant` for the same
+    /// filters; otherwise a 400 naming the cursor.
+    fn redeem(text: &str, tenant: &TenantId, fingerprint: &str) -> Result<i64, ApiError> {
+        let c: Cursor = Some(text)
+            .filter(|t| t.len() <= MAX_CURSOR)
+            .and_then(|t| B64URL.decode(t.as_bytes()).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .filter(|c: &Cursor| c.s > 0)
+            .ok_or_else(|| bad("cursor", "is not a cursor this service issued"))?;
+        if c.t != tenant.as_str() {
+            return Err(bad("cursor", "was issued to another tenant"));
+        }
+        if c.f != fingerprint {
+            return Err(bad("cursor", "was issued for other filters"));
+        }
+        Ok(c.s)
+    }
 }
 
 fn bad(param: &str, why: impl std::fmt::Display) -> ApiError {
@@ -145,11 +185,16 @@ fn parse_params(p: EventsParams) -> Result<(Query, Option<String>), ApiError> {
             .filter(|l| (1..=MAX_LIMIT).contains(l))
             .ok_or_else(|| bad("limit", format!("must be an integer from 1 to {MAX_LIMIT}")))?,
     };
+    // Text filters follow the rule of the fields they match: nothing else can be stored.
+    let text = |name: &str, v: Option<String>| {
+        v.map(|s| vigil_core::event::check_text(name, s).map_err(|e| bad(name, e)))
+            .transpose()
+    };
     let q = Query {
-        actor_id: p.actor_id,
+        actor_id: text("actor_id", p.actor_id)?,
         action,
-        resource_type: p.resource_type,
-        resource_id: p.resource_id,
+        resource_type: text("resource_type", p.resource_type)?,
+        resource_id: text("resource_id", p.resource_id)?,
         outcome: p
             .outcome
             .map(|o| {
@@ -204,18 +249,7 @@ pub(super) async fn list_events(
     let (mut q, cursor) = parse_params(params)?;
     let fp = fingerprint(&q);
     if let Some(c) = cursor {
-        let c: Cursor = B64URL
-            .decode(c.as_bytes())
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(|| bad("cursor", "is not a cursor this service issued"))?;
-        if c.t != ctx.tenant_id.as_str() {
-            return Err(bad("cursor", "was issued to another tenant"));
-        }
-        if c.f != fp {
-            return Err(bad("cursor", "was issued for other filters"));
-        }
-        q.before_seq = Some(c.s);
+        q.before_seq = Some(Cursor::redeem(&c, &ctx.tenant_id, &fp)?);
     }
     let limit = q.limit;
     q.limit = limit + 1;
@@ -226,12 +260,11 @@ pub(super) async fn list_events(
         .map_err(store_error)?;
     let next_cursor = if events.len() as i64 > limit {
         events.truncate(limit as usize);
-        let c = Cursor {
-            t: ctx.tenant_id.as_str().to_owned(),
-            s: events.last().expect("a full page").seq,
-            f: fp,
-        };
-        Some(B64URL.encode(serde_json::to_vec(&c).expect("serializable")))
+        Some(Cursor::issue(
+            &ctx.tenant_id,
+            events.last().expect("a full page").seq,
+            fp,
+        ))
     } else {
         None
     };
@@ -375,4 +408,54 @@ pub(super) async fn keys(State(app): State<Arc<AppState>>) -> Result<Json<KeysVi
         })
         .collect();
     Ok(Json(KeysView { keys }))
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use axum::response::IntoResponse;
+    use proptest::prelude::*;
+
+    fn refused_in_shape(e: ApiError) {
+        let res = e.into_response();
+        assert_eq!(res.status(), 400);
+        assert_eq!(res.headers()["x-error-code"], "bad_request");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// Arbitrary text, and base64url of arbitrary bytes: refused in the shape, no panic.
+        #[test]
+        fn arbitrary_cursors_are_refused(text in ".{0,600}", bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let acme = TenantId::parse("acme").unwrap();
+            for c in [text, B64URL.encode(&bytes)] {
+                if let Err(e) = Cursor::redeem(&c, &acme, "f") {
+                    refused_in_shape(e);
+                }
+            }
+        }
+
+        /// Cursor-shaped JSON with arbitrary fields: accepted only for its tenant and filters.
+        #[test]
+        fn forged_cursors(t in "[a-z]{1,6}", seq in any::<i64>(), f in "[0-9a-f]{0,16}") {
+            let acme = TenantId::parse("acme").unwrap();
+            let json = serde_json::json!({"t": t, "s": seq, "f": f}).to_string();
+            match Cursor::redeem(&B64URL.encode(json), &acme, "00ff") {
+                Ok(s) => prop_assert!(t == "acme" && f == "00ff" && s == seq && s > 0),
+                Err(e) => refused_in_shape(e),
+            }
+        }
+
+        #[test]
+        fn issued_cursors_round_trip(seq in 1i64..i64::MAX) {
+            let acme = TenantId::parse("acme").unwrap();
+            let other = TenantId::parse("other").unwrap();
+            let c = Cursor::issue(&acme, seq, "ab".into());
+            prop_assert!(c.len() <= MAX_CURSOR);
+            prop_assert_eq!(Cursor::redeem(&c, &acme, "ab").unwrap(), seq);
+            prop_assert!(Cursor::redeem(&c, &other, "ab").is_err());
+            prop_assert!(Cursor::redeem(&c, &acme, "cd").is_err());
+        }
+    }
 }

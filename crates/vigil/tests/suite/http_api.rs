@@ -35,7 +35,7 @@ async fn stored_events_read_back_with_their_hashes(engine: Engine) {
     assert_eq!(head["chain_hash"], page["events"][0]["chain_hash"]);
 }
 
-async fn valid_events_are_stored_even_when_others_in_the_batch_are_rejected(engine: Engine) {
+async fn a_batch_with_an_invalid_event_stores_nothing_and_names_each_field(engine: Engine) {
     let app = spawn_app(engine).await;
     let mut bad_sev = event(1);
     bad_sev["severity"] = json!("loud");
@@ -44,19 +44,31 @@ async fn valid_events_are_stored_even_when_others_in_the_batch_are_rejected(engi
     let mut wrong_type = event(3);
     wrong_type["source"]["producer_seq"] = json!("12");
     let body = json!([event(0), bad_sev, no_actor, wrong_type, event(4)]);
-    let (status, body) = results(app.post_events("acme", &body).await).await;
-    assert_eq!(status, 200, "{body}");
+    let r = app.post_events("acme", &body).await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(r.headers()["x-error-code"], "invalid_event");
+    let body: Value = r.json().await.unwrap();
+    let d = &body["details"];
     assert_eq!(
-        (body["stored"].as_i64(), body["rejected"].as_i64()),
-        (Some(2), Some(3))
+        (d["stored"].as_i64(), d["rejected"].as_i64()),
+        (Some(0), Some(3))
     );
-    let r = &body["results"];
-    assert_eq!(r[0]["status"], "stored");
+    let r = &d["results"];
+    assert_eq!(r[0]["status"], "not_stored");
     assert_eq!(r[1]["error"]["field"], "severity");
     assert_eq!(r[2]["error"]["field"], "actor");
     assert_eq!(r[3]["error"]["field"], "source.producer_seq");
     assert_eq!(r[3]["error"]["code"], "invalid_event");
-    assert_eq!(r[4]["seq"], 2);
+    assert_eq!(r[4]["status"], "not_stored");
+    assert_eq!(
+        app.get_json("acme", "/v1/chain/head").await["seq"],
+        0,
+        "nothing half-written"
+    );
+    // The valid rest, sent again, is stored.
+    let (status, body) = results(app.post_events("acme", &json!([event(0), event(4)])).await).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["stored"], 2);
     assert_eq!(app.metric("audit_events_processed_total").await, 5.0);
 }
 
@@ -110,11 +122,16 @@ async fn an_event_id_reused_with_other_content_is_a_409_conflict(engine: Engine)
 
 async fn ndjson_bodies_are_accepted(engine: Engine) {
     let app = spawn_app(engine).await;
-    let body = format!("{}\n\n{}\n{}\n", event(1), event(2), "{not json");
-    let (status, body) = results(app.post_raw("acme", "application/x-ndjson", body).await).await;
+    // A line that is not JSON refuses the request, like any invalid event.
+    let bad = format!("{}\n\n{}\n{}\n", event(1), event(2), "{not json");
+    let (status, body) = results(app.post_raw("acme", "application/x-ndjson", bad).await).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["details"]["results"][2]["status"], "rejected");
+    assert_eq!(body["details"]["results"][0]["status"], "not_stored");
+    let good = format!("{}\n\n{}\n", event(1), event(2));
+    let (status, body) = results(app.post_raw("acme", "application/x-ndjson", good).await).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["stored"], 2);
-    assert_eq!(body["results"][2]["status"], "rejected");
 }
 
 async fn bodies_that_are_not_json_are_400s(engine: Engine) {
@@ -167,10 +184,11 @@ async fn deep_nesting_and_unsafe_integers_are_refused_by_field(engine: Engine) {
     let r = app.post_events("acme", &json!([e, big_int])).await;
     assert_eq!(r.status(), 422);
     let body: Value = r.json().await.unwrap();
-    assert_eq!(
-        body["details"]["results"][0]["error"]["field"],
-        "payload.deep"
-    );
+    // The path to where it got too deep.
+    assert!(body["details"]["results"][0]["error"]["field"]
+        .as_str()
+        .unwrap()
+        .starts_with("payload.deep.d.d."));
     assert_eq!(body["details"]["results"][1]["error"]["field"], "payload.n");
     // Nesting beyond what the JSON parser itself takes is still a clean 4xx, never a crash.
     let absurd = format!("[{}1{}]", "[".repeat(5000), "]".repeat(5000));
@@ -197,6 +215,9 @@ async fn numbers_that_would_be_stored_altered_are_refused_by_field(engine: Engin
         "123456789012345678901234567890",
         "-9223372036854775809",
         "1.00000000000000001",
+        // A float as big: one range whatever way a number is written (the schema's).
+        "1e21",
+        "-9.5e15",
     ] {
         let body = format!("[{}]", with(&format!("\"x\":{{\"n\":{n}}}")));
         let r = app.post_raw("acme", "application/json", body).await;
@@ -211,13 +232,17 @@ async fn numbers_that_would_be_stored_altered_are_refused_by_field(engine: Engin
     }
     assert_eq!(app.get_json("acme", "/v1/chain/head").await["seq"], 0);
     // Numbers that come back the same are stored, and read back as sent.
-    let body = format!("[{}]", with("\"ratio\":0.1,\"big\":1e21,\"neg\":-2.5"));
+    let body = format!(
+        "[{}]",
+        with("\"ratio\":0.1,\"big\":9007199254740991,\"exp\":1e15,\"neg\":-2.5")
+    );
     let (status, body) = results(app.post_raw("acme", "application/json", body).await).await;
     assert_eq!(status, 200, "{body}");
     let id = body["results"][0]["event_id"].as_str().unwrap();
     let rec = app.get_json("acme", &format!("/v1/events/{id}")).await;
     assert_eq!(rec["payload"]["ratio"], json!(0.1));
-    assert_eq!(rec["payload"]["big"], json!(1e21));
+    assert_eq!(rec["payload"]["big"], json!(9007199254740991_i64));
+    assert_eq!(rec["payload"]["exp"], json!(1e15));
     assert_eq!(rec["payload"]["neg"], json!(-2.5));
 }
 
@@ -249,7 +274,7 @@ async fn an_empty_batch_is_a_400_and_a_wrong_content_type_a_415(engine: Engine) 
     }
 }
 
-async fn a_producer_seq_going_backwards_is_refused_and_gaps_are_counted(engine: Engine) {
+async fn a_producer_seq_going_backwards_refuses_the_request_and_gaps_are_counted(engine: Engine) {
     let app = spawn_app(engine).await;
     let with_seq = |i: u64, s: u64| {
         let mut e = event(i);
@@ -259,7 +284,6 @@ async fn a_producer_seq_going_backwards_is_refused_and_gaps_are_counted(engine: 
     };
     app.post_events("acme", &json!([with_seq(0, 10), with_seq(1, 11)]))
         .await;
-    // 12..14 lost between producer and store: a gap of 3.
     let (status, body) = results(
         app.post_events(
             "acme",
@@ -268,14 +292,28 @@ async fn a_producer_seq_going_backwards_is_refused_and_gaps_are_counted(engine: 
         .await,
     )
     .await;
-    assert_eq!(status, 200);
-    assert_eq!(body["results"][0]["status"], "stored");
-    assert_eq!(body["results"][1]["error"]["field"], "source.producer_seq");
-    assert!(body["results"][1]["error"]["message"]
+    // Going backwards conflicts with what is stored, and a request is all or nothing.
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["code"], "conflict");
+    let each = &body["details"]["results"];
+    assert_eq!(each[0]["status"], "not_stored", "{body}");
+    assert_eq!(each[1]["status"], "conflict");
+    assert_eq!(each[1]["error"]["field"], "source.producer_seq");
+    assert!(each[1]["error"]["message"]
         .as_str()
         .unwrap()
         .contains("went backwards"));
-    assert_eq!(body["results"][2]["status"], "rejected");
+    assert_eq!(each[2]["status"], "conflict");
+    assert_eq!(app.get_json("acme", "/v1/chain/head").await["seq"], 2);
+    assert_eq!(app.metric("audit_chain_gap_total").await, 0.0);
+    // The rest again, without the conflicts: stored; 12..14 were lost on the way, a gap of 3.
+    let (status, body) = results(app.post_events("acme", &json!([with_seq(2, 15)])).await).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][0]["status"], "stored");
+    // Alone, it is a 409.
+    let r = app.post_events("acme", &json!([with_seq(6, 3)])).await;
+    assert_eq!(r.status(), 409);
+    assert_eq!(r.headers()["x-error-code"], "conflict");
     assert_eq!(app.metric("audit_chain_gap_total").await, 3.0);
     // Another producer has its own sequence.
     let mut other = with_seq(5, 1);
@@ -619,7 +657,7 @@ async fn ops_endpoints_answer(engine: Engine) {
 
 on_both_engines!(
     stored_events_read_back_with_their_hashes,
-    valid_events_are_stored_even_when_others_in_the_batch_are_rejected,
+    a_batch_with_an_invalid_event_stores_nothing_and_names_each_field,
     a_batch_with_no_valid_event_is_a_422_that_lists_why,
     a_replayed_event_is_a_duplicate_with_its_original_seq,
     an_event_id_reused_with_other_content_is_a_409_conflict,
@@ -629,7 +667,7 @@ on_both_engines!(
     deep_nesting_and_unsafe_integers_are_refused_by_field,
     numbers_that_would_be_stored_altered_are_refused_by_field,
     an_empty_batch_is_a_400_and_a_wrong_content_type_a_415,
-    a_producer_seq_going_backwards_is_refused_and_gaps_are_counted,
+    a_producer_seq_going_backwards_refuses_the_request_and_gaps_are_counted,
     the_tenant_comes_from_the_context_and_is_validated,
     every_filter_works_over_http,
     a_cursor_stays_exact_while_new_events_arrive,

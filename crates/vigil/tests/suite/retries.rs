@@ -66,7 +66,7 @@ async fn a_batch_mixing_stored_and_new_events_stores_only_the_new_ones(engine: E
     assert_eq!(got, want);
 
     // Against that: a stored id with other content is a conflict, and a new id whose
-    // producer_seq goes backwards is still refused.
+    // producer_seq goes backwards is still refused; the request is all or nothing.
     let mut changed = sequenced(2);
     changed["payload"] = json!({"amount": 999});
     let mut backwards = sequenced(4);
@@ -74,16 +74,23 @@ async fn a_batch_mixing_stored_and_new_events_stores_only_the_new_ones(engine: E
     let r = app
         .post_events("acme", &json!([changed, backwards, sequenced(9)]))
         .await;
+    assert_eq!(r.status(), 409);
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["results"][0]["status"], "conflict", "{body}");
-    assert_eq!(body["results"][0]["seq"], 2);
-    assert_eq!(body["results"][1]["status"], "rejected");
-    assert!(body["results"][1]["error"]["message"]
+    let each = &body["details"]["results"];
+    assert_eq!(each[0]["status"], "conflict", "{body}");
+    assert_eq!(each[0]["seq"], 2);
+    assert_eq!(each[1]["status"], "conflict");
+    assert!(each[1]["error"]["message"]
         .as_str()
         .unwrap()
         .contains("went backwards"));
-    assert_eq!(body["results"][2]["status"], "stored");
-    assert_eq!(body["results"][2]["seq"], 9);
+    assert_eq!(each[2]["status"], "not_stored");
+    assert_eq!(app.get_json("acme", "/v1/chain/head").await["seq"], 8);
+    // The rest alone is stored where it would have been.
+    assert_eq!(
+        outcomes(app.post_events("acme", &json!([sequenced(9)])).await).await,
+        stored(9..=9)
+    );
     assert_eq!(app.metric("audit_chain_gap_total").await, 0.0);
 }
 

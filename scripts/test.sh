@@ -24,8 +24,10 @@ cd "$(dirname "$0")/.."
 if [ -z "${CARGO_TARGET_DIR:-}" ]; then
   cache="${VIGIL_TARGET_CACHE:-$HOME/.cache/vigil-target}"
   if [ ! -e target ] && [ ! -L target ]; then
-    mkdir -p "$cache" && ln -s "$cache" target
+    ln -s "$cache" target
   fi
+  # A link whose directory is gone (a wiped cache) is made whole again.
+  [ -L target ] && mkdir -p "$(readlink -m target)"
   export CARGO_TARGET_DIR="$PWD/target"
 fi
 export VIGIL_TEST_POSTGRES_URL="${VIGIL_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"

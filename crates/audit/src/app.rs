@@ -3,12 +3,12 @@
 //! then lets queued writes commit and checkpoints every tenant.
 
 use crate::checkpointer::Checkpointer;
+use crate::error::AuditError;
 use crate::http::{router, AppState};
 use crate::in_process::InProcess;
 use crate::metrics::AuditMetrics;
 use crate::sequencer::Sequencer;
 use crate::settings::{redact_url, AuditSettings};
-use anyhow::Context;
 use axum::{Extension, Router};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -45,16 +45,17 @@ pub struct Writer {
 impl Writer {
     /// Loads (or creates) the signing key, opens and migrates the store, and starts the
     /// sequencer; checkpoints a tenant missed (a crash) are made in the background.
-    pub async fn open(settings: &AuditSettings) -> anyhow::Result<Writer> {
+    pub async fn open(settings: &AuditSettings) -> Result<Writer, AuditError> {
         // The key first: it creates the data directory, where the default SQLite file lives.
         let signer = crate::keys::load_or_create(&settings.data_dir, &settings.key_name)?;
         let store = vigil_store::open(&settings.database_url)
             .await
-            .with_context(|| {
-                format!(
+            .map_err(|source| AuditError::Store {
+                what: format!(
                     "opening the audit store {}",
                     redact_url(&settings.database_url)
-                )
+                ),
+                source,
             })?;
         let metrics = AuditMetrics::new();
         let checkpointer = Arc::new(Checkpointer::new(
@@ -67,7 +68,10 @@ impl Writer {
         checkpointer
             .publish_key()
             .await
-            .context("publishing the checkpoint public key")?;
+            .map_err(|source| AuditError::Store {
+                what: "publishing the checkpoint public key".into(),
+                source,
+            })?;
         {
             let cp = Arc::clone(&checkpointer);
             tokio::spawn(async move {
@@ -93,16 +97,16 @@ impl Writer {
 
 impl Application {
     /// Opens and migrates the store, loads (or creates) the signing key and binds.
-    pub async fn build(settings: AuditSettings) -> anyhow::Result<Application> {
+    pub async fn build(settings: AuditSettings) -> Result<Application, AuditError> {
         if settings.trust_headers
             && !settings.listen.ip().is_loopback()
             && settings.trusted_peers.is_empty()
         {
-            anyhow::bail!(
+            return Err(AuditError::Settings(format!(
                 "--trust-headers on a non-loopback address ({}) would let anyone who reaches it claim any identity: \
                  name the gateway's address with --trusted-peer, or listen on loopback",
                 settings.listen
-            );
+            )));
         }
         let policy = match &settings.capability_policy {
             Some(path) => CapabilityPolicy::from_file(path)?,
@@ -141,8 +145,7 @@ impl Application {
         let kafka = match &settings.kafka {
             Some(k) => Some(
                 crate::kafka::KafkaIngest::start(k.clone(), sequencer.clone(), metrics.clone())
-                    .await
-                    .context("starting the Kafka consumer")?,
+                    .await?,
             ),
             None => None,
         };
@@ -164,10 +167,14 @@ impl Application {
         let app = router(Arc::clone(&state)).layer(Extension(SecurityConfig { source, guard }));
         let http_metrics = HttpMetrics::new("audit", state.metrics.registry(), MAX_ERROR_CODES);
         let app = vigil_security::harden(app, http_metrics);
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .with_context(|| format!("binding {}", settings.listen))?;
-        tracing::info!(addr = %listener.local_addr()?, store = %redact_url(&settings.database_url), "audit service listening");
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| AuditError::Http {
+                    what: format!("binding {}", settings.listen),
+                    source,
+                })?;
+        tracing::info!(addr = %listener.local_addr().unwrap_or(settings.listen), store = %redact_url(&settings.database_url), "audit service listening");
         Ok(Application {
             listener,
             state,
@@ -197,14 +204,17 @@ impl Application {
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), AuditError> {
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await
-            .context("serving HTTP")?;
+            .map_err(|source| AuditError::Http {
+                what: "serving HTTP".into(),
+                source,
+            })?;
         if let Some(k) = &self.state.kafka {
             k.stop().await;
         }

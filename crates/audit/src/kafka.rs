@@ -339,7 +339,7 @@ impl KafkaIngest {
         settings: KafkaSettings,
         sequencer: Sequencer,
         metrics: AuditMetrics,
-    ) -> anyhow::Result<KafkaIngest> {
+    ) -> Result<KafkaIngest, crate::error::AuditError> {
         Self::start_observed(settings, sequencer, metrics, None).await
     }
 
@@ -349,7 +349,7 @@ impl KafkaIngest {
         sequencer: Sequencer,
         metrics: AuditMetrics,
         observer: Option<StoredObserver>,
-    ) -> anyhow::Result<KafkaIngest> {
+    ) -> Result<KafkaIngest, crate::error::AuditError> {
         if let Err(e) =
             ensure_topics(&settings.bootstrap, &settings.topic, settings.partitions).await
         {

@@ -1,7 +1,7 @@
 //! The checkpoint signing key: an Ed25519 seed created on first start in the data directory
 //! with mode 0600. It is never logged; only its public half leaves the process.
 
-use anyhow::{bail, Context};
+use crate::error::AuditError;
 use rand::RngCore;
 use std::io::Write;
 use std::path::Path;
@@ -12,10 +12,10 @@ pub const KEY_FILE: &str = "checkpoint-ed25519.key";
 
 /// Loads the signing key from `data_dir`, creating it (and the directory) on first start.
 /// A key file readable by group or others is refused, as ssh refuses one.
-pub fn load_or_create(data_dir: &Path, name: &str) -> anyhow::Result<NoteSigner> {
+pub fn load_or_create(data_dir: &Path, name: &str) -> Result<NoteSigner, AuditError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+        .map_err(|e| AuditError::file("creating data directory", data_dir, e))?;
     let path = data_dir.join(KEY_FILE);
     let seed: [u8; 32] = match std::fs::OpenOptions::new()
         .write(true)
@@ -28,28 +28,30 @@ pub fn load_or_create(data_dir: &Path, name: &str) -> anyhow::Result<NoteSigner>
             rand::rngs::OsRng.fill_bytes(&mut seed);
             f.write_all(&seed)
                 .and_then(|_| f.sync_all())
-                .with_context(|| format!("writing {}", path.display()))?;
+                .map_err(|e| AuditError::file("writing", &path, e))?;
             tracing::info!(path = %path.display(), "created a checkpoint signing key");
             seed
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let mode = std::fs::metadata(&path)?.permissions().mode();
+            let mode = std::fs::metadata(&path)
+                .map_err(|e| AuditError::file("reading", &path, e))?
+                .permissions()
+                .mode();
             if mode & 0o077 != 0 {
-                bail!(
-                    "{} is readable by others (mode {:o}); chmod 600 it",
-                    path.display(),
-                    mode & 0o777
-                );
+                return Err(AuditError::Key {
+                    path,
+                    reason: format!("readable by others (mode {:o}); chmod 600 it", mode & 0o777),
+                });
             }
-            let bytes =
-                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-            bytes
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("{} is not a 32-byte Ed25519 seed", path.display()))?
+            let bytes = std::fs::read(&path).map_err(|e| AuditError::file("reading", &path, e))?;
+            bytes.try_into().map_err(|_| AuditError::Key {
+                path,
+                reason: "not a 32-byte Ed25519 seed".into(),
+            })?
         }
-        Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+        Err(e) => return Err(AuditError::file("creating", &path, e)),
     };
-    NoteSigner::new(name, &seed).context("checkpoint key name")
+    NoteSigner::new(name, &seed).map_err(AuditError::KeyName)
 }
 
 #[cfg(test)]

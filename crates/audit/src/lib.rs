@@ -13,6 +13,7 @@
 pub mod app;
 pub mod checkpointer;
 pub mod denials;
+pub mod error;
 pub mod http;
 pub mod in_process;
 pub mod kafka;
@@ -23,4 +24,5 @@ pub mod settings;
 pub mod verification;
 
 pub use app::Application;
+pub use error::AuditError;
 pub use settings::AuditSettings;

@@ -5,10 +5,10 @@
 use crate::http::{router, AppState};
 use crate::keyring::{KeyPolicy, KeyRing};
 use crate::outbox::KeyRingTokens;
+use crate::service::ServiceError;
 use crate::settings::AuthSettings;
 use crate::store::AuthStore;
 use crate::throttle::ThrottlePolicy;
-use anyhow::Context;
 use axum::{Extension, Router};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,19 +36,22 @@ pub struct Application {
 }
 
 /// Opens the auth database (for the service and for `vigil auth` commands).
-pub async fn open_store(url: &str) -> anyhow::Result<AuthStore> {
+pub async fn open_store(url: &str) -> Result<AuthStore, ServiceError> {
     AuthStore::open(url)
         .await
-        .with_context(|| format!("opening the auth database {}", redact_url(url)))
+        .map_err(|source| ServiceError::Open {
+            url: redact_url(url),
+            source,
+        })
 }
 
 /// The key policy `settings` describe.
-pub fn key_policy(settings: &AuthSettings) -> anyhow::Result<KeyPolicy> {
+pub fn key_policy(settings: &AuthSettings) -> Result<KeyPolicy, ServiceError> {
     Ok(KeyPolicy {
         algorithm: settings.key_algorithm,
         publish_after_rotation: settings.token_ttl + settings.rotation_grace,
         system_tenant: TenantId::parse(&settings.system_tenant)
-            .map_err(|e| anyhow::anyhow!("--system-tenant: {e}"))?,
+            .map_err(|e| ServiceError::Settings(format!("--system-tenant: {e}")))?,
     })
 }
 
@@ -59,11 +62,13 @@ impl Application {
     pub async fn build(
         settings: AuthSettings,
         transport: Option<Arc<dyn Transport>>,
-    ) -> anyhow::Result<Application> {
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .with_context(|| format!("binding {}", settings.listen))?;
-        let addr = listener.local_addr()?;
+    ) -> Result<Application, ServiceError> {
+        let bind = |source| ServiceError::Http {
+            what: format!("binding {}", settings.listen),
+            source,
+        };
+        let listener = TcpListener::bind(settings.listen).await.map_err(bind)?;
+        let addr = listener.local_addr().map_err(bind)?;
         let issuer = settings
             .issuer
             .clone()
@@ -150,7 +155,7 @@ impl Application {
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), ServiceError> {
         self.state.keys.spawn_maintenance(self.reload_interval);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let drainer = tokio::spawn(crate::outbox::drain(
@@ -167,7 +172,10 @@ impl Application {
         let served = axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await
-            .context("serving HTTP");
+            .map_err(|source| ServiceError::Http {
+                what: "serving HTTP".into(),
+                source,
+            });
         let _ = stop_tx.send(());
         let _ = drainer.await;
         self.producer.shutdown().await;

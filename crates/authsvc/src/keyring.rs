@@ -3,6 +3,7 @@
 //! picked up without a restart), with the JWKS rendered once per change.
 
 use crate::events::{event, Actor};
+use crate::service::ServiceError;
 use crate::store::{AuthStore, KeyState, NewKey, StoredKey};
 use arc_swap::ArcSwap;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -148,7 +149,7 @@ impl KeyRing {
         store: AuthStore,
         policy: KeyPolicy,
         verifier: JwksVerifier,
-    ) -> anyhow::Result<KeyRing> {
+    ) -> Result<KeyRing, ServiceError> {
         let mut keys = store.keys().await?;
         if !keys.iter().any(|k| k.state == KeyState::Current) {
             let (_, current) = new_key(policy.algorithm);
@@ -172,9 +173,9 @@ impl KeyRing {
             keys = store.keys().await?;
         }
         let ring = build(&keys)?;
-        verifier
-            .load_document(&ring.jwks)
-            .map_err(|e| anyhow::anyhow!("the service's own JWKS does not load: {e}"))?;
+        verifier.load_document(&ring.jwks).map_err(|e| {
+            ServiceError::Keys(format!("the service's own JWKS does not load: {e}"))
+        })?;
         Ok(KeyRing {
             ring: Arc::new(ArcSwap::from_pointee(ring)),
             store,
@@ -184,7 +185,7 @@ impl KeyRing {
     }
 
     /// Re-reads the keys; swaps the ring in when they changed.
-    pub async fn reload(&self) -> anyhow::Result<()> {
+    pub async fn reload(&self) -> Result<(), ServiceError> {
         let keys = self.store.keys().await?;
         if fingerprint(&keys) == self.ring.load().fingerprint {
             return Ok(());
@@ -192,7 +193,7 @@ impl KeyRing {
         let ring = build(&keys)?;
         self.verifier
             .load_document(&ring.jwks)
-            .map_err(|e| anyhow::anyhow!("the JWKS does not load: {e}"))?;
+            .map_err(|e| ServiceError::Keys(format!("the JWKS does not load: {e}")))?;
         tracing::info!(signing_kid = ring.signer.kid(), "signing keys reloaded");
         self.ring.store(Arc::new(ring));
         Ok(())
@@ -219,7 +220,7 @@ impl KeyRing {
     }
 
     /// Rotates now and reloads.
-    pub async fn rotate(&self, actor: Actor<'_>) -> anyhow::Result<String> {
+    pub async fn rotate(&self, actor: Actor<'_>) -> Result<String, ServiceError> {
         let kid = rotate(&self.store, &self.policy, actor).await?;
         self.reload().await?;
         Ok(kid)
@@ -260,22 +261,22 @@ fn fingerprint(keys: &[StoredKey]) -> String {
         .collect()
 }
 
-fn build(keys: &[StoredKey]) -> anyhow::Result<Ring> {
+fn build(keys: &[StoredKey]) -> Result<Ring, ServiceError> {
     let current = keys
         .iter()
         .find(|k| k.state == KeyState::Current)
-        .ok_or_else(|| anyhow::anyhow!("no current signing key in the database"))?;
+        .ok_or_else(|| ServiceError::Keys("no current signing key in the database".into()))?;
     let alg = KeyAlgorithm::parse(&current.alg).ok_or_else(|| {
-        anyhow::anyhow!(
+        ServiceError::Keys(format!(
             "signing key {} has unknown algorithm {}",
-            current.kid,
-            current.alg
-        )
+            current.kid, current.alg
+        ))
     })?;
-    let der = B64
-        .decode(&current.private_der)
-        .map_err(|_| anyhow::anyhow!("signing key {} is not valid base64", current.kid))?;
-    let signer = SigningKey::from_pkcs8(alg, &der)?;
+    let der = B64.decode(&current.private_der).map_err(|_| {
+        ServiceError::Keys(format!("signing key {} is not valid base64", current.kid))
+    })?;
+    let signer = SigningKey::from_pkcs8(alg, &der)
+        .map_err(|e| ServiceError::Keys(format!("signing key {}: {e}", current.kid)))?;
     // Published: next (so verifiers know it before it signs), current, previous.
     let published: Vec<&serde_json::Value> = keys
         .iter()

@@ -29,6 +29,37 @@ pub enum ServiceError {
     /// Anything else (a bug or a broken database).
     #[error("{0}")]
     Internal(String),
+    /// The signing keys in the database cannot be used (none current, an unknown algorithm,
+    /// a key that does not decode, a JWKS that does not load).
+    #[error("{0}")]
+    Keys(String),
+    /// The settings are invalid.
+    #[error("{0}")]
+    Settings(String),
+    /// The database could not be opened (the URL is redacted).
+    #[error("opening the auth database {url}: {source}")]
+    Open {
+        /// The database URL, without its password.
+        url: String,
+        /// The cause.
+        #[source]
+        source: StoreError,
+    },
+    /// The capability policy file.
+    #[error(transparent)]
+    Policy(#[from] vigil_security::capability::PolicyError),
+    /// The service's audit producer.
+    #[error("starting the audit producer: {0}")]
+    Producer(#[from] vigil_producer::ProducerError),
+    /// Binding or serving HTTP.
+    #[error("{what}: {source}")]
+    Http {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl From<StoreError> for ServiceError {
@@ -48,6 +79,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Exists(m) => ApiError::Conflict(m),
             e @ ServiceError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
             ServiceError::Internal(m) => ApiError::Internal(m),
+            e => ApiError::Internal(e.to_string()),
         }
     }
 }

@@ -92,8 +92,7 @@ fn not_json() -> ApiError {
 /// `body` as a `T`, from anything but a JSON array.
 fn json_object<T: DeserializeOwned>(body: &[u8]) -> Result<Json<T>, ApiError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    if first == Some(&b'[') && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
-    {
+    if first == Some(&b'[') && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
         return Err(ApiError::BadRequest(
             "the body is not what this route takes: a JSON object".into(),
         ));

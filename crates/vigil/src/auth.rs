@@ -233,7 +233,7 @@ impl KeyPolicyArgs {
     fn policy(&self, url: &str) -> anyhow::Result<vigil_authsvc::keyring::KeyPolicy> {
         let mut s = AuthSettings::new(url.to_owned());
         self.apply(&mut s);
-        vigil_authsvc::app::key_policy(&s)
+        Ok(vigil_authsvc::app::key_policy(&s)?)
     }
 }
 
@@ -512,7 +512,7 @@ pub(crate) async fn dev(
     let _ = stop_tx.send(());
     let _ = auth_task.await;
     let _ = gateway_task.await;
-    result
+    Ok(result?)
 }
 
 /// The in-process audit service as a transport, connected once the audit service is built (it

@@ -236,7 +236,7 @@ pub(crate) struct PipelineArgs {
 async fn writer(database_url: &str, dir: &std::path::Path) -> anyhow::Result<Writer> {
     let mut s = vigil_audit::AuditSettings::embedded(dir.to_owned());
     s.database_url = database_url.to_owned();
-    Writer::open(&s).await
+    Ok(Writer::open(&s).await?)
 }
 
 fn fresh_topic(kind: &str) -> String {

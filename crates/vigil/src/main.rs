@@ -323,7 +323,7 @@ async fn shutdown_signal() {
 
 async fn serve(settings: AuditSettings) -> anyhow::Result<()> {
     let app = Application::build(settings).await?;
-    app.run_until_stopped(shutdown_signal()).await
+    Ok(app.run_until_stopped(shutdown_signal()).await?)
 }
 
 async fn gateway(

@@ -87,8 +87,7 @@ pub(super) async fn create_api_key(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     ctx.require(Capability::IdentityManage)?;
     valid_name("name", &body.name)?;
-    let roles = parse_roles(&body.roles)?;
-    may_grant(&ctx, roles)?;
+    let roles = grantable_roles(&ctx, &body.roles)?;
     if body
         .expires_in
         .is_some_and(|s| !(1..=MAX_API_KEY_LIFETIME).contains(&s))

@@ -27,8 +27,7 @@ pub(super) async fn create_client(
     Json(body): Json<NewClient>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     ctx.require(Capability::IdentityManage)?;
-    let roles = parse_roles(&body.roles)?;
-    may_grant(&ctx, roles)?;
+    let roles = grantable_roles(&ctx, &body.roles)?;
     let (id, secret) = service::add_client(
         &app.store,
         &ctx.tenant_id,

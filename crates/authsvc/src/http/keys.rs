@@ -37,14 +37,7 @@ pub(super) async fn rotate_keys(
     ctx: SecurityContext,
 ) -> Result<Json<Value>, ApiError> {
     require_keys_manage(&app, &ctx)?;
-    let kid =
-        app.keys
-            .rotate(actor_of(&ctx))
-            .await
-            .map_err(|e| match e.downcast::<StoreError>() {
-                Ok(s) => store_error(s),
-                Err(e) => ApiError::Internal(e.to_string()),
-            })?;
+    let kid = app.keys.rotate(actor_of(&ctx)).await?;
     Ok(Json(json!({"signing_kid": kid})))
 }
 

@@ -172,18 +172,16 @@ fn role_names(stored: &str) -> Vec<String> {
         .collect()
 }
 
-/// Role names from a request: every name must be a role.
-fn parse_roles(names: &[String]) -> Result<RoleSet, ApiError> {
+/// The roles a request asks to grant: every name must be a role (400), and the caller may
+/// hand out only roles whose capabilities they hold themselves (403: the request is
+/// well-formed; the caller lacks what the roles would hold).
+fn grantable_roles(ctx: &SecurityContext, names: &[String]) -> Result<RoleSet, ApiError> {
     if let Some(bad) = names.iter().find(|n| Role::parse(n).is_none()) {
         return Err(ApiError::BadRequest(format!("{bad:?} is not a role")));
     }
-    Ok(RoleSet::from_names(names.iter().map(String::as_str)))
-}
-
-/// A caller may hand out only roles whose capabilities they hold themselves.
-fn may_grant(ctx: &SecurityContext, roles: RoleSet) -> Result<(), ApiError> {
-    // 403: the request is well-formed; the caller lacks what the roles would hold.
-    ctx.may_delegate(roles).map_err(ApiError::MissingRole)
+    let roles = RoleSet::from_names(names.iter().map(String::as_str));
+    ctx.may_delegate(roles).map_err(ApiError::MissingRole)?;
+    Ok(roles)
 }
 
 /// Signing keys are the platform's, not a tenant's: `keys_manage` counts only for callers in

@@ -37,8 +37,7 @@ pub(super) async fn create_user(
     Json(body): Json<NewUser>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     ctx.require(Capability::IdentityManage)?;
-    let roles = parse_roles(&body.roles)?;
-    may_grant(&ctx, roles)?;
+    let roles = grantable_roles(&ctx, &body.roles)?;
     service::add_user(
         &app.store,
         &app.passwords,

@@ -54,7 +54,7 @@ pub struct TestApp {
     pub dir: TempDir,
     pub client: Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    task: Option<JoinHandle<Result<(), vigil_audit::AuditError>>>,
 }
 
 pub async fn spawn_app(engine: Engine) -> TestApp {

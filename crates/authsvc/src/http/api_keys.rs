@@ -43,15 +43,6 @@ fn integral<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Er
     .transpose()
 }
 
-fn api_key_json(k: &ApiKeyRow, now: i64) -> Value {
-    json!({
-        "id": k.id, "name": k.name, "tenant_id": k.tenant_id,
-        "roles": role_names(&k.roles),
-        "created_at": k.created_at, "expires_at": k.expires_at, "revoked_at": k.revoked_at,
-        "replaced_by": k.replaced_by, "active": k.active(now),
-    })
-}
-
 fn new_api_key_row(
     tenant: &TenantId,
     name: &str,
@@ -77,14 +68,14 @@ fn new_api_key_row(
 
 #[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys", request_body = NewApiKey, security(("bearer" = [])),
     responses(
-        (status = 201, description = "Created; the key is shown once", body = Object),
+        (status = 201, description = "Created; the key is shown once", body = views::IssuedApiKey),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
     ))]
 pub(super) async fn create_api_key(
     State(app): State<Arc<AppState>>,
     ctx: SecurityContext,
     Json(body): Json<NewApiKey>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<views::IssuedApiKey>), ApiError> {
     ctx.require(Capability::IdentityManage)?;
     valid_name("name", &body.name)?;
     let roles = grantable_roles(&ctx, &body.roles)?;
@@ -112,18 +103,24 @@ pub(super) async fn create_api_key(
         .create_api_key(&row, ev)
         .await
         .map_err(store_error)?;
-    let mut out = api_key_json(&row, unix_now());
-    out["key"] = key.expose().into();
-    out["note"] = "the key is shown once; store it now".into();
-    Ok((StatusCode::CREATED, Json(out)))
+    Ok((
+        StatusCode::CREATED,
+        Json(views::IssuedApiKey {
+            view: views::ApiKeyView::of(&row, unix_now()),
+            key: key.expose().to_owned(),
+            replaces: None,
+            old_key_expires_at: None,
+            note: Some("the key is shown once; store it now"),
+        }),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys", security(("bearer" = [])),
-    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = views::ApiKeyList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(super) async fn list_api_keys(
     State(app): State<Arc<AppState>>,
     ctx: SecurityContext,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::ApiKeyList>, ApiError> {
     ctx.require(Capability::IdentityManage)?;
     let now = unix_now();
     let keys = app
@@ -131,9 +128,9 @@ pub(super) async fn list_api_keys(
         .api_keys(&ctx.tenant_id)
         .await
         .map_err(store_error)?;
-    Ok(Json(
-        json!({"api_keys": keys.iter().map(|k| api_key_json(k, now)).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(views::ApiKeyList {
+        api_keys: keys.iter().map(|k| views::ApiKeyView::of(k, now)).collect(),
+    }))
 }
 
 #[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "api-keys", security(("bearer" = [])),
@@ -172,7 +169,7 @@ pub(super) struct RotateApiKey {
 #[utoipa::path(post, path = "/v1/api-keys/{id}/rotate", tag = "api-keys", security(("bearer" = [])),
     params(("id" = String, Path)), request_body(content = Option<RotateApiKey>),
     responses(
-        (status = 201, description = "The new key, shown once; the old one works for the overlap", body = Object),
+        (status = 201, description = "The new key, shown once; the old one works for the overlap", body = views::IssuedApiKey),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, description = "The key is revoked or expired", body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
     ))]
@@ -181,7 +178,7 @@ pub(super) async fn rotate_api_key(
     ctx: SecurityContext,
     Path(id): Path<String>,
     body: Option<Json<Option<RotateApiKey>>>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<views::IssuedApiKey>), ApiError> {
     ctx.require(Capability::IdentityManage)?;
     let overlap = body
         .and_then(|b| b.0)
@@ -218,11 +215,16 @@ pub(super) async fn rotate_api_key(
             "API key {id:?} is revoked, expired or already rotated"
         )));
     }
-    let mut out = api_key_json(&row, now);
-    out["key"] = key.expose().into();
-    out["replaces"] = id.into();
-    out["old_key_expires_at"] = (now + overlap).into();
-    Ok((StatusCode::CREATED, Json(out)))
+    Ok((
+        StatusCode::CREATED,
+        Json(views::IssuedApiKey {
+            view: views::ApiKeyView::of(&row, now),
+            key: key.expose().to_owned(),
+            replaces: Some(id),
+            old_key_expires_at: Some(now + overlap),
+            note: None,
+        }),
+    ))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -236,19 +238,19 @@ pub(super) struct Introspect {
 /// in spirit). For the gateway: `api_keys_introspect` in the system tenant.
 #[utoipa::path(post, path = "/v1/api-keys/introspect", tag = "api-keys", request_body = Introspect, security(("bearer" = [])),
     responses(
-        (status = 200, description = "Whether the key is active, and whose", body = Object),
+        (status = 200, description = "Whether the key is active, and whose", body = views::Introspection),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
     ))]
 pub(super) async fn introspect_api_key(
     State(app): State<Arc<AppState>>,
     ctx: SecurityContext,
     Json(body): Json<Introspect>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::Introspection>, ApiError> {
     ctx.require(Capability::ApiKeysIntrospect)?;
     if ctx.tenant_id != app.keys.policy().system_tenant {
         return Err(ApiError::MissingRole(Capability::ApiKeysIntrospect));
     }
-    let inactive = Json(json!({"active": false}));
+    let inactive = Json(views::Introspection::Inactive { active: false });
     let Some(id) = secret::api_key_id(&body.key) else {
         return Ok(inactive);
     };
@@ -258,9 +260,9 @@ pub(super) async fn introspect_api_key(
             if k.active(now)
                 && secret::hashes_equal(&k.key_hash, &secret::api_key_hash(&body.key)) =>
         {
-            let mut out = api_key_json(&k, now);
-            out["active"] = true.into();
-            Ok(Json(out))
+            Ok(Json(views::Introspection::Active(views::ApiKeyView::of(
+                &k, now,
+            ))))
         }
         _ => Ok(inactive),
     }

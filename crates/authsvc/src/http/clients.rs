@@ -18,14 +18,14 @@ pub(super) struct NewClient {
 
 #[utoipa::path(post, path = "/v1/clients", tag = "clients", request_body = NewClient, security(("bearer" = [])),
     responses(
-        (status = 201, description = "Created; the secret is shown once", body = Object),
+        (status = 201, description = "Created; the secret is shown once", body = views::NewClientView),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
     ))]
 pub(super) async fn create_client(
     State(app): State<Arc<AppState>>,
     ctx: SecurityContext,
     Json(body): Json<NewClient>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<views::NewClientView>), ApiError> {
     ctx.require(Capability::IdentityManage)?;
     let roles = grantable_roles(&ctx, &body.roles)?;
     let (id, secret) = service::add_client(
@@ -38,9 +38,12 @@ pub(super) async fn create_client(
     .await?;
     Ok((
         StatusCode::CREATED,
-        Json(
-            json!({"client_id": id, "client_secret": secret.expose(), "tenant_id": ctx.tenant_id.as_str(), "roles": roles.names(),
-                    "note": "the secret is shown once; store it now"}),
-        ),
+        Json(views::NewClientView {
+            client_id: id,
+            client_secret: secret.expose().to_owned(),
+            tenant_id: ctx.tenant_id.as_str().to_owned(),
+            roles: roles.names().into_iter().map(str::to_owned).collect(),
+            note: "the secret is shown once; store it now",
+        }),
     ))
 }

@@ -11,34 +11,27 @@ pub(super) fn router() -> Router<Arc<AppState>> {
 }
 
 #[utoipa::path(get, path = "/v1/keys", tag = "keys", security(("bearer" = [])),
-    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = views::KeyList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(super) async fn list_keys(
     State(app): State<Arc<AppState>>,
     ctx: SecurityContext,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::KeyList>, ApiError> {
     require_keys_manage(&app, &ctx)?;
     let keys = app.store.keys().await.map_err(store_error)?;
-    Ok(Json(
-        json!({"keys": keys.iter().map(key_json).collect::<Vec<_>>()}),
-    ))
-}
-
-/// A key as listed (public parts only).
-fn key_json(k: &crate::store::StoredKey) -> Value {
-    json!({"kid": k.kid, "alg": k.alg, "state": k.state.as_str(), "created_at": k.created_at,
-           "activated_at": k.activated_at, "retire_after": k.retire_after, "retired_at": k.retired_at,
-           "published": k.state != KeyState::Retired})
+    Ok(Json(views::KeyList {
+        keys: keys.iter().map(views::KeyView::of).collect(),
+    }))
 }
 
 #[utoipa::path(post, path = "/v1/keys/rotate", tag = "keys", security(("bearer" = [])),
-    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = views::Rotated), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(super) async fn rotate_keys(
     State(app): State<Arc<AppState>>,
     ctx: SecurityContext,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::Rotated>, ApiError> {
     require_keys_manage(&app, &ctx)?;
     let kid = app.keys.rotate(actor_of(&ctx)).await?;
-    Ok(Json(json!({"signing_kid": kid})))
+    Ok(Json(views::Rotated { signing_kid: kid }))
 }
 
 #[utoipa::path(post, path = "/v1/keys/{kid}/retire", tag = "keys", security(("bearer" = [])),

@@ -14,6 +14,7 @@ mod clients;
 mod keys;
 mod tokens;
 mod users;
+mod views;
 
 use crate::events::{event, Actor};
 use crate::keyring::{unix_now, KeyRing};
@@ -28,7 +29,7 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use base64::Engine;
 use prometheus::{IntCounterVec, Opts, Registry};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -126,7 +127,7 @@ impl AppState {
         }
     }
 
-    fn issue(&self, sub: String, tenant: &TenantId, roles: Vec<String>) -> Value {
+    fn issue(&self, sub: String, tenant: &TenantId, roles: Vec<String>) -> views::AccessToken {
         let now = unix_now();
         let ttl = self.token_ttl.as_secs() as i64;
         let token = self.keys.signer().sign(&Claims {
@@ -140,7 +141,11 @@ impl AppState {
             tenant_id: tenant.as_str().to_owned(),
             roles,
         });
-        json!({"access_token": token, "token_type": "Bearer", "expires_in": ttl})
+        views::AccessToken {
+            access_token: token,
+            token_type: "Bearer",
+            expires_in: ttl,
+        }
     }
 }
 
@@ -218,12 +223,13 @@ fn actor_of(ctx: &SecurityContext) -> Actor<'_> {
     Actor::User(ctx.user_id.as_deref().unwrap_or("unknown"))
 }
 
-#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, body = Object), (status = 503, body = ErrorBody)))]
-async fn readyz(State(app): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, body = views::Ready), (status = 503, body = ErrorBody)))]
+async fn readyz(State(app): State<Arc<AppState>>) -> Result<Json<views::Ready>, ApiError> {
     match tokio::time::timeout(Duration::from_secs(2), app.store.ping()).await {
-        Ok(Ok(())) => Ok(Json(
-            json!({"status": "ready", "signing_kid": app.keys.signer().kid()}),
-        )),
+        Ok(Ok(())) => Ok(Json(views::Ready {
+            status: "ready",
+            signing_kid: app.keys.signer().kid().to_owned(),
+        })),
         _ => Err(ApiError::Unavailable(
             "the auth database does not answer".into(),
         )),
@@ -271,6 +277,19 @@ async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
         api_keys::NewApiKey,
         api_keys::RotateApiKey,
         api_keys::Introspect,
+        views::AccessToken,
+        views::Ready,
+        views::Discovery,
+        views::UserView,
+        views::UserList,
+        views::NewClientView,
+        views::ApiKeyView,
+        views::IssuedApiKey,
+        views::ApiKeyList,
+        views::Introspection,
+        views::KeyView,
+        views::KeyList,
+        views::Rotated,
         ErrorBody
     ))
 )]

@@ -27,19 +27,19 @@ pub(super) async fn jwks(State(app): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "keys", responses((status = 200, description = "OpenID Provider metadata", body = Object)))]
-pub(super) async fn discovery(State(app): State<Arc<AppState>>) -> Json<Value> {
+#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "keys", responses((status = 200, description = "OpenID Provider metadata", body = views::Discovery)))]
+pub(super) async fn discovery(State(app): State<Arc<AppState>>) -> Json<views::Discovery> {
     let base = app.issuer.trim_end_matches('/');
-    Json(json!({
-        "issuer": app.issuer,
-        "jwks_uri": format!("{base}/.well-known/jwks.json"),
-        "token_endpoint": format!("{base}/oauth/token"),
-        "grant_types_supported": ["client_credentials"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "id_token_signing_alg_values_supported": [app.keys.signer().algorithm().as_str()],
-        "response_types_supported": ["token"],
-        "subject_types_supported": ["public"],
-    }))
+    Json(views::Discovery {
+        issuer: app.issuer.clone(),
+        jwks_uri: format!("{base}/.well-known/jwks.json"),
+        token_endpoint: format!("{base}/oauth/token"),
+        grant_types_supported: vec!["client_credentials"],
+        token_endpoint_auth_methods_supported: vec!["client_secret_basic", "client_secret_post"],
+        id_token_signing_alg_values_supported: vec![app.keys.signer().algorithm().as_str()],
+        response_types_supported: vec!["token"],
+        subject_types_supported: vec!["public"],
+    })
 }
 
 // No deny_unknown_fields: RFC 6749 §3.2 says the server MUST ignore unrecognised parameters
@@ -56,7 +56,7 @@ pub(super) struct TokenForm {
 #[utoipa::path(post, path = "/oauth/token", tag = "tokens",
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     responses(
-        (status = 200, description = "An access token (RFC 6749 §5.1)", body = Object),
+        (status = 200, description = "An access token (RFC 6749 §5.1)", body = views::AccessToken),
         (status = 400, description = "grant_type is not client_credentials, or the form does not parse", body = ErrorBody),
         (status = 401, description = "Client authentication failed", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
@@ -65,7 +65,7 @@ pub(super) async fn token(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
     Form(form): Form<TokenForm>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::AccessToken>, ApiError> {
     if form.grant_type.as_deref() != Some("client_credentials") {
         return Err(ApiError::BadRequest(
             "grant_type must be client_credentials".into(),
@@ -121,7 +121,7 @@ pub(super) async fn token(
         ("client", &client.client_id),
         Outcome::Success,
         Severity::Info,
-        json!({"grant_type": "client_credentials", "roles": roles, "expires_in": body["expires_in"]}),
+        json!({"grant_type": "client_credentials", "roles": roles, "expires_in": body.expires_in}),
     );
     app.store
         .record(vec![(tenant, ev)])
@@ -194,7 +194,7 @@ fn device_hash(cookie: &str) -> String {
 /// `POST /v1/login` `{tenant_id, username, password}`, throttled as [`crate::throttle`] says.
 #[utoipa::path(post, path = "/v1/login", tag = "tokens", request_body = LoginBody,
     responses(
-        (status = 200, description = "An access token; a new device also gets the vigil_device cookie", body = Object),
+        (status = 200, description = "An access token; a new device also gets the vigil_device cookie", body = views::AccessToken),
         (status = 400, body = ErrorBody),
         (status = 401, description = "Invalid credentials (one answer for an unknown tenant, user or password)", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),

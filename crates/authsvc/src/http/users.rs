@@ -26,7 +26,7 @@ pub(super) struct NewUser {
 
 #[utoipa::path(post, path = "/v1/users", tag = "users", request_body = NewUser, security(("bearer" = [])),
     responses(
-        (status = 201, description = "Created", body = Object),
+        (status = 201, description = "Created", body = views::UserView),
         (status = 400, description = "A field is missing, unknown or invalid; the password breaks the policy", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, description = "The user exists", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
@@ -35,7 +35,7 @@ pub(super) async fn create_user(
     State(app): State<Arc<AppState>>,
     ctx: SecurityContext,
     Json(body): Json<NewUser>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<views::UserView>), ApiError> {
     ctx.require(Capability::IdentityManage)?;
     let roles = grantable_roles(&ctx, &body.roles)?;
     service::add_user(
@@ -50,23 +50,35 @@ pub(super) async fn create_user(
     .await?;
     Ok((
         StatusCode::CREATED,
-        Json(
-            json!({"tenant_id": ctx.tenant_id.as_str(), "username": body.username, "roles": roles.names()}),
-        ),
+        Json(views::UserView {
+            tenant_id: ctx.tenant_id.as_str().to_owned(),
+            username: body.username,
+            roles: roles.names().into_iter().map(str::to_owned).collect(),
+            created_at: None,
+        }),
     ))
 }
 
 #[utoipa::path(get, path = "/v1/users", tag = "users", security(("bearer" = [])),
-    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = views::UserList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(super) async fn list_users(
     State(app): State<Arc<AppState>>,
     ctx: SecurityContext,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::UserList>, ApiError> {
     ctx.require(Capability::IdentityManage)?;
     let users = app.store.users(&ctx.tenant_id).await.map_err(store_error)?;
-    Ok(Json(
-        json!({"users": users.into_iter().map(|(u, r, c)| json!({"username": u, "roles": role_names(&r), "created_at": c})).collect::<Vec<_>>()}),
-    ))
+    let tenant = ctx.tenant_id.as_str();
+    Ok(Json(views::UserList {
+        users: users
+            .into_iter()
+            .map(|(username, roles, created_at)| views::UserView {
+                tenant_id: tenant.to_owned(),
+                username,
+                roles: role_names(&roles),
+                created_at: Some(created_at),
+            })
+            .collect(),
+    }))
 }
 
 #[utoipa::path(delete, path = "/v1/users/{username}", tag = "users", security(("bearer" = [])),

@@ -8,7 +8,7 @@ use crate::http::{router, AppState};
 use crate::in_process::InProcess;
 use crate::metrics::AuditMetrics;
 use crate::sequencer::Sequencer;
-use crate::settings::{redact_url, AuditSettings};
+use crate::settings::AuditSettings;
 use axum::{Extension, Router};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -48,13 +48,10 @@ impl Writer {
     pub async fn open(settings: &AuditSettings) -> Result<Writer, AuditError> {
         // The key first: it creates the data directory, where the default SQLite file lives.
         let signer = crate::keys::load_or_create(&settings.data_dir, &settings.key_name)?;
-        let store = vigil_store::open(&settings.database_url)
+        let store = vigil_store::open(settings.database_url.expose())
             .await
             .map_err(|source| AuditError::Store {
-                what: format!(
-                    "opening the audit store {}",
-                    redact_url(&settings.database_url)
-                ),
+                what: format!("opening the audit store {}", settings.database_url),
                 source,
             })?;
         let metrics = AuditMetrics::new();
@@ -174,7 +171,7 @@ impl Application {
                     what: format!("binding {}", settings.listen),
                     source,
                 })?;
-        tracing::info!(addr = %listener.local_addr().unwrap_or(settings.listen), store = %redact_url(&settings.database_url), "audit service listening");
+        tracing::info!(addr = %listener.local_addr().unwrap_or(settings.listen), store = %settings.database_url, "audit service listening");
         Ok(Application {
             listener,
             state,

@@ -10,7 +10,7 @@ pub struct AuditSettings {
     /// Where to listen (port 0 picks a free one).
     pub listen: SocketAddr,
     /// `sqlite://…` or `postgres://…`.
-    pub database_url: String,
+    pub database_url: vigil_core::DatabaseUrl,
     /// Holds the checkpoint signing key (and the SQLite file by default).
     pub data_dir: PathBuf,
     /// Accept the caller's identity from `X-Tenant-ID`, `X-User-ID`, `X-Roles` (from
@@ -41,7 +41,7 @@ impl AuditSettings {
     pub fn embedded(data_dir: PathBuf) -> AuditSettings {
         AuditSettings {
             listen: "127.0.0.1:8080".parse().expect("a valid address"),
-            database_url: format!("sqlite://{}", data_dir.join("audit.db").display()),
+            database_url: format!("sqlite://{}", data_dir.join("audit.db").display()).into(),
             data_dir,
             trust_headers: true,
             trusted_peers: Vec::new(),
@@ -63,7 +63,7 @@ impl std::fmt::Debug for AuditSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditSettings")
             .field("listen", &self.listen)
-            .field("database_url", &redact_url(&self.database_url))
+            .field("database_url", &self.database_url)
             .field("data_dir", &self.data_dir)
             .field("trust_headers", &self.trust_headers)
             .field("trusted_peers", &self.trusted_peers)

@@ -18,12 +18,12 @@ use tokio::net::TcpListener;
 use vigil_auth::password::PasswordPolicy;
 use vigil_auth::{JwksConfig, JwksVerifier};
 use vigil_core::ids::TenantId;
+use vigil_core::DatabaseUrl;
 use vigil_producer::transport::LogTransport;
 use vigil_producer::{AuditProducer, HttpAuth, HttpTransport, Mode, ProducerConfig, Transport};
 use vigil_security::capability::CapabilityPolicy;
 use vigil_security::context::{Guard, IdentitySource, SecurityConfig};
 use vigil_security::http_metrics::{HttpMetrics, MAX_ERROR_CODES};
-use vigil_store::db::redact_url;
 
 /// A built, bound auth service.
 #[derive(Debug)]
@@ -36,11 +36,11 @@ pub struct Application {
 }
 
 /// Opens the auth database (for the service and for `vigil auth` commands).
-pub async fn open_store(url: &str) -> Result<AuthStore, ServiceError> {
-    AuthStore::open(url)
+pub async fn open_store(url: &DatabaseUrl) -> Result<AuthStore, ServiceError> {
+    AuthStore::open(url.expose())
         .await
         .map_err(|source| ServiceError::Open {
-            url: redact_url(url),
+            url: url.to_string(),
             source,
         })
 }
@@ -124,7 +124,7 @@ impl Application {
         let http_metrics = HttpMetrics::new("auth", &state.registry, MAX_ERROR_CODES);
         let app = router(Arc::clone(&state)).layer(Extension(SecurityConfig { source, guard }));
         let app = vigil_security::harden(app, http_metrics);
-        tracing::info!(%addr, issuer = %state.issuer, store = %redact_url(&settings.database_url), "auth service listening");
+        tracing::info!(%addr, issuer = %state.issuer, store = %settings.database_url, "auth service listening");
         Ok(Application {
             listener,
             state,

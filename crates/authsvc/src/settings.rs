@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use vigil_auth::KeyAlgorithm;
-use vigil_store::db::redact_url;
 
 /// Everything `vigil auth serve` can be told.
 #[derive(Clone)]
@@ -12,7 +11,7 @@ pub struct AuthSettings {
     /// Where to listen (port 0 picks a free one).
     pub listen: SocketAddr,
     /// `sqlite://…` or `postgres://…`: users, clients, API keys and the signing keys.
-    pub database_url: String,
+    pub database_url: vigil_core::DatabaseUrl,
     /// The `iss` of every token; also the base of the JWKS URL in the discovery document.
     /// `None`: `http://<listen address>`.
     pub issuer: Option<String>,
@@ -50,10 +49,10 @@ pub struct AuthSettings {
 
 impl AuthSettings {
     /// Defaults with SQLite at `database_url`.
-    pub fn new(database_url: String) -> AuthSettings {
+    pub fn new(database_url: impl Into<vigil_core::DatabaseUrl>) -> AuthSettings {
         AuthSettings {
             listen: "127.0.0.1:8081".parse().expect("a valid address"),
-            database_url,
+            database_url: database_url.into(),
             issuer: None,
             audience: "vigil".into(),
             token_ttl: Duration::from_secs(900),
@@ -77,7 +76,7 @@ impl std::fmt::Debug for AuthSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthSettings")
             .field("listen", &self.listen)
-            .field("database_url", &redact_url(&self.database_url))
+            .field("database_url", &self.database_url)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("token_ttl", &self.token_ttl)

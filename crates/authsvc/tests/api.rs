@@ -169,7 +169,9 @@ impl Svc {
     }
 
     async fn store(&self) -> vigil_authsvc::store::AuthStore {
-        vigil_authsvc::app::open_store(&self.db).await.unwrap()
+        vigil_authsvc::app::open_store(&self.db.as_str().into())
+            .await
+            .unwrap()
     }
 }
 

@@ -48,16 +48,107 @@ pub mod verify;
 
 pub use error::Error;
 
-/// The URL with any password replaced, for logs and `Debug`.
+/// The URL with any password replaced, for logs and `Debug`: the one in the user info
+/// (`postgres://u:secret@h/db`) and a `password=` query parameter (`?password=secret`).
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let userinfo = &url[s + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_owned(),
-            }
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match base[s + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &base[..s + 3], &base[at..]),
+            None => base.to_owned(),
+        },
+        _ => base.to_owned(),
+    };
+    if let Some(q) = query {
+        out.push('?');
+        let params: Vec<String> = q
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => p.to_owned(),
+            })
+            .collect();
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
+/// A database URL (`sqlite://…`, `postgres://…`): a secret when it carries a password, so
+/// `Debug` and `Display` show it redacted ([`redact_url`]) and only [`DatabaseUrl::expose`]
+/// gives the whole of it, to the code that connects.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// Wraps `url`.
+    pub fn new(url: impl Into<String>) -> DatabaseUrl {
+        DatabaseUrl(url.into())
+    }
+
+    /// The whole URL, password included: for connecting, never for printing.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("DatabaseUrl")
+            .field(&redact_url(&self.0))
+            .finish()
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+impl std::str::FromStr for DatabaseUrl {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<DatabaseUrl, Self::Err> {
+        Ok(DatabaseUrl::new(s))
+    }
+}
+
+impl From<&str> for DatabaseUrl {
+    fn from(s: &str) -> DatabaseUrl {
+        DatabaseUrl(s.to_owned())
+    }
+}
+
+impl From<String> for DatabaseUrl {
+    fn from(s: String) -> DatabaseUrl {
+        DatabaseUrl(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_url_never_prints_its_password() {
+        for (url, shown) in [
+            (
+                "postgres://vigil:s3cret@db:5432/audit",
+                "postgres://vigil:***@db:5432/audit",
+            ),
+            (
+                "postgres://db/audit?user=vigil&password=s3cret&sslmode=require",
+                "postgres://db/audit?user=vigil&password=***&sslmode=require",
+            ),
+            ("postgres://vigil@db/audit", "postgres://vigil@db/audit"),
+            ("sqlite://.vigil/audit.db", "sqlite://.vigil/audit.db"),
+        ] {
+            let u: DatabaseUrl = url.parse().unwrap();
+            assert_eq!(u.to_string(), shown);
+            assert!(!format!("{u:?}").contains("s3cret"));
+            assert_eq!(u.expose(), url);
         }
-        _ => url.to_owned(),
     }
 }

@@ -1,6 +1,7 @@
 //! `vigil auth …` and `vigil dev`: the auth service, its key, user and client commands, the
 //! JWKS options every token-verifying service shares, and the in-process wiring of dev.
 
+use crate::duration_arg;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use std::future::Future;
@@ -16,6 +17,7 @@ use vigil_auth::{JwksConfig, KeyAlgorithm};
 use vigil_authsvc::events::Actor;
 use vigil_authsvc::AuthSettings;
 use vigil_core::ids::TenantId;
+use vigil_core::DatabaseUrl;
 use vigil_producer::{Delivery, TenantEvent, Transport, TransportError};
 use vigil_security::capability::{Role, RoleSet};
 
@@ -45,7 +47,7 @@ pub(crate) enum AuthCommand {
 pub(crate) struct DbArgs {
     /// The auth database: sqlite://PATH or postgres://…
     #[arg(long, env = "VIGIL_AUTH_DATABASE_URL")]
-    database_url: String,
+    database_url: DatabaseUrl,
 }
 
 #[derive(Args, Debug)]
@@ -53,12 +55,13 @@ pub(crate) struct KeyPolicyArgs {
     /// Algorithm of new keys: eddsa or es256.
     #[arg(long, env = "VIGIL_AUTH_KEY_ALG", default_value = "eddsa", value_parser = parse_alg)]
     key_alg: KeyAlgorithm,
-    /// Lifetime of issued tokens, seconds.
-    #[arg(long, env = "VIGIL_AUTH_TOKEN_TTL_SECS", default_value_t = 900)]
-    token_ttl_secs: u64,
-    /// Seconds a rotated-out key stays published beyond the token lifetime.
-    #[arg(long, env = "VIGIL_AUTH_ROTATION_GRACE_SECS", default_value_t = 300)]
-    rotation_grace_secs: u64,
+    /// Lifetime of issued tokens (a bare number: seconds).
+    #[arg(long, alias = "token-ttl-secs", env = "VIGIL_AUTH_TOKEN_TTL", default_value = "15m", value_parser = duration_arg::secs)]
+    token_ttl: Duration,
+    /// How long a rotated-out key stays published beyond the token lifetime (a bare number:
+    /// seconds).
+    #[arg(long, alias = "rotation-grace-secs", env = "VIGIL_AUTH_ROTATION_GRACE", default_value = "5m", value_parser = duration_arg::secs)]
+    rotation_grace: Duration,
     /// Tenant whose audit chain records key events.
     #[arg(long, env = "VIGIL_AUTH_SYSTEM_TENANT", default_value = "system")]
     system_tenant: String,
@@ -135,7 +138,7 @@ pub(crate) struct AuthServeArgs {
     listen: SocketAddr,
     /// sqlite://PATH or postgres://… (default: SQLite auth.db in the data directory).
     #[arg(long, env = "VIGIL_AUTH_DATABASE_URL")]
-    database_url: Option<String>,
+    database_url: Option<DatabaseUrl>,
     /// Holds the default SQLite file.
     #[arg(long, env = "VIGIL_DATA_DIR", default_value = ".vigil")]
     data_dir: PathBuf,
@@ -147,12 +150,13 @@ pub(crate) struct AuthServeArgs {
     audience: String,
     #[command(flatten)]
     policy: KeyPolicyArgs,
-    /// JWKS Cache-Control max-age, seconds.
-    #[arg(long, env = "VIGIL_AUTH_JWKS_MAX_AGE_SECS", default_value_t = 300)]
-    jwks_max_age_secs: u64,
-    /// How often keys are re-read from the database and due keys retired, milliseconds.
-    #[arg(long, env = "VIGIL_AUTH_RELOAD_MS", default_value_t = 1000)]
-    reload_ms: u64,
+    /// JWKS Cache-Control max-age (a bare number: seconds).
+    #[arg(long, alias = "jwks-max-age-secs", env = "VIGIL_AUTH_JWKS_MAX_AGE", default_value = "5m", value_parser = duration_arg::secs)]
+    jwks_max_age: Duration,
+    /// How often keys are re-read from the database and due keys retired (a bare number:
+    /// milliseconds).
+    #[arg(long = "reload-interval", alias = "reload-ms", env = "VIGIL_AUTH_RELOAD_INTERVAL", default_value = "1s", value_parser = duration_arg::millis)]
+    reload_interval: Duration,
     /// Minimum password length (NIST: at least 8).
     #[arg(long, env = "VIGIL_AUTH_MIN_PASSWORD_CHARS", default_value_t = 8)]
     min_password_chars: usize,
@@ -186,22 +190,20 @@ pub(crate) struct AuthServeArgs {
 /// How a service verifies bearer tokens through a JWKS.
 #[derive(Args, Debug)]
 pub(crate) struct JwksArgs {
-    /// Longest a JWKS fetch may take, milliseconds.
-    #[arg(long, env = "VIGIL_JWKS_FETCH_TIMEOUT_MS", default_value_t = 5000)]
-    jwks_fetch_timeout_ms: u64,
-    /// Shortest interval between background JWKS refreshes, milliseconds.
-    #[arg(long, env = "VIGIL_JWKS_MIN_REFRESH_MS", default_value_t = 30_000)]
-    jwks_min_refresh_ms: u64,
-    /// At most one JWKS fetch for unknown key ids per this many milliseconds.
-    #[arg(
-        long,
-        env = "VIGIL_JWKS_UNKNOWN_KID_COOLDOWN_MS",
-        default_value_t = 10_000
-    )]
-    jwks_unknown_kid_cooldown_ms: u64,
-    /// How long cached keys stay in use while the issuer is unreachable, seconds.
-    #[arg(long, env = "VIGIL_JWKS_MAX_STALE_SECS", default_value_t = 86_400)]
-    jwks_max_stale_secs: u64,
+    /// Longest a JWKS fetch may take (a bare number: milliseconds).
+    #[arg(long, alias = "jwks-fetch-timeout-ms", env = "VIGIL_JWKS_FETCH_TIMEOUT", default_value = "5s", value_parser = duration_arg::millis)]
+    jwks_fetch_timeout: Duration,
+    /// Shortest interval between background JWKS refreshes (a bare number: milliseconds).
+    #[arg(long, alias = "jwks-min-refresh-ms", env = "VIGIL_JWKS_MIN_REFRESH", default_value = "30s", value_parser = duration_arg::millis)]
+    jwks_min_refresh: Duration,
+    /// At most one JWKS fetch for unknown key ids per this long (a bare number:
+    /// milliseconds).
+    #[arg(long, alias = "jwks-unknown-kid-cooldown-ms", env = "VIGIL_JWKS_UNKNOWN_KID_COOLDOWN", default_value = "10s", value_parser = duration_arg::millis)]
+    jwks_unknown_kid_cooldown: Duration,
+    /// How long cached keys stay in use while the issuer is unreachable (a bare number:
+    /// seconds).
+    #[arg(long, alias = "jwks-max-stale-secs", env = "VIGIL_JWKS_MAX_STALE", default_value = "24h", value_parser = duration_arg::secs)]
+    jwks_max_stale: Duration,
 }
 
 impl JwksArgs {
@@ -210,14 +212,14 @@ impl JwksArgs {
         url: &str,
         issuer: &str,
         audience: &str,
-        leeway_secs: u64,
+        leeway: Duration,
     ) -> JwksConfig {
         let mut c = JwksConfig::new(url, issuer, audience);
-        c.leeway = Duration::from_secs(leeway_secs);
-        c.fetch_timeout = Duration::from_millis(self.jwks_fetch_timeout_ms.max(1));
-        c.min_refresh = Duration::from_millis(self.jwks_min_refresh_ms);
-        c.unknown_kid_cooldown = Duration::from_millis(self.jwks_unknown_kid_cooldown_ms);
-        c.max_stale = Duration::from_secs(self.jwks_max_stale_secs);
+        c.leeway = leeway;
+        c.fetch_timeout = self.jwks_fetch_timeout.max(Duration::from_millis(1));
+        c.min_refresh = self.jwks_min_refresh;
+        c.unknown_kid_cooldown = self.jwks_unknown_kid_cooldown;
+        c.max_stale = self.jwks_max_stale;
         c
     }
 }
@@ -225,13 +227,13 @@ impl JwksArgs {
 impl KeyPolicyArgs {
     fn apply(&self, s: &mut AuthSettings) {
         s.key_algorithm = self.key_alg;
-        s.token_ttl = Duration::from_secs(self.token_ttl_secs.max(1));
-        s.rotation_grace = Duration::from_secs(self.rotation_grace_secs);
+        s.token_ttl = self.token_ttl.max(Duration::from_secs(1));
+        s.rotation_grace = self.rotation_grace;
         s.system_tenant = self.system_tenant.clone();
     }
 
-    fn policy(&self, url: &str) -> anyhow::Result<vigil_authsvc::keyring::KeyPolicy> {
-        let mut s = AuthSettings::new(url.to_owned());
+    fn policy(&self, url: &DatabaseUrl) -> anyhow::Result<vigil_authsvc::keyring::KeyPolicy> {
+        let mut s = AuthSettings::new(url.clone());
         self.apply(&mut s);
         Ok(vigil_authsvc::app::key_policy(&s)?)
     }
@@ -239,16 +241,16 @@ impl KeyPolicyArgs {
 
 impl AuthServeArgs {
     fn settings(self) -> AuthSettings {
-        let url = self
-            .database_url
-            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("auth.db").display()));
+        let url = self.database_url.unwrap_or_else(|| {
+            format!("sqlite://{}", self.data_dir.join("auth.db").display()).into()
+        });
         let mut s = AuthSettings::new(url);
         self.policy.apply(&mut s);
         s.listen = self.listen;
         s.issuer = self.issuer;
         s.audience = self.audience;
-        s.jwks_max_age = Duration::from_secs(self.jwks_max_age_secs);
-        s.reload_interval = Duration::from_millis(self.reload_ms.max(10));
+        s.jwks_max_age = self.jwks_max_age;
+        s.reload_interval = self.reload_interval.max(Duration::from_millis(10));
         s.min_password_chars = self.min_password_chars;
         s.lockout_threshold = self.lockout_threshold.max(1);
         s.throttle.address_free = self.address_threshold.max(1);
@@ -281,6 +283,7 @@ pub(crate) async fn run(
             let settings = args.settings();
             if let Some(dir) = settings
                 .database_url
+                .expose()
                 .strip_prefix("sqlite://")
                 .and_then(|p| std::path::Path::new(p).parent())
             {

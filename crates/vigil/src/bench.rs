@@ -62,7 +62,7 @@ pub(crate) struct CapabilityArgs {
 pub(crate) struct IngestArgs {
     /// A fresh store: sqlite://PATH or postgres://… (the benchmark writes to it).
     #[arg(long)]
-    database_url: String,
+    database_url: vigil_core::DatabaseUrl,
     /// Concurrent clients.
     #[arg(long, default_value_t = 16)]
     clients: usize,
@@ -81,7 +81,7 @@ pub(crate) struct IngestArgs {
 pub(crate) struct QueryArgs {
     /// The store; filled to --events first if it holds fewer.
     #[arg(long)]
-    database_url: String,
+    database_url: vigil_core::DatabaseUrl,
     /// Events to hold.
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,
@@ -97,7 +97,7 @@ pub(crate) struct QueryArgs {
 pub(crate) struct VerifyArgs {
     /// A filled store (e.g. the one `bench query` filled).
     #[arg(long)]
-    database_url: String,
+    database_url: vigil_core::DatabaseUrl,
     /// Tenants to verify (the first N).
     #[arg(long, default_value_t = 20)]
     tenants: usize,
@@ -184,7 +184,7 @@ fn seal_all(
 }
 
 async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
-    let store = vigil_store::open(&a.database_url)
+    let store = vigil_store::open(a.database_url.expose())
         .await
         .context("opening the store")?;
     let dir = tempfile::tempdir()?;
@@ -204,7 +204,7 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
     println!(
         "ingest into {} ({}): {} clients x {} batches of {} events per round",
         store.engine(),
-        redact(&a.database_url),
+        a.database_url,
         a.clients,
         a.batches,
         a.batch
@@ -311,10 +311,6 @@ async fn chained_run(
     Ok(started.elapsed())
 }
 
-fn redact(url: &str) -> String {
-    vigil_audit::settings::redact_url(url)
-}
-
 async fn fill(store: &Arc<dyn Store>, events: u64, tenants: u64) -> anyhow::Result<()> {
     let per_tenant = events / tenants;
     let mut have = 0u64;
@@ -364,7 +360,7 @@ async fn fill(store: &Arc<dyn Store>, events: u64, tenants: u64) -> anyhow::Resu
 }
 
 async fn query(a: QueryArgs) -> anyhow::Result<()> {
-    let store = vigil_store::open(&a.database_url)
+    let store = vigil_store::open(a.database_url.expose())
         .await
         .context("opening the store")?;
     fill(&store, a.events, a.tenants).await?;
@@ -464,7 +460,7 @@ async fn query(a: QueryArgs) -> anyhow::Result<()> {
 }
 
 async fn verify(a: VerifyArgs) -> anyhow::Result<()> {
-    let store = vigil_store::open(&a.database_url)
+    let store = vigil_store::open(a.database_url.expose())
         .await
         .context("opening the store")?;
     let tenants: Vec<String> = store.tenants().await?.into_iter().take(a.tenants).collect();

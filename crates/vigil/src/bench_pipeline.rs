@@ -218,7 +218,7 @@ pub(crate) struct PipelineArgs {
     kafka_bootstrap: String,
     /// A fresh store (postgres://… for the scale-out figure).
     #[arg(long)]
-    database_url: String,
+    database_url: vigil_core::DatabaseUrl,
     /// Events per second, steady.
     #[arg(long, default_value_t = 10_000)]
     rate: u64,
@@ -233,9 +233,12 @@ pub(crate) struct PipelineArgs {
     partitions: i32,
 }
 
-async fn writer(database_url: &str, dir: &std::path::Path) -> anyhow::Result<Writer> {
+async fn writer(
+    database_url: &vigil_core::DatabaseUrl,
+    dir: &std::path::Path,
+) -> anyhow::Result<Writer> {
     let mut s = vigil_audit::AuditSettings::embedded(dir.to_owned());
-    s.database_url = database_url.to_owned();
+    s.database_url = database_url.clone();
     Ok(Writer::open(&s).await?)
 }
 
@@ -312,7 +315,7 @@ pub(crate) async fn pipeline(a: PipelineArgs) -> anyhow::Result<()> {
         "pipeline: {} events/s for {} s (+5 s warm-up) into {} over {} tenants, topic {topic} ({} partitions)",
         a.rate,
         a.seconds,
-        vigil_audit::settings::redact_url(&a.database_url),
+        a.database_url,
         a.tenants,
         a.partitions
     );
@@ -370,10 +373,10 @@ pub(crate) struct CatchUpArgs {
     kafka_bootstrap: String,
     /// A fresh store for the consumer run.
     #[arg(long)]
-    database_url: String,
+    database_url: vigil_core::DatabaseUrl,
     /// Another fresh store, of the same engine, for the direct run.
     #[arg(long)]
-    direct_database_url: String,
+    direct_database_url: vigil_core::DatabaseUrl,
     /// Events in the backlog.
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,

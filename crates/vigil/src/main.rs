@@ -7,9 +7,11 @@ mod bench;
 mod bench_gateway;
 mod bench_jwt;
 mod bench_pipeline;
+mod duration_arg;
 mod example_service;
 mod pipeline;
 mod progress;
+mod settings_file;
 mod verify;
 
 use anyhow::Context;
@@ -32,6 +34,10 @@ use vigil_audit::{Application, AuditSettings};
     about = "Tenant-aware security and a tamper-evident audit trail for HTTP services"
 )]
 struct Cli {
+    /// A TOML file of settings, a table per command (`[audit.serve]`, `[auth.serve]`, …) and
+    /// a key per flag; flags and VIGIL_* variables win over it.
+    #[arg(long, global = true, env = "VIGIL_SETTINGS", value_name = "FILE")]
+    settings: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -73,7 +79,7 @@ enum Command {
     Verify {
         /// The store to check: sqlite://PATH or postgres://…
         #[arg(long, env = "VIGIL_DATABASE_URL")]
-        database_url: String,
+        database_url: vigil_core::DatabaseUrl,
         /// Only this tenant.
         #[arg(long)]
         tenant: Option<String>,
@@ -135,7 +141,7 @@ enum KeysCommand {
     List {
         /// The store: sqlite://PATH or postgres://…
         #[arg(long, env = "VIGIL_DATABASE_URL")]
-        database_url: String,
+        database_url: vigil_core::DatabaseUrl,
     },
 }
 
@@ -146,7 +152,7 @@ struct ServeArgs {
     listen: SocketAddr,
     /// sqlite://PATH or postgres://… (default: SQLite in the data directory).
     #[arg(long, env = "VIGIL_DATABASE_URL")]
-    database_url: Option<String>,
+    database_url: Option<vigil_core::DatabaseUrl>,
     /// Holds the checkpoint signing key (and the default SQLite file).
     #[arg(long, env = "VIGIL_DATA_DIR", default_value = ".vigil")]
     data_dir: PathBuf,
@@ -174,9 +180,9 @@ struct ServeArgs {
     /// The `aud` bearer tokens must carry.
     #[arg(long, env = "VIGIL_TOKEN_AUDIENCE", default_value = "vigil")]
     token_audience: String,
-    /// Clock skew allowed on `exp` and `nbf`, in seconds.
-    #[arg(long, env = "VIGIL_TOKEN_LEEWAY_SECS", default_value_t = 30)]
-    token_leeway_secs: u64,
+    /// Clock skew allowed on `exp` and `nbf` (a bare number: seconds).
+    #[arg(long, alias = "token-leeway-secs", env = "VIGIL_TOKEN_LEEWAY", default_value = "30s", value_parser = duration_arg::secs)]
+    token_leeway: Duration,
     /// Accept bearer JWTs verified through this JWKS (the auth service's
     /// /.well-known/jwks.json); needs --token-issuer.
     #[arg(
@@ -191,9 +197,9 @@ struct ServeArgs {
     /// Sign a checkpoint after this many new events per tenant.
     #[arg(long, env = "VIGIL_CHECKPOINT_EVERY", default_value_t = 1000)]
     checkpoint_every: i64,
-    /// ...or this many seconds after the last one.
-    #[arg(long, env = "VIGIL_CHECKPOINT_INTERVAL_SECS", default_value_t = 60)]
-    checkpoint_interval_secs: u64,
+    /// ...or this long after the last one (a bare number: seconds).
+    #[arg(long, alias = "checkpoint-interval-secs", env = "VIGIL_CHECKPOINT_INTERVAL", default_value = "60s", value_parser = duration_arg::secs)]
+    checkpoint_interval: Duration,
     /// Most events one group commit writes.
     #[arg(long, env = "VIGIL_MAX_GROUP_EVENTS", default_value_t = 5000)]
     max_group_events: usize,
@@ -224,8 +230,9 @@ struct KafkaArgs {
     #[arg(long, env = "VIGIL_KAFKA_INSTANCE_ID")]
     kafka_instance_id: Option<String>,
     /// A consumer silent this long is out of the group and its partitions move to the others.
-    #[arg(long, env = "VIGIL_KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
-    kafka_session_timeout_ms: u32,
+    /// (A bare number: milliseconds.)
+    #[arg(long, alias = "kafka-session-timeout-ms", env = "VIGIL_KAFKA_SESSION_TIMEOUT", default_value = "10s", value_parser = duration_arg::millis)]
+    kafka_session_timeout: Duration,
     /// The topic to consume (its dead letters go to TOPIC.dlq).
     #[arg(long, env = "VIGIL_KAFKA_TOPIC", default_value = "audit.events.v1")]
     kafka_topic: String,
@@ -252,18 +259,17 @@ impl ServeArgs {
                 &pem,
                 issuer,
                 &self.token_audience,
-                self.token_leeway_secs,
+                self.token_leeway.as_secs(),
             )
             .map_err(|e| anyhow::anyhow!("--token-public-key {}: {e}", path.display()))?;
             s.bearer = Some(std::sync::Arc::new(v));
         }
         if let Some(url) = &self.jwks_url {
             let issuer = self.token_issuer.clone().unwrap_or_default();
-            s.jwks =
-                Some(
-                    self.jwks
-                        .config(url, &issuer, &self.token_audience, self.token_leeway_secs),
-                );
+            s.jwks = Some(
+                self.jwks
+                    .config(url, &issuer, &self.token_audience, self.token_leeway),
+            );
         }
         s.listen = self.listen;
         if let Some(url) = self.database_url {
@@ -273,7 +279,7 @@ impl ServeArgs {
         s.trusted_peers = self.trusted_peers;
         s.capability_policy = self.capability_policy;
         s.checkpoint_every = self.checkpoint_every;
-        s.checkpoint_interval = Duration::from_secs(self.checkpoint_interval_secs.max(1));
+        s.checkpoint_interval = self.checkpoint_interval.max(Duration::from_millis(100));
         s.max_group_events = self.max_group_events;
         s.kafka = self
             .kafka
@@ -288,7 +294,7 @@ impl ServeArgs {
                     .kafka_instance_id
                     .clone()
                     .filter(|id| !id.is_empty()),
-                session_timeout: Duration::from_millis(self.kafka.kafka_session_timeout_ms.into()),
+                session_timeout: self.kafka.kafka_session_timeout,
                 topic: self.kafka.kafka_topic.clone(),
             });
         Ok(s)
@@ -360,7 +366,21 @@ async fn keys_list(database_url: &str) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let args = match settings_file::layer(Cli::command(), std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = match Cli::command()
+        .try_get_matches_from(args)
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     init_logging();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -404,10 +424,12 @@ fn main() -> ExitCode {
                 database_url,
                 tenant,
                 trusted_keys,
-            } => verify::run(&database_url, tenant.as_deref(), &trusted_keys).await,
+            } => verify::run(database_url.expose(), tenant.as_deref(), &trusted_keys).await,
             Command::Keys {
                 command: KeysCommand::List { database_url },
-            } => keys_list(&database_url).await.map(|_| ExitCode::SUCCESS),
+            } => keys_list(database_url.expose())
+                .await
+                .map(|_| ExitCode::SUCCESS),
             Command::Bench { command } => bench::run(command).await.map(|_| ExitCode::SUCCESS),
             Command::Backfill(args) => pipeline::backfill(args).await,
             Command::Replay(args) => pipeline::replay(args).await,

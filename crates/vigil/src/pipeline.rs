@@ -46,7 +46,7 @@ pub(crate) struct BackfillArgs {
     /// Write straight into this store (no service needed; checkpoints are signed with the key
     /// in --data-dir).
     #[arg(long)]
-    database_url: Option<String>,
+    database_url: Option<vigil_core::DatabaseUrl>,
     /// With --database-url: the data directory holding the checkpoint signing key.
     #[arg(long, default_value = ".vigil")]
     data_dir: PathBuf,
@@ -353,7 +353,7 @@ pub(crate) async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
 pub(crate) struct TailArgs {
     /// The store: sqlite://PATH or postgres://…
     #[arg(long, env = "VIGIL_DATABASE_URL")]
-    database_url: String,
+    database_url: vigil_core::DatabaseUrl,
     /// The tenant to follow.
     #[arg(long)]
     tenant: String,
@@ -372,7 +372,7 @@ pub(crate) async fn tail(
     args: TailArgs,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<ExitCode> {
-    let store = vigil_store::open_existing(&args.database_url)
+    let store = vigil_store::open_existing(args.database_url.expose())
         .await
         .context("opening the store")?;
     let tenant = TenantId::parse(&args.tenant).map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;

@@ -28,6 +28,8 @@ mod pipeline;
 mod retries;
 #[path = "suite/security.rs"]
 mod security;
+#[path = "suite/settings.rs"]
+mod settings;
 #[path = "suite/store_outage.rs"]
 mod store_outage;
 #[path = "suite/tamper.rs"]

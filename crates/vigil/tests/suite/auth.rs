@@ -26,14 +26,14 @@ fn spawn_auth(db: &str, port: u16, audit_port: u16) -> Server {
         .args(["auth", "serve", "--database-url", db, "--listen"])
         .arg(format!("127.0.0.1:{port}"))
         .args([
-            "--reload-ms",
-            "100",
-            "--jwks-max-age-secs",
-            "1",
-            "--token-ttl-secs",
-            "2",
-            "--rotation-grace-secs",
-            "1",
+            "--reload-interval",
+            "100ms",
+            "--jwks-max-age",
+            "1s",
+            "--token-ttl",
+            "2s",
+            "--rotation-grace",
+            "1s",
         ])
         .arg("--audit-url")
         .arg(format!("http://127.0.0.1:{audit_port}"))
@@ -62,12 +62,12 @@ fn spawn_audit(data: &std::path::Path, port: u16, auth_port: u16) -> Server {
         .arg("--token-issuer")
         .arg(format!("http://127.0.0.1:{auth_port}"))
         .args([
-            "--jwks-min-refresh-ms",
-            "500",
-            "--jwks-unknown-kid-cooldown-ms",
-            "200",
-            "--jwks-fetch-timeout-ms",
-            "500",
+            "--jwks-min-refresh",
+            "500ms",
+            "--jwks-unknown-kid-cooldown",
+            "200ms",
+            "--jwks-fetch-timeout",
+            "500ms",
         ])
         .env("VIGIL_LOG", level)
         .stdout(Stdio::null())

@@ -67,9 +67,9 @@ pub async fn spawn_app_with(engine: Engine, tweak: impl FnOnce(&mut AuditSetting
     let db_url = fresh_db(engine, dir.path()).await;
     let mut s = AuditSettings::embedded(dir.path().join("data"));
     s.listen = "127.0.0.1:0".parse().unwrap();
-    s.database_url = db_url.clone();
+    s.database_url = db_url.clone().into();
     tweak(&mut s);
-    let db_url = s.database_url.clone();
+    let db_url = s.database_url.expose().to_owned();
     let app = Application::build(s)
         .await
         .expect("the audit service builds");

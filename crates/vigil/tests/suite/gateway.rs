@@ -613,7 +613,9 @@ async fn api_keys_identify_the_caller_until_revoked() {
         auth.issuer().to_owned(),
     );
     tokio::spawn(auth.run_until_stopped(std::future::pending()));
-    let store = vigil_authsvc::app::open_store(&db).await.unwrap();
+    let store = vigil_authsvc::app::open_store(&db.as_str().into())
+        .await
+        .unwrap();
     let system = vigil_core::ids::TenantId::parse("system").unwrap();
     let acme = vigil_core::ids::TenantId::parse("acme").unwrap();
     let (client_id, secret) = vigil_authsvc::service::add_client(

@@ -100,7 +100,7 @@ async fn a_resend_after_a_restart_is_a_duplicate(engine: Engine) {
     first.stop().await;
     // A new process knows nothing of the producer's position but what the store says.
     let db = first.db_url.clone();
-    let second = spawn_app_with(engine, |s| s.database_url = db).await;
+    let second = spawn_app_with(engine, |s| s.database_url = db.into()).await;
     let got = outcomes(second.post_events("acme", &batch(1..=6)).await).await;
     let mut want = duplicates(1..=5);
     want.extend(stored(6..=6));

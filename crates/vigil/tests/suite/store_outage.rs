@@ -14,7 +14,10 @@ async fn a_store_outage_is_a_503_and_the_service_recovers_by_itself() {
         db, via_proxy,
         "the test database URL must name 127.0.0.1:5432"
     );
-    let app = spawn_app_with(Engine::Postgres, |s| s.database_url = via_proxy.clone()).await;
+    let app = spawn_app_with(Engine::Postgres, |s| {
+        s.database_url = via_proxy.clone().into()
+    })
+    .await;
     assert_eq!(app.post_events("acme", &events(0, 5)).await.status(), 200);
 
     proxy.cut().await;

@@ -10,7 +10,7 @@ pub enum AuditError {
     #[error("{0}")]
     Settings(String),
     /// A file or directory of the service (the data directory, the key file).
-    #[error("{what} {}: {source}", path.display())]
+    #[error("{what} {}", path.display())]
     File {
         /// What was being done.
         what: &'static str,
@@ -29,10 +29,10 @@ pub enum AuditError {
         reason: String,
     },
     /// The checkpoint key's name.
-    #[error("checkpoint key name: {0}")]
+    #[error("checkpoint key name")]
     KeyName(#[source] vigil_core::Error),
     /// The store (opening, migrating, publishing the key).
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Store {
         /// What was being done (with the redacted URL where there is one).
         what: String,
@@ -44,13 +44,13 @@ pub enum AuditError {
     #[error(transparent)]
     Policy(#[from] vigil_security::capability::PolicyError),
     /// The service's own audit producer.
-    #[error("starting the service's own audit producer: {0}")]
+    #[error("starting the service's own audit producer")]
     Producer(#[from] vigil_producer::ProducerError),
     /// The Kafka consumer or dead-letter producer.
-    #[error("starting the Kafka consumer: {0}")]
+    #[error("starting the Kafka consumer")]
     Kafka(#[from] rdkafka::error::KafkaError),
     /// Binding or serving HTTP.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Http {
         /// What was being done.
         what: String,

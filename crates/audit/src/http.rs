@@ -52,7 +52,7 @@ pub(crate) fn store_error(e: StoreError) -> ApiError {
         StoreError::Conflict { .. } => {
             ApiError::Unavailable("the chain is contended by another writer; retry".into())
         }
-        other => ApiError::Internal(other.to_string()),
+        other => ApiError::internal(other),
     }
 }
 

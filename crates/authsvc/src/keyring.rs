@@ -247,7 +247,7 @@ impl KeyRing {
                     Err(e) => tracing::warn!(error = %e, "retiring due keys failed"),
                 }
                 if let Err(e) = ring.reload().await {
-                    tracing::warn!(error = %e, "reloading signing keys failed; the loaded keys stay in use");
+                    tracing::warn!(error = %vigil_security::error::chain(&e), "reloading signing keys failed; the loaded keys stay in use");
                 }
             }
         });

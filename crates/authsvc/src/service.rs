@@ -26,9 +26,12 @@ pub enum ServiceError {
     /// The database is unavailable.
     #[error("the auth database is unavailable")]
     Unavailable(#[source] StoreError),
-    /// Anything else (a bug or a broken database).
-    #[error("{0}")]
-    Internal(String),
+    /// The database failed otherwise (a bug or a broken database).
+    #[error("the auth database failed")]
+    Store(#[source] StoreError),
+    /// A worker task failed (a panic while hashing).
+    #[error("a worker task failed")]
+    Task(#[from] tokio::task::JoinError),
     /// The signing keys in the database cannot be used (none current, an unknown algorithm,
     /// a key that does not decode, a JWKS that does not load).
     #[error("{0}")]
@@ -37,7 +40,7 @@ pub enum ServiceError {
     #[error("{0}")]
     Settings(String),
     /// The database could not be opened (the URL is redacted).
-    #[error("opening the auth database {url}: {source}")]
+    #[error("opening the auth database {url}")]
     Open {
         /// The database URL, without its password.
         url: String,
@@ -49,10 +52,10 @@ pub enum ServiceError {
     #[error(transparent)]
     Policy(#[from] vigil_security::capability::PolicyError),
     /// The service's audit producer.
-    #[error("starting the audit producer: {0}")]
+    #[error("starting the audit producer")]
     Producer(#[from] vigil_producer::ProducerError),
     /// Binding or serving HTTP.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Http {
         /// What was being done.
         what: String,
@@ -67,7 +70,7 @@ impl From<StoreError> for ServiceError {
         match e {
             StoreError::Conflict { message, .. } => ServiceError::Exists(message),
             e if e.is_unavailable() => ServiceError::Unavailable(e),
-            e => ServiceError::Internal(e.to_string()),
+            e => ServiceError::Store(e),
         }
     }
 }
@@ -78,8 +81,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Invalid(m) => ApiError::BadRequest(m),
             ServiceError::Exists(m) => ApiError::Conflict(m),
             e @ ServiceError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
-            ServiceError::Internal(m) => ApiError::Internal(m),
-            e => ApiError::Internal(e.to_string()),
+            e => ApiError::internal(e),
         }
     }
 }
@@ -115,9 +117,7 @@ pub async fn add_user(
         .check(password_text, &[username, tenant.as_str(), "vigil"])
         .map_err(|e| ServiceError::Invalid(e.to_string()))?;
     let pw = password_text.to_owned();
-    let hash = tokio::task::spawn_blocking(move || password::hash(&pw))
-        .await
-        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let hash = tokio::task::spawn_blocking(move || password::hash(&pw)).await?;
     let ev = event(
         actor,
         "auth.user.created",
@@ -155,9 +155,7 @@ pub async fn add_client(
     let client_id = format!("vc_{}", uuid::Uuid::new_v4().simple());
     let secret = secret::new_client_secret();
     let s = secret.expose().to_owned();
-    let hash = tokio::task::spawn_blocking(move || password::hash(&s))
-        .await
-        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let hash = tokio::task::spawn_blocking(move || password::hash(&s)).await?;
     let ev = event(
         actor,
         "auth.client.created",

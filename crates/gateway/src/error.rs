@@ -7,16 +7,16 @@ use std::net::SocketAddr;
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     /// The TOML does not parse or has unknown keys.
-    #[error("the gateway config does not parse: {0}")]
+    #[error("the gateway config does not parse")]
     Parse(#[from] toml::de::Error),
     /// The config parses but cannot work.
     #[error("the gateway config is invalid: {0}")]
     Invalid(String),
     /// The gateway's own audit producer could not start (its spool directory, say).
-    #[error("starting the gateway's audit producer: {0}")]
+    #[error("starting the gateway's audit producer")]
     Audit(#[from] vigil_producer::ProducerError),
     /// Redis could not be reached at start (the URL is shown without its password).
-    #[error("connecting to Redis at {url}: {source}")]
+    #[error("connecting to Redis at {url}")]
     Redis {
         /// The redacted URL.
         url: String,
@@ -24,7 +24,7 @@ pub enum GatewayError {
         source: crate::limiter::LimiterError,
     },
     /// The listen address could not be bound.
-    #[error("binding {addr}: {source}")]
+    #[error("binding {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -32,6 +32,6 @@ pub enum GatewayError {
         source: std::io::Error,
     },
     /// Serving failed.
-    #[error("serving: {0}")]
+    #[error("serving")]
     Serve(#[source] std::io::Error),
 }

@@ -41,8 +41,8 @@ pub enum ApiError {
     InvalidEvent(String),
     /// 503 `unavailable`: a dependency (the store) is down; retry later.
     Unavailable(String),
-    /// 500 `internal_error`: the cause is logged, never sent.
-    Internal(String),
+    /// 500 `internal_error`: the cause, with its chain of sources, is logged, never sent.
+    Internal(Box<dyn std::error::Error + Send + Sync>),
     /// 502 `upstream_unavailable`: the gateway could not reach the service behind it.
     UpstreamUnavailable(String),
     /// 504 `upstream_timeout`: the service behind the gateway did not answer in time.
@@ -175,6 +175,11 @@ impl ApiError {
         }
     }
 
+    /// A 500 for `cause`, keeping it (and its sources) for the log.
+    pub fn internal(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ApiError {
+        ApiError::Internal(cause.into())
+    }
+
     /// Attaches extra JSON (kept under `details`).
     pub fn with_details(self, details: serde_json::Value) -> ApiError {
         ApiError::WithDetails(Box::new(self), details)
@@ -194,7 +199,7 @@ impl IntoResponse for ApiError {
             .unwrap_or_default();
         match &self {
             ApiError::Internal(cause) => {
-                tracing::error!(%trace_id, cause = %cause, "internal error")
+                tracing::error!(%trace_id, cause = %chain(cause.as_ref()), "internal error")
             }
             ApiError::Unavailable(cause) => {
                 tracing::warn!(%trace_id, cause = %cause, "dependency unavailable")
@@ -219,6 +224,19 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// `e` and each of its sources, outermost first (`a: b: c`): how an error is logged, since
+/// Vigil's error types keep their causes as sources rather than in their own message.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        next = s.source();
+    }
+    out
+}
+
 /// Turns a handler's panic into a 500 in the error shape; the panic message goes to the log.
 pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let what = err
@@ -226,5 +244,30 @@ pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response 
         .map(String::as_str)
         .or_else(|| err.downcast_ref::<&str>().copied())
         .unwrap_or("a panic without a message");
-    ApiError::Internal(format!("handler panicked: {what}")).into_response()
+    ApiError::internal(format!("handler panicked: {what}")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("opening the store")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn an_internal_error_keeps_its_sources_for_the_log_and_tells_the_caller_nothing() {
+        let cause = Outer(std::io::Error::other("disk on fire at /var/lib/vigil"));
+        assert_eq!(
+            chain(&cause),
+            "opening the store: disk on fire at /var/lib/vigil"
+        );
+        let e = ApiError::internal(cause);
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!e.message().contains("disk"), "{}", e.message());
+        match &e {
+            ApiError::Internal(c) => assert!(c.source().is_some(), "the source is kept"),
+            _ => unreachable!(),
+        }
+    }
 }

@@ -54,10 +54,7 @@ pub(super) async fn retire_key(
     .await
     .map_err(store_error)?
     {
-        app.keys
-            .reload()
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        app.keys.reload().await.map_err(ApiError::internal)?;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::Conflict(format!(

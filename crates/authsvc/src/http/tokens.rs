@@ -98,7 +98,7 @@ pub(super) async fn token(
     );
     let ok = tokio::task::spawn_blocking(move || password::verify(&secret, &stored))
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(ApiError::internal)?;
     let Some(client) = client.filter(|_| ok) else {
         app.tokens
             .with_label_values(&["client_credentials_refused"])
@@ -107,8 +107,7 @@ pub(super) async fn token(
             "invalid client credentials".into(),
         ));
     };
-    let tenant =
-        TenantId::parse(&client.tenant_id).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let tenant = TenantId::parse(&client.tenant_id).map_err(ApiError::internal)?;
     let roles = role_names(&client.roles);
     let body = app.issue(
         format!("client:{}", client.client_id),
@@ -283,7 +282,7 @@ pub(super) async fn login(
     let pw = body.password.clone();
     let ok = tokio::task::spawn_blocking(move || password::verify(&pw, &stored))
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(ApiError::internal)?;
     match user.filter(|_| ok) {
         Some(u) => {
             let roles = role_names(&u.roles);

@@ -299,8 +299,8 @@ pub fn json_schema() -> Value {
             "event_id": {"type": ["string", "null"], "format": "uuid", "description": "Generated when absent; resending an event with its id is a duplicate, never a second record"},
             "occurred_at": {
                 "type": "string",
-                "pattern": "^[2-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])$",
-                "description": "RFC 3339, between 2000 and 9999"
+                "pattern": "^[2-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])$",
+                "description": "RFC 3339, between 2000 and 9999; kept in UTC to the microsecond (finer digits, as Go's RFC3339Nano writes, are dropped)"
             },
             "actor": {
                 "type": "object", "additionalProperties": false, "required": ["type", "id"],

@@ -32,12 +32,15 @@ pub enum KeyState {
 }
 
 impl KeyState {
-    fn parse(s: &str) -> KeyState {
+    /// The state a stored name stands for; `None` for a name no version wrote (a damaged or
+    /// newer database), which must never read as any state (least of all retired).
+    pub fn parse(s: &str) -> Option<KeyState> {
         match s {
-            "next" => KeyState::Next,
-            "current" => KeyState::Current,
-            "previous" => KeyState::Previous,
-            _ => KeyState::Retired,
+            "next" => Some(KeyState::Next),
+            "current" => Some(KeyState::Current),
+            "previous" => Some(KeyState::Previous),
+            "retired" => Some(KeyState::Retired),
+            _ => None,
         }
     }
 
@@ -253,21 +256,32 @@ macro_rules! outbox {
     };
 }
 
+/// A signing key from its row; a state or public key that does not parse is an error naming
+/// the key, never a guess.
 macro_rules! key_from_row {
     ($r:expr) => {{
         let r = $r;
-        StoredKey {
-            kid: r.get("kid"),
+        let kid: String = r.get("kid");
+        let state: String = r.get("state");
+        let broken = |what: String| StoreError::Database {
+            op: "reading signing keys",
+            message: format!("signing key {kid}: {what}"),
+        };
+        let public_jwk = serde_json::from_str(&r.get::<String, _>("public_jwk"))
+            .map_err(|e| broken(format!("its public key is not JSON: {e}")))?;
+        let state =
+            KeyState::parse(&state).ok_or_else(|| broken(format!("unknown state {state:?}")))?;
+        Ok::<_, StoreError>(StoredKey {
+            public_jwk,
+            state,
             alg: r.get("alg"),
             private_der: r.get("private_der"),
-            public_jwk: serde_json::from_str(&r.get::<String, _>("public_jwk"))
-                .unwrap_or(Value::Null),
-            state: KeyState::parse(&r.get::<String, _>("state")),
             created_at: r.get("created_at"),
             activated_at: r.get("activated_at"),
             retire_after: r.get("retire_after"),
             retired_at: r.get("retired_at"),
-        }
+            kid,
+        })
     }};
 }
 
@@ -335,7 +349,7 @@ impl AuthStore {
         with_db!(&self.db, p => {
             let rows = sqlx::query("SELECT * FROM signing_keys ORDER BY created_at DESC, kid")
                 .fetch_all(p).await.map_err(err("reading signing keys"))?;
-            Ok(rows.iter().map(|r| key_from_row!(r)).collect())
+            rows.iter().map(|r| key_from_row!(r)).collect()
         })
     }
 

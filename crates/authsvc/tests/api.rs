@@ -884,3 +884,61 @@ async fn throttling_postgres() {
     )
     .await;
 }
+
+/// A key state no version wrote (a damaged or newer database) is an error naming the key,
+/// never read as retired (which would quietly drop a signing key from the JWKS).
+async fn an_unknown_key_state_is_an_error_not_a_retired_key(db: String) {
+    let svc = start(db.clone()).await;
+    let store = svc.store().await;
+    let current = store
+        .keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.state == vigil_authsvc::store::KeyState::Current)
+        .unwrap();
+    // The schema's CHECK keeps such a state out; a newer version's schema (or damage) would
+    // not, so the test steps around it as those would.
+    let sql = "UPDATE signing_keys SET state = 'compromised' WHERE kid = $1";
+    if db.starts_with("sqlite:") {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&db).await.unwrap();
+        sqlx::query("PRAGMA ignore_check_constraints = ON")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        sqlx::query(sql)
+            .bind(&current.kid)
+            .execute(&mut c)
+            .await
+            .unwrap();
+    } else {
+        let pool = sqlx::PgPool::connect(&db).await.unwrap();
+        sqlx::query("ALTER TABLE signing_keys DROP CONSTRAINT signing_keys_state_check")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query(sql)
+            .bind(&current.kid)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let err = store.keys().await.unwrap_err().to_string();
+    assert!(err.contains(&current.kid), "{err}");
+    assert!(err.contains("unknown state \"compromised\""), "{err}");
+}
+
+#[tokio::test]
+async fn unknown_key_state_sqlite() {
+    let (db, _dir) = sqlite().await;
+    an_unknown_key_state_is_an_error_not_a_retired_key(db).await;
+}
+
+#[tokio::test]
+async fn unknown_key_state_postgres() {
+    an_unknown_key_state_is_an_error_not_a_retired_key(
+        vigil_store::testing::fresh_postgres_url().await,
+    )
+    .await;
+}

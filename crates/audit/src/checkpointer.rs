@@ -95,10 +95,7 @@ impl Checkpointer {
     /// At start: checkpoints every tenant whose head is past its last checkpoint (a process
     /// that died between a commit and its checkpoint leaves such a tenant behind).
     pub async fn catch_up(&self) -> Result<(), StoreError> {
-        for t in self.store.tenants().await? {
-            let Ok(tenant) = TenantId::parse(&t) else {
-                continue;
-            };
+        for tenant in self.store.tenants().await? {
             let head = self.store.head(&tenant).await?;
             let last = self
                 .store

@@ -660,7 +660,7 @@ impl TenantWriter {
                 let hash = e.content_hash();
                 let seen = existing
                     .and_then(|x| x.get(&id))
-                    .map(|x| (x.seq, x.content_hash == hash.to_hex()))
+                    .map(|x| (x.seq, x.content_hash == hash))
                     .or_else(|| {
                         plan.ids
                             .get(&id)

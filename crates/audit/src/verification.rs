@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use vigil_core::checkpoint::{Checkpoint, NoteVerifier};
+use vigil_core::ids::TenantId;
 use vigil_core::verify::{ChainVerifier, Damage, Finding, Verdict};
 use vigil_store::{Store, StoreError};
 
@@ -45,7 +46,7 @@ pub enum TrustedKeys {
 /// Verifies one tenant; `progress` is told how many records were checked so far.
 pub async fn verify_tenant(
     store: &Arc<dyn Store>,
-    tenant: &str,
+    tenant: &TenantId,
     keys: &[NoteVerifier],
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<TenantReport, StoreError> {
@@ -57,10 +58,10 @@ pub async fn verify_tenant(
             .filter(|k| k.name() == cp.key_name)
             .find_map(|k| k.open(&cp.note).ok());
         match opened {
-            Some(c) if c.tenant == tenant => checkpoints.push(c),
+            Some(c) if c.tenant == tenant.as_str() => checkpoints.push(c),
             _ => {
                 return Ok(TenantReport {
-                    tenant: tenant.to_owned(),
+                    tenant: tenant.to_string(),
                     verdict: Verdict::Tampered(Finding {
                         seq: cp.checkpoint.size,
                         damage: Damage::CheckpointSignature,
@@ -80,7 +81,7 @@ pub async fn verify_tenant(
         for r in &batch {
             if let Err(f) = v.push(r) {
                 return Ok(TenantReport {
-                    tenant: tenant.to_owned(),
+                    tenant: tenant.to_string(),
                     verdict: Verdict::Tampered(f),
                     checkpoints: count,
                 });
@@ -92,7 +93,7 @@ pub async fn verify_tenant(
         }
     }
     Ok(TenantReport {
-        tenant: tenant.to_owned(),
+        tenant: tenant.to_string(),
         verdict: v.finish(),
         checkpoints: count,
     })

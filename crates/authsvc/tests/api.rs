@@ -296,6 +296,17 @@ async fn logins_issue_verifiable_tokens_and_failures_are_throttled(db: String) {
         .any(|(t, _)| t == "other"));
     let all = serde_json::to_string(&*svc.audit.0.lock().unwrap()).unwrap();
     assert!(!all.contains("velvet morning tide") && !all.contains("wrong password!"));
+    // A tenant id that cannot be one is refused where the body is read, naming the field.
+    for bad in ["ACME", "-a", "a b", ""] {
+        let r = svc.login(bad, "alice", "whatever it is").await;
+        assert_eq!(r.status(), 400, "{bad:?}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["code"], "bad_request");
+        assert!(
+            body["message"].as_str().unwrap().contains("tenant_id"),
+            "{body}"
+        );
+    }
 }
 
 #[tokio::test]

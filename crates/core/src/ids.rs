@@ -3,9 +3,24 @@
 use crate::Error;
 use std::fmt;
 
-/// A tenant id: `[a-z0-9][a-z0-9_-]{0,63}`.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A tenant id: `[a-z0-9][a-z0-9_-]{0,63}`. Deserializes through [`TenantId::parse`], so a
+/// body with a bad tenant id is refused where it is read.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct TenantId(String);
+
+impl TryFrom<String> for TenantId {
+    type Error = Error;
+    fn try_from(s: String) -> Result<TenantId, Error> {
+        TenantId::parse(&s)
+    }
+}
+
+impl From<TenantId> for String {
+    fn from(t: TenantId) -> String {
+        t.0
+    }
+}
 
 impl TenantId {
     /// Parses a tenant id, refusing anything outside `[a-z0-9][a-z0-9_-]{0,63}`.

@@ -103,9 +103,28 @@ named_enum!(
     }
 );
 
-/// A set of roles, as bits. Built from names; unknown names are dropped silently.
-#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+/// A set of roles, as bits. [`RoleSet::from_names`] drops unknown names (for identities from
+/// elsewhere, e.g. a token's roles); a request body's list deserializes through
+/// [`TryFrom<Vec<String>>`], which refuses them, naming the first.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "Vec<String>", into = "Vec<String>")]
 pub struct RoleSet(u8);
+
+impl TryFrom<Vec<String>> for RoleSet {
+    type Error = String;
+    fn try_from(names: Vec<String>) -> Result<RoleSet, String> {
+        match names.iter().find(|n| Role::parse(n).is_none()) {
+            Some(bad) => Err(format!("{bad:?} is not a role")),
+            None => Ok(RoleSet::from_names(names.iter().map(String::as_str))),
+        }
+    }
+}
+
+impl From<RoleSet> for Vec<String> {
+    fn from(r: RoleSet) -> Vec<String> {
+        r.names().into_iter().map(str::to_owned).collect()
+    }
+}
 
 impl RoleSet {
     /// The empty set.

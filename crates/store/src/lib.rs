@@ -53,8 +53,8 @@ pub struct NewRecord {
 pub struct Existing {
     /// Its seq.
     pub seq: i64,
-    /// Its content hash (hex).
-    pub content_hash: String,
+    /// Its content hash.
+    pub content_hash: Hash32,
 }
 
 /// A signed checkpoint as stored.
@@ -94,7 +94,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn head(&self, tenant: &TenantId) -> Result<ChainHead, StoreError>;
 
     /// Every tenant that has records, sorted.
-    async fn tenants(&self) -> Result<Vec<String>, StoreError>;
+    async fn tenants(&self) -> Result<Vec<TenantId>, StoreError>;
 
     /// The records among `event_ids` that already exist.
     async fn existing(
@@ -127,7 +127,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn query(&self, tenant: &TenantId, q: &Query) -> Result<Vec<Record>, StoreError>;
 
     /// Up to `limit` records with seq greater than `after`, in seq order (for verification).
-    async fn scan(&self, tenant: &str, after: i64, limit: i64) -> Result<Vec<Record>, StoreError>;
+    async fn scan(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Record>, StoreError>;
 
     /// Stores a signed checkpoint (a second one at the same size is ignored).
     async fn put_checkpoint(
@@ -143,7 +148,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Option<StoredCheckpoint>, StoreError>;
 
     /// Every checkpoint of the tenant, by size.
-    async fn checkpoints(&self, tenant: &str) -> Result<Vec<StoredCheckpoint>, StoreError>;
+    async fn checkpoints(&self, tenant: &TenantId) -> Result<Vec<StoredCheckpoint>, StoreError>;
 
     /// Records a public signing key (idempotent).
     async fn put_public_key(&self, key: &PublicKey) -> Result<(), StoreError>;

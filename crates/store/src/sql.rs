@@ -207,10 +207,19 @@ impl Store for SqlStore {
         })
     }
 
-    async fn tenants(&self) -> Result<Vec<String>, StoreError> {
+    async fn tenants(&self) -> Result<Vec<TenantId>, StoreError> {
         const SQL: &str = "SELECT tenant_id FROM tenants ORDER BY tenant_id";
-        with_pool!(self, p => sqlx::query_scalar(SQL).fetch_all(p).await)
-            .map_err(|e| StoreError::from_sqlx("listing tenants", e))
+        let names: Vec<String> = with_pool!(self, p => sqlx::query_scalar(SQL).fetch_all(p).await)
+            .map_err(|e| StoreError::from_sqlx("listing tenants", e))?;
+        names
+            .iter()
+            .map(|n| {
+                TenantId::parse(n).map_err(|e| StoreError::Database {
+                    op: "listing tenants",
+                    message: format!("the store holds tenant id {n:?}, which is not one: {e}"),
+                })
+            })
+            .collect()
     }
 
     async fn existing(
@@ -231,10 +240,13 @@ impl Store for SqlStore {
                 q.fetch_all(p).await
             })
             .map_err(|e| StoreError::from_sqlx("looking up event ids", e))?;
-            out.extend(
-                rows.into_iter()
-                    .map(|(id, seq, content_hash)| (id, Existing { seq, content_hash })),
-            );
+            for (id, seq, hex) in rows {
+                let content_hash = Hash32::from_hex(&hex).ok_or_else(|| StoreError::Database {
+                    op: "looking up event ids",
+                    message: format!("event {id}: its stored content hash is not a hash"),
+                })?;
+                out.insert(id, Existing { seq, content_hash });
+            }
         }
         Ok(out)
     }
@@ -355,13 +367,18 @@ impl Store for SqlStore {
         })
     }
 
-    async fn scan(&self, tenant: &str, after: i64, limit: i64) -> Result<Vec<Record>, StoreError> {
+    async fn scan(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Record>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM events WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
         );
         let op = "scanning records";
         with_pool!(self, p => {
-            let rows = sqlx::query(&sql).bind(tenant).bind(after).bind(limit).fetch_all(p).await.map_err(|e| StoreError::from_sqlx(op, e))?;
+            let rows = sqlx::query(&sql).bind(tenant.as_str()).bind(after).bind(limit).fetch_all(p).await.map_err(|e| StoreError::from_sqlx(op, e))?;
             rows.iter().map(|row| Ok::<_, sqlx::Error>(record_from_row!(row))).collect::<Result<Vec<_>, _>>().map_err(|e| StoreError::from_sqlx(op, e))
         })
     }
@@ -401,13 +418,13 @@ impl Store for SqlStore {
         })
     }
 
-    async fn checkpoints(&self, tenant: &str) -> Result<Vec<StoredCheckpoint>, StoreError> {
+    async fn checkpoints(&self, tenant: &TenantId) -> Result<Vec<StoredCheckpoint>, StoreError> {
         const SQL: &str =
             "SELECT tenant_id, size, chain_hash, time, key_name, note FROM checkpoints \
                            WHERE tenant_id = $1 ORDER BY size";
         let op = "reading checkpoints";
         with_pool!(self, p => {
-            let rows = sqlx::query(SQL).bind(tenant).fetch_all(p).await.map_err(|e| StoreError::from_sqlx(op, e))?;
+            let rows = sqlx::query(SQL).bind(tenant.as_str()).fetch_all(p).await.map_err(|e| StoreError::from_sqlx(op, e))?;
             rows.iter().map(|row| Ok::<_, sqlx::Error>(checkpoint_from_row!(row))).collect::<Result<Vec<_>, _>>().map_err(|e| StoreError::from_sqlx(op, e))
         })
     }

@@ -463,7 +463,8 @@ async fn verify(a: VerifyArgs) -> anyhow::Result<()> {
     let store = vigil_store::open(a.database_url.expose())
         .await
         .context("opening the store")?;
-    let tenants: Vec<String> = store.tenants().await?.into_iter().take(a.tenants).collect();
+    let tenants: Vec<vigil_core::ids::TenantId> =
+        store.tenants().await?.into_iter().take(a.tenants).collect();
     anyhow::ensure!(
         !tenants.is_empty(),
         "the store is empty: run `vigil bench query` first"

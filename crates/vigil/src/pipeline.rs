@@ -383,7 +383,7 @@ pub(crate) async fn tail(
     let json = args.json || !std::io::stdout().is_terminal();
     tokio::pin!(stop);
     loop {
-        let records = store.scan(tenant.as_str(), after, 500).await?;
+        let records = store.scan(&tenant, after, 500).await?;
         let mut out = std::io::stdout().lock();
         for r in &records {
             let line = if json {

@@ -17,8 +17,10 @@ pub(super) fn router() -> Router<Arc<AppState>> {
 pub(super) struct NewApiKey {
     #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._@-]+$")]
     name: String,
+    /// Role names; an unknown one is refused where the body is read.
     #[serde(default)]
-    roles: Vec<String>,
+    #[schema(value_type = Vec<String>)]
+    roles: RoleSet,
     /// Lifetime in seconds; absent: until revoked.
     #[schema(minimum = 1, maximum = 316_224_000)]
     #[serde(default, deserialize_with = "integral")]
@@ -78,7 +80,7 @@ pub(super) async fn create_api_key(
 ) -> Result<(StatusCode, Json<views::IssuedApiKey>), ApiError> {
     ctx.require(Capability::IdentityManage)?;
     valid_name("name", &body.name)?;
-    let roles = grantable_roles(&ctx, &body.roles)?;
+    let roles = grantable_roles(&ctx, body.roles)?;
     if body
         .expires_in
         .is_some_and(|s| !(1..=MAX_API_KEY_LIFETIME).contains(&s))

@@ -12,8 +12,10 @@ pub(super) fn router() -> Router<Arc<AppState>> {
 pub(super) struct NewClient {
     #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._@-]+$")]
     name: String,
+    /// Role names; an unknown one is refused where the body is read.
     #[serde(default)]
-    roles: Vec<String>,
+    #[schema(value_type = Vec<String>)]
+    roles: RoleSet,
 }
 
 #[utoipa::path(post, path = "/v1/clients", tag = "clients", request_body = NewClient, security(("bearer" = [])),
@@ -27,7 +29,7 @@ pub(super) async fn create_client(
     Json(body): Json<NewClient>,
 ) -> Result<(StatusCode, Json<views::NewClientView>), ApiError> {
     ctx.require(Capability::IdentityManage)?;
-    let roles = grantable_roles(&ctx, &body.roles)?;
+    let roles = grantable_roles(&ctx, body.roles)?;
     let (id, secret) = service::add_client(
         &app.store,
         &ctx.tenant_id,

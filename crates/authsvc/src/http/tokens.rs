@@ -133,8 +133,9 @@ pub(super) async fn token(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct LoginBody {
-    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")]
-    tenant_id: String,
+    /// Parsed where the body is read: a malformed tenant id is a 400 naming the field.
+    #[schema(value_type = String, pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")]
+    tenant_id: TenantId,
     #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._@-]+$")]
     username: String,
     #[schema(min_length = 1, max_length = 1024)]
@@ -205,9 +206,7 @@ pub(super) async fn login(
     headers: HeaderMap,
     Json(body): Json<LoginBody>,
 ) -> Result<Response, ApiError> {
-    let tenant = TenantId::parse(&body.tenant_id).map_err(|_| {
-        ApiError::BadRequest("tenant_id must match [a-z0-9][a-z0-9_-]{0,63}".into())
-    })?;
+    let tenant = body.tenant_id.clone();
     // No account has a name outside the rule, and such a name cannot be recorded as an actor.
     valid_name("username", &body.username)?;
     let now = std::time::SystemTime::now()

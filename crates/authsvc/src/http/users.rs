@@ -20,8 +20,10 @@ pub(super) struct NewUser {
         pattern = "^[^\\u0000-\\u001f\\u007f]*$"
     )]
     password: String,
+    /// Role names; an unknown one is refused where the body is read.
     #[serde(default)]
-    roles: Vec<String>,
+    #[schema(value_type = Vec<String>)]
+    roles: RoleSet,
 }
 
 #[utoipa::path(post, path = "/v1/users", tag = "users", request_body = NewUser, security(("bearer" = [])),
@@ -37,7 +39,7 @@ pub(super) async fn create_user(
     Json(body): Json<NewUser>,
 ) -> Result<(StatusCode, Json<views::UserView>), ApiError> {
     ctx.require(Capability::IdentityManage)?;
-    let roles = grantable_roles(&ctx, &body.roles)?;
+    let roles = grantable_roles(&ctx, body.roles)?;
     service::add_user(
         &app.store,
         &app.passwords,

@@ -86,7 +86,14 @@ async fn every_acknowledged_event_survives_sigkill_exactly_once(engine: Engine) 
         acked.len()
     );
     let store = vigil_store::open(&db).await.unwrap();
-    let all = store.scan("crash", 0, 1_000_000).await.unwrap();
+    let all = store
+        .scan(
+            &vigil_core::ids::TenantId::parse("crash").unwrap(),
+            0,
+            1_000_000,
+        )
+        .await
+        .unwrap();
     let mut copies: HashMap<&str, usize> = HashMap::new();
     for r in &all {
         *copies.entry(r.event_id.as_str()).or_default() += 1;

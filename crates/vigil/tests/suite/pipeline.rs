@@ -218,7 +218,7 @@ async fn stored(db: &str) -> Vec<(String, String)> {
                 break;
             }
             after = page.last().unwrap().seq;
-            out.extend(page.into_iter().map(|r| (t.clone(), r.event_id)));
+            out.extend(page.into_iter().map(|r| (t.to_string(), r.event_id)));
         }
     }
     out

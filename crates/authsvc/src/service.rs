@@ -129,13 +129,11 @@ pub async fn add_user(
     store
         .create_user(
             &UserRow {
-                tenant_id: tenant.as_str().to_owned(),
+                tenant_id: tenant.clone(),
                 username: username.to_owned(),
                 password_hash: hash,
-                roles: roles.names().join(","),
+                roles,
                 created_at: unix_now(),
-                failed_logins: 0,
-                locked_until: 0,
             },
             vec![(tenant.clone(), ev)],
         )
@@ -168,10 +166,10 @@ pub async fn add_client(
         .create_client(
             &ClientRow {
                 client_id: client_id.clone(),
-                tenant_id: tenant.as_str().to_owned(),
+                tenant_id: tenant.clone(),
                 name: name.to_owned(),
                 secret_hash: hash,
-                roles: roles.names().join(","),
+                roles,
                 created_at: unix_now(),
             },
             vec![(tenant.clone(), ev)],

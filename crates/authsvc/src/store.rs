@@ -8,6 +8,7 @@ use serde_json::Value;
 use sqlx::Row;
 use vigil_core::builder::EventBuilder;
 use vigil_core::ids::TenantId;
+use vigil_security::capability::RoleSet;
 use vigil_store::db::Database;
 use vigil_store::{with_db, StoreError};
 
@@ -109,19 +110,15 @@ pub struct NewKey {
 #[derive(Clone)]
 pub struct UserRow {
     /// Tenant.
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     /// Name, unique in the tenant.
     pub username: String,
     /// Argon2id PHC string.
     pub password_hash: String,
-    /// Comma-separated role names.
-    pub roles: String,
+    /// Its roles.
+    pub roles: RoleSet,
     /// Unix seconds.
     pub created_at: i64,
-    /// Failed logins in a row.
-    pub failed_logins: i64,
-    /// No login attempt is checked before this time.
-    pub locked_until: i64,
 }
 
 /// A service client. `Debug` leaves the secret hash out.
@@ -130,13 +127,13 @@ pub struct ClientRow {
     /// Public id.
     pub client_id: String,
     /// Tenant.
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     /// Display name.
     pub name: String,
     /// Argon2id PHC string of the secret.
     pub secret_hash: String,
-    /// Comma-separated role names.
-    pub roles: String,
+    /// Its roles.
+    pub roles: RoleSet,
     /// Unix seconds.
     pub created_at: i64,
 }
@@ -147,13 +144,13 @@ pub struct ApiKeyRow {
     /// The visible id.
     pub id: String,
     /// Tenant.
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     /// Display name.
     pub name: String,
     /// SHA-256 hex of the key.
     pub key_hash: String,
-    /// Comma-separated role names.
-    pub roles: String,
+    /// Its roles.
+    pub roles: RoleSet,
     /// Unix seconds.
     pub created_at: i64,
     /// Stops working at (rotation overlap, or a set lifetime).
@@ -186,8 +183,6 @@ impl std::fmt::Debug for UserRow {
             .field("tenant_id", &self.tenant_id)
             .field("username", &self.username)
             .field("roles", &self.roles)
-            .field("failed_logins", &self.failed_logins)
-            .field("locked_until", &self.locked_until)
             .finish_non_exhaustive()
     }
 }
@@ -285,15 +280,33 @@ macro_rules! key_from_row {
     }};
 }
 
+/// Roles as stored: comma-separated names.
+fn roles_text(roles: RoleSet) -> String {
+    roles.names().join(",")
+}
+
+/// Roles from their stored form (a name this version does not know grants nothing).
+fn roles_of(text: String) -> RoleSet {
+    RoleSet::from_names(text.split(',').filter(|n| !n.is_empty()))
+}
+
+/// A stored tenant id; one that is not an id is damage, reported as such.
+fn tenant_of(text: String, op: &'static str) -> Result<TenantId, StoreError> {
+    TenantId::parse(&text).map_err(|_| StoreError::Database {
+        op,
+        message: format!("the database holds tenant id {text:?}, which is not one"),
+    })
+}
+
 macro_rules! api_key_from_row {
     ($r:expr) => {{
         let r = $r;
         ApiKeyRow {
             id: r.get("id"),
-            tenant_id: r.get("tenant_id"),
+            tenant_id: tenant_of(r.get("tenant_id"), "reading API keys")?,
             name: r.get("name"),
             key_hash: r.get("key_hash"),
-            roles: r.get("roles"),
+            roles: roles_of(r.get("roles")),
             created_at: r.get("created_at"),
             expires_at: r.get("expires_at"),
             revoked_at: r.get("revoked_at"),
@@ -307,7 +320,7 @@ macro_rules! insert_api_key {
     ($tx:expr, $k:expr) => {{
         let k = $k;
         sqlx::query("INSERT INTO api_keys (id, tenant_id, name, key_hash, roles, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-            .bind(&k.id).bind(&k.tenant_id).bind(&k.name).bind(&k.key_hash).bind(&k.roles).bind(k.created_at).bind(k.expires_at)
+            .bind(&k.id).bind(k.tenant_id.as_str()).bind(&k.name).bind(&k.key_hash).bind(roles_text(k.roles)).bind(k.created_at).bind(k.expires_at)
             .execute(&mut *$tx).await.map_err(err("storing an API key"))?;
     }};
 }
@@ -459,7 +472,7 @@ impl AuthStore {
         with_db!(&self.db, p => {
             let mut tx = p.begin_with(self.db.begin_write()).await.map_err(err("starting a transaction"))?;
             sqlx::query("INSERT INTO users (tenant_id, username, password_hash, roles, created_at) VALUES ($1, $2, $3, $4, $5)")
-                .bind(&u.tenant_id).bind(&u.username).bind(&u.password_hash).bind(&u.roles).bind(u.created_at)
+                .bind(u.tenant_id.as_str()).bind(&u.username).bind(&u.password_hash).bind(roles_text(u.roles)).bind(u.created_at)
                 .execute(&mut *tx).await
                 .map_err(|e| if unique_violation(&e) { conflict("creating a user", format!("user {} exists", u.username)) } else { err("creating a user")(e) })?;
             outbox!(self, tx, events);
@@ -493,25 +506,26 @@ impl AuthStore {
             let row = sqlx::query("SELECT * FROM users WHERE tenant_id = $1 AND username = $2")
                 .bind(tenant.as_str()).bind(username)
                 .fetch_optional(p).await.map_err(err("reading a user"))?;
-            Ok(row.map(|r| UserRow {
-                tenant_id: r.get("tenant_id"),
+            row.map(|r| Ok(UserRow {
+                tenant_id: tenant_of(r.get("tenant_id"), "reading a user")?,
                 username: r.get("username"),
                 password_hash: r.get("password_hash"),
-                roles: r.get("roles"),
+                roles: roles_of(r.get("roles")),
                 created_at: r.get("created_at"),
-                failed_logins: r.get("failed_logins"),
-                locked_until: r.get("locked_until"),
-            }))
+            })).transpose()
         })
     }
 
     /// A tenant's users: (name, roles, created_at).
-    pub async fn users(&self, tenant: &TenantId) -> Result<Vec<(String, String, i64)>, StoreError> {
+    pub async fn users(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<(String, RoleSet, i64)>, StoreError> {
         with_db!(&self.db, p => {
             let rows = sqlx::query("SELECT username, roles, created_at FROM users WHERE tenant_id = $1 ORDER BY username")
                 .bind(tenant.as_str())
                 .fetch_all(p).await.map_err(err("listing users"))?;
-            Ok(rows.iter().map(|r| (r.get("username"), r.get("roles"), r.get("created_at"))).collect())
+            Ok(rows.iter().map(|r| (r.get("username"), roles_of(r.get("roles")), r.get("created_at"))).collect())
         })
     }
 
@@ -665,7 +679,7 @@ impl AuthStore {
         with_db!(&self.db, p => {
             let mut tx = p.begin_with(self.db.begin_write()).await.map_err(err("starting a transaction"))?;
             sqlx::query("INSERT INTO clients (client_id, tenant_id, name, secret_hash, roles, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
-                .bind(&c.client_id).bind(&c.tenant_id).bind(&c.name).bind(&c.secret_hash).bind(&c.roles).bind(c.created_at)
+                .bind(&c.client_id).bind(c.tenant_id.as_str()).bind(&c.name).bind(&c.secret_hash).bind(roles_text(c.roles)).bind(c.created_at)
                 .execute(&mut *tx).await.map_err(err("creating a client"))?;
             outbox!(self, tx, events);
             tx.commit().await.map_err(err("creating a client"))
@@ -678,14 +692,14 @@ impl AuthStore {
             let row = sqlx::query("SELECT * FROM clients WHERE client_id = $1")
                 .bind(client_id)
                 .fetch_optional(p).await.map_err(err("reading a client"))?;
-            Ok(row.map(|r| ClientRow {
+            row.map(|r| Ok(ClientRow {
                 client_id: r.get("client_id"),
-                tenant_id: r.get("tenant_id"),
+                tenant_id: tenant_of(r.get("tenant_id"), "reading a client")?,
                 name: r.get("name"),
                 secret_hash: r.get("secret_hash"),
-                roles: r.get("roles"),
+                roles: roles_of(r.get("roles")),
                 created_at: r.get("created_at"),
-            }))
+            })).transpose()
         })
     }
 
@@ -720,7 +734,7 @@ impl AuthStore {
             let row = sqlx::query("SELECT * FROM api_keys WHERE id = $1")
                 .bind(id)
                 .fetch_optional(p).await.map_err(err("reading an API key"))?;
-            Ok(row.map(|r| api_key_from_row!(r)))
+            row.map(|r| Ok(api_key_from_row!(r))).transpose()
         })
     }
 
@@ -730,7 +744,7 @@ impl AuthStore {
             let rows = sqlx::query("SELECT * FROM api_keys WHERE tenant_id = $1 ORDER BY created_at DESC, id")
                 .bind(tenant.as_str())
                 .fetch_all(p).await.map_err(err("listing API keys"))?;
-            Ok(rows.iter().map(|r| api_key_from_row!(r)).collect())
+            rows.iter().map(|r| Ok(api_key_from_row!(r))).collect()
         })
     }
 

@@ -55,10 +55,10 @@ fn new_api_key_row(
     (
         ApiKeyRow {
             id,
-            tenant_id: tenant.as_str().to_owned(),
+            tenant_id: tenant.clone(),
             name: name.to_owned(),
             key_hash: secret::api_key_hash(key.expose()),
-            roles: roles.names().join(","),
+            roles,
             created_at: unix_now(),
             expires_at,
             revoked_at: None,
@@ -196,9 +196,9 @@ pub(super) async fn rotate_api_key(
         .api_key(&id)
         .await
         .map_err(store_error)?
-        .filter(|k| k.tenant_id == ctx.tenant_id.as_str())
+        .filter(|k| k.tenant_id == ctx.tenant_id)
         .ok_or_else(|| ApiError::NotFound(format!("no API key {id:?} in this tenant")))?;
-    let roles = RoleSet::from_names(old.roles.split(','));
+    let roles = old.roles;
     let (row, key) = new_api_key_row(&ctx.tenant_id, &old.name, roles, None);
     let now = unix_now();
     let ev = caller_event(

@@ -168,13 +168,9 @@ fn store_error(e: StoreError) -> ApiError {
     service::ServiceError::from(e).into()
 }
 
-/// The role names of a stored comma-separated list.
-fn role_names(stored: &str) -> Vec<String> {
-    stored
-        .split(',')
-        .filter(|r| !r.is_empty())
-        .map(str::to_owned)
-        .collect()
+/// The names of `roles`, as tokens and responses carry them.
+fn role_names(roles: RoleSet) -> Vec<String> {
+    roles.into()
 }
 
 /// The roles a request asks to grant, if the caller may hand them out: only roles whose

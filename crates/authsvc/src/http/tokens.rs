@@ -107,8 +107,8 @@ pub(super) async fn token(
             "invalid client credentials".into(),
         ));
     };
-    let tenant = TenantId::parse(&client.tenant_id).map_err(ApiError::internal)?;
-    let roles = role_names(&client.roles);
+    let tenant = client.tenant_id.clone();
+    let roles = role_names(client.roles);
     let body = app.issue(
         format!("client:{}", client.client_id),
         &tenant,
@@ -284,7 +284,7 @@ pub(super) async fn login(
         .map_err(ApiError::internal)?;
     match user.filter(|_| ok) {
         Some(u) => {
-            let roles = role_names(&u.roles);
+            let roles = role_names(u.roles);
             let body_json = app.issue(format!("user:{}", u.username), &tenant, roles.clone());
             // A device the account has not seen succeed gets a new cookie (a random token;
             // only its hash is kept), so the next login from it is a known device's.

@@ -76,7 +76,7 @@ pub(super) async fn list_users(
             .map(|(username, roles, created_at)| views::UserView {
                 tenant_id: tenant.to_owned(),
                 username,
-                roles: role_names(&roles),
+                roles: role_names(roles),
                 created_at: Some(created_at),
             })
             .collect(),

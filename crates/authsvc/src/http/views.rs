@@ -90,8 +90,8 @@ impl ApiKeyView {
         ApiKeyView {
             id: k.id.clone(),
             name: k.name.clone(),
-            tenant_id: k.tenant_id.clone(),
-            roles: role_names(&k.roles),
+            tenant_id: k.tenant_id.to_string(),
+            roles: role_names(k.roles),
             created_at: k.created_at,
             expires_at: k.expires_at,
             revoked_at: k.revoked_at,

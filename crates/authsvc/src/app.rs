@@ -37,7 +37,7 @@ pub struct Application {
 
 /// Opens the auth database (for the service and for `vigil auth` commands).
 pub async fn open_store(url: &DatabaseUrl) -> Result<AuthStore, ServiceError> {
-    AuthStore::open(url.expose())
+    vigil_store::identity::open(url.expose(), crate::events::SERVICE)
         .await
         .map_err(|source| ServiceError::Open {
             url: url.to_string(),

@@ -1,11 +1,11 @@
 //! The audit events the auth service records, built with `vigil-core`'s typed builder. Each
-//! gets its `event_id` (UUIDv7) and time when it happens; the outbox stamps its position
-//! ([`stamp`]) in the transaction that records it, so a redelivery from the outbox is the same
+//! gets its `event_id` (UUIDv7) and time when it happens; the identity store's outbox stamps
+//! its position in the transaction that records it, so a redelivery from the outbox is the same
 //! event, byte for byte, and the audit service answers it as a duplicate.
 
 use serde_json::Value;
 use vigil_core::builder::EventBuilder;
-use vigil_core::event::{ActorType, Event, Outcome, Resource, Severity, Source};
+use vigil_core::event::{ActorType, Outcome, Resource, Severity};
 use vigil_core::ids::EventId;
 use vigil_core::time::Timestamp;
 
@@ -21,14 +21,6 @@ pub enum Actor<'a> {
     Service(&'a str),
     /// The auth service itself (scheduled work, the command line).
     System,
-}
-
-fn now() -> Timestamp {
-    let us = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or_default();
-    Timestamp::from_micros(us).expect("the clock reads a time between 2000 and 9999")
 }
 
 /// One audit event: `actor` did `action` to `resource` (kind, id) with `outcome`; `payload`
@@ -60,15 +52,5 @@ pub fn event(
     .severity(severity)
     .payload(payload)
     .event_id(EventId::from_uuid(uuid::Uuid::now_v7()))
-    .occurred_at(now())
-}
-
-/// The complete event: `draft` as the `seq`th event of producer `producer_id` for its tenant.
-pub fn stamp(draft: EventBuilder, producer_id: &str, seq: i64) -> Result<Event, vigil_core::Error> {
-    let source = Source {
-        service: SERVICE.into(),
-        producer_id: Some(producer_id.to_owned()),
-        producer_seq: Some(seq),
-    };
-    draft.build(source, EventId::from_uuid(uuid::Uuid::now_v7()), now())
+    .occurred_at(Timestamp::now())
 }

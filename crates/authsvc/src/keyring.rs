@@ -58,9 +58,9 @@ pub async fn rotate(
     let retire_after = now + policy.publish_after_rotation.as_secs() as i64;
     let tenant = policy.system_tenant.clone();
     store
-        .rotate(&next, now, retire_after, |signing, previous| {
+        .rotate(&next, now, retire_after, &|signing, previous| {
             vec![(
-                tenant,
+                tenant.clone(),
                 event(
                     actor,
                     "auth.key.rotated",

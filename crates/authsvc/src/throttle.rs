@@ -19,45 +19,7 @@
 //! accounts exist. Attempts refused by a lock do not count (a locked caller cannot push its
 //! own lock further out). A counter left alone for [`ThrottlePolicy::quiet_reset`] starts over.
 
-use vigil_core::ids::TenantId;
-
-/// The limits.
-#[derive(Clone, Copy, Debug)]
-pub struct ThrottlePolicy {
-    /// Failures of one (account, source) before delays start.
-    pub pair_free: i64,
-    /// Failures from one address (all accounts) before delays start.
-    pub address_free: i64,
-    /// Failures on one account (all sources) before strangers are held back.
-    pub account_ceiling: i64,
-    /// Longest delay, in seconds.
-    pub max_delay: i64,
-    /// Seconds without a failure after which a counter starts over.
-    pub quiet_reset: i64,
-}
-
-impl Default for ThrottlePolicy {
-    fn default() -> Self {
-        ThrottlePolicy {
-            pair_free: 5,
-            address_free: 50,
-            account_ceiling: 100,
-            max_delay: 900,
-            quiet_reset: 24 * 3600,
-        }
-    }
-}
-
-impl ThrottlePolicy {
-    /// Seconds a counter at `failures` is locked for, past `free`.
-    pub fn delay(&self, failures: i64, free: i64) -> i64 {
-        if failures < free {
-            0
-        } else {
-            (1i64 << (failures - free).min(20)).min(self.max_delay)
-        }
-    }
-}
+pub use vigil_store::identity::{Attempt, Standing, ThrottlePolicy};
 
 /// Which counter held a caller back (the `scope` of the audit event and the metric).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,69 +41,6 @@ impl Scope {
             Scope::Account => "account",
         }
     }
-}
-
-/// Who is trying, as far as throttling is concerned.
-#[derive(Clone, Debug)]
-pub struct Attempt {
-    /// The account's tenant.
-    pub tenant: TenantId,
-    /// The account's name (as sent: the account may not exist).
-    pub username: String,
-    /// The caller's address.
-    pub address: String,
-    /// The hash of the caller's known-device cookie, if it sent one.
-    pub device: Option<String>,
-}
-
-impl Attempt {
-    fn account(&self) -> String {
-        format!("{}/{}", self.tenant.as_str(), self.username)
-    }
-
-    /// The account's counter.
-    pub fn account_key(&self) -> String {
-        format!("acct:{}", self.account())
-    }
-
-    /// The address's counter.
-    pub fn address_key(&self) -> String {
-        format!("addr:{}", self.address)
-    }
-
-    /// This source's counter on this account: by device when it is known for the account.
-    pub fn pair_key(&self, device_known: bool) -> String {
-        match (&self.device, device_known) {
-            (Some(d), true) => format!("pair:{}:dev:{d}", self.account()),
-            _ => format!("pair:{}:addr:{}", self.account(), self.address),
-        }
-    }
-
-    /// The sources a success remembers.
-    pub fn sources(&self) -> Vec<String> {
-        let mut s = vec![format!("addr:{}", self.address)];
-        if let Some(d) = &self.device {
-            s.push(format!("dev:{d}"));
-        }
-        s
-    }
-}
-
-/// What the counters say before the password is checked. Times are unix milliseconds.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Standing {
-    /// Locked-until of the pair, the address and the account (0 when none).
-    pub pair_locked_until: i64,
-    /// The address's lock.
-    pub address_locked_until: i64,
-    /// Failures on the account.
-    pub account_failures: i64,
-    /// The account's lock, once past the ceiling.
-    pub account_locked_until: i64,
-    /// The device cookie is one this account has seen succeed.
-    pub device_known: bool,
-    /// The address has logged in to this account before.
-    pub address_known: bool,
 }
 
 /// Whether to refuse the attempt without checking the password, and for how many

@@ -20,6 +20,7 @@
 
 pub mod db;
 mod error;
+pub mod identity;
 mod query;
 mod sql;
 #[cfg(feature = "testing")]

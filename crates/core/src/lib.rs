@@ -43,6 +43,7 @@ pub mod ids;
 pub mod jcs;
 pub mod number;
 pub mod record;
+pub mod redaction;
 pub mod time;
 pub mod verify;
 

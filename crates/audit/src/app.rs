@@ -77,11 +77,23 @@ impl Writer {
                 }
             });
         }
+        let redactor = match settings.redaction.mode {
+            vigil_core::redaction::Mode::Off => None,
+            _ => crate::redaction::Redactor::new(
+                settings.redaction.clone(),
+                crate::keys::load_or_create_secret(
+                    &settings.data_dir,
+                    crate::keys::REDACTION_SECRET_FILE,
+                )?,
+                metrics.clone(),
+            ),
+        };
         let sequencer = Sequencer::new(
             Arc::clone(&store),
             Arc::clone(&checkpointer),
             metrics.clone(),
             settings.max_group_events,
+            redactor,
         );
         Ok(Writer {
             store,

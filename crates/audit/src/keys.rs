@@ -10,13 +10,23 @@ use vigil_core::checkpoint::NoteSigner;
 /// File name of the seed inside the data directory.
 pub const KEY_FILE: &str = "checkpoint-ed25519.key";
 
+/// File name of the secret that tenants' redaction HMAC keys are derived from.
+pub const REDACTION_SECRET_FILE: &str = "redaction-hmac.key";
+
 /// Loads the signing key from `data_dir`, creating it (and the directory) on first start.
 /// A key file readable by group or others is refused, as ssh refuses one.
 pub fn load_or_create(data_dir: &Path, name: &str) -> Result<NoteSigner, AuditError> {
+    let seed = load_or_create_secret(data_dir, KEY_FILE)?;
+    NoteSigner::new(name, &seed).map_err(AuditError::KeyName)
+}
+
+/// A 32-byte secret kept in `data_dir/file` (mode 0600), made on first use. Losing it is
+/// losing what it protects: back the data directory up.
+pub fn load_or_create_secret(data_dir: &Path, file: &str) -> Result<[u8; 32], AuditError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     std::fs::create_dir_all(data_dir)
         .map_err(|e| AuditError::file("creating data directory", data_dir, e))?;
-    let path = data_dir.join(KEY_FILE);
+    let path = data_dir.join(file);
     let seed: [u8; 32] = match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -29,7 +39,7 @@ pub fn load_or_create(data_dir: &Path, name: &str) -> Result<NoteSigner, AuditEr
             f.write_all(&seed)
                 .and_then(|_| f.sync_all())
                 .map_err(|e| AuditError::file("writing", &path, e))?;
-            tracing::info!(path = %path.display(), "created a checkpoint signing key");
+            tracing::info!(path = %path.display(), "created a secret key");
             seed
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -51,7 +61,7 @@ pub fn load_or_create(data_dir: &Path, name: &str) -> Result<NoteSigner, AuditEr
         }
         Err(e) => return Err(AuditError::file("creating", &path, e)),
     };
-    NoteSigner::new(name, &seed).map_err(AuditError::KeyName)
+    Ok(seed)
 }
 
 #[cfg(test)]

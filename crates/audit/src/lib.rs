@@ -19,6 +19,7 @@ pub mod in_process;
 pub mod kafka;
 pub mod keys;
 pub mod metrics;
+pub mod redaction;
 pub mod sequencer;
 pub mod settings;
 pub mod verification;

@@ -38,6 +38,11 @@ pub struct AuditMetrics {
     /// `audit_consumer_event_age_seconds`: for events stored from Kafka, store commit minus
     /// `occurred_at` (end-to-end delay, emit to stored).
     pub consumer_event_age: Histogram,
+    /// `audit_events_redacted_total{mode,action}`: values redacted (enforce) or that would
+    /// have been (log).
+    pub redacted: IntCounterVec,
+    /// `audit_redaction_last_timestamp_seconds`: when a value was last redacted (or counted).
+    pub redaction_last: Gauge,
 }
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
@@ -136,7 +141,20 @@ impl AuditMetrics {
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
             ],
         );
-        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
+        let redacted = IntCounterVec::new(
+            Opts::new(
+                "audit_events_redacted_total",
+                "Payload values redacted at ingest (enforce) or found by a log-mode policy, by mode and action",
+            ),
+            &["mode", "action"],
+        )
+        .expect("valid metric");
+        let redaction_last = Gauge::new(
+            "audit_redaction_last_timestamp_seconds",
+            "Unix time a redaction policy last found a value",
+        )
+        .expect("valid metric");
+        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
             Box::new(processed.clone()),
             Box::new(chain_gap.clone()),
             Box::new(batch_size.clone()),
@@ -150,6 +168,8 @@ impl AuditMetrics {
             Box::new(consumer_lag_messages.clone()),
             Box::new(consumer_lag_seconds.clone()),
             Box::new(consumer_event_age.clone()),
+            Box::new(redacted.clone()),
+            Box::new(redaction_last.clone()),
         ];
         for c in collectors {
             registry
@@ -157,8 +177,13 @@ impl AuditMetrics {
                 .expect("each metric is registered once");
         }
         // Series exist from the start, so dashboards and alerts see zeros rather than gaps.
-        for r in ["stored", "duplicate", "rejected", "conflict"] {
+        for r in ["stored", "duplicate", "rejected", "conflict", "not_stored"] {
             processed.with_label_values(&[r]);
+        }
+        for mode in ["log", "enforce"] {
+            for action in vigil_core::redaction::Action::ALL {
+                redacted.with_label_values(&[mode, action.as_str()]);
+            }
         }
         for op in ["append", "checkpoint"] {
             for kind in ["unavailable", "conflict", "other"] {
@@ -180,6 +205,8 @@ impl AuditMetrics {
             consumer_lag_messages,
             consumer_lag_seconds,
             consumer_event_age,
+            redacted,
+            redaction_last,
         }
     }
 

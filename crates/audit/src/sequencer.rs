@@ -13,6 +13,7 @@
 
 use crate::checkpointer::Checkpointer;
 use crate::metrics::AuditMetrics;
+use crate::redaction::Redactor;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -23,6 +24,7 @@ use vigil_core::event::Event;
 use vigil_core::hash::Hash32;
 use vigil_core::ids::TenantId;
 use vigil_core::record::Sealer;
+use vigil_core::redaction::Redacted;
 use vigil_core::time::Timestamp;
 use vigil_store::{Existing, NewRecord, Store, StoreError};
 
@@ -68,6 +70,9 @@ impl IngestResult {
 
 struct Job {
     events: Vec<Event>,
+    /// What redaction did to each event (empty without a policy): masks' commitments to add
+    /// after the content hash is taken.
+    redactions: Vec<Redacted>,
     received_at: Timestamp,
     /// All or nothing: when one event is refused, none of this job's events is stored.
     atomic: bool,
@@ -85,6 +90,7 @@ struct Inner {
     checkpointer: Arc<Checkpointer>,
     metrics: AuditMetrics,
     max_group_events: usize,
+    redactor: Option<Redactor>,
     workers: Mutex<HashMap<TenantId, Worker>>,
     next_worker_id: std::sync::atomic::AtomicU64,
     /// Bumped when cached heads may be stale (another instance took over tenants).
@@ -106,12 +112,14 @@ impl std::fmt::Debug for Sequencer {
 }
 
 impl Sequencer {
-    /// A sequencer over `store`.
+    /// A sequencer over `store`, redacting every event with `redactor` (when given) before
+    /// it is hashed.
     pub fn new(
         store: Arc<dyn Store>,
         checkpointer: Arc<Checkpointer>,
         metrics: AuditMetrics,
         max_group_events: usize,
+        redactor: Option<Redactor>,
     ) -> Self {
         Sequencer {
             inner: Arc::new(Inner {
@@ -119,6 +127,7 @@ impl Sequencer {
                 checkpointer,
                 metrics,
                 max_group_events: max_group_events.max(1),
+                redactor,
                 workers: Mutex::new(HashMap::new()),
                 next_worker_id: Default::default(),
                 generation: Default::default(),
@@ -161,8 +170,14 @@ impl Sequencer {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        let mut events = events;
+        let redactions = match &self.inner.redactor {
+            Some(r) => events.iter_mut().map(|e| r.apply(tenant, e)).collect(),
+            None => Vec::new(),
+        };
         let mut job = Job {
             events,
+            redactions,
             received_at,
             atomic,
             reply: oneshot::channel().0,
@@ -655,7 +670,7 @@ impl TenantWriter {
                 (plan.records.len(), plan.head, plan.gaps);
             let mut producers_before: Vec<(String, Option<i64>)> = Vec::new();
             let mut refused = false;
-            for e in &job.events {
+            for (i, e) in job.events.iter().enumerate() {
                 let id = e.event_id.to_string();
                 let hash = e.content_hash();
                 let seen = existing
@@ -701,6 +716,18 @@ impl TenantWriter {
                         producers_before.push((pid.clone(), before));
                     }
                 }
+                // Masks' commitments join the payload now: after the content hash (a resend
+                // compares equal), before the hashes of the record.
+                let masked;
+                let e = match job.redactions.get(i).filter(|r| r.has_commitments()) {
+                    Some(r) => {
+                        let mut copy = e.clone();
+                        r.clone().seal(&mut copy.payload);
+                        masked = copy;
+                        &masked
+                    }
+                    None => e,
+                };
                 let r = sealer.seal(
                     e,
                     plan.head.seq + 1,

@@ -34,6 +34,9 @@ pub struct AuditSettings {
     pub key_name: String,
     /// Consume `audit.events.v1` from these brokers, in this group.
     pub kafka: Option<crate::kafka::KafkaSettings>,
+    /// The fleet's redaction policy, applied to every event before it is hashed (off by
+    /// default). Tenants' HMAC keys derive from `DATA_DIR/redaction-hmac.key`.
+    pub redaction: vigil_core::redaction::Policy,
 }
 
 impl AuditSettings {
@@ -53,6 +56,7 @@ impl AuditSettings {
             max_group_events: 5000,
             key_name: "vigil-audit".into(),
             kafka: None,
+            redaction: Default::default(),
         }
     }
 }
@@ -75,6 +79,7 @@ impl std::fmt::Debug for AuditSettings {
             .field("max_group_events", &self.max_group_events)
             .field("key_name", &self.key_name)
             .field("kafka", &self.kafka)
+            .field("redaction", &self.redaction)
             .finish()
     }
 }

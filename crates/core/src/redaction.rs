@@ -424,6 +424,11 @@ pub struct Redacted {
 }
 
 impl Redacted {
+    /// Whether [`Redacted::seal`] has anything to add.
+    pub fn has_commitments(&self) -> bool {
+        !self.commitments.is_empty()
+    }
+
     /// Adds each mask's commitment to its marker: done after the event's content hash is
     /// taken (a resend must compare equal) and before the record is sealed (so the
     /// commitment is hashed into the chain).

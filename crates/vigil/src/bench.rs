@@ -197,7 +197,7 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
         1000,
         Duration::from_secs(60),
     ));
-    let seq = Sequencer::new(Arc::clone(&store), cp, metrics.clone(), 5000);
+    let seq = Sequencer::new(Arc::clone(&store), cp, metrics.clone(), 5000, None);
     drop(dir);
     let per_client = a.batch * a.batches;
     let total = (a.clients * per_client) as f64;

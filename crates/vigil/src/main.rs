@@ -203,6 +203,11 @@ struct ServeArgs {
     /// Most events one group commit writes.
     #[arg(long, env = "VIGIL_MAX_GROUP_EVENTS", default_value_t = 5000)]
     max_group_events: usize,
+    /// A JSON redaction policy for every tenant, applied before events are hashed, e.g.
+    /// {"mode": "enforce", "rules": [{"path": "payload.card.number", "action": "mask"}]}
+    /// (docs/governance.md).
+    #[arg(long, env = "VIGIL_REDACTION_POLICY", value_name = "FILE")]
+    redaction_policy: Option<PathBuf>,
     #[command(flatten)]
     kafka: KafkaArgs,
 }
@@ -281,6 +286,12 @@ impl ServeArgs {
         s.checkpoint_every = self.checkpoint_every;
         s.checkpoint_interval = self.checkpoint_interval.max(Duration::from_millis(100));
         s.max_group_events = self.max_group_events;
+        if let Some(path) = &self.redaction_policy {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the redaction policy {}", path.display()))?;
+            s.redaction = vigil_core::redaction::Policy::from_json(&text)
+                .with_context(|| format!("the redaction policy {}", path.display()))?;
+        }
         s.kafka = self
             .kafka
             .bootstrap()

@@ -24,6 +24,8 @@ mod isolation;
 mod multiprocess;
 #[path = "suite/pipeline.rs"]
 mod pipeline;
+#[path = "suite/redaction.rs"]
+mod redaction;
 #[path = "suite/retries.rs"]
 mod retries;
 #[path = "suite/security.rs"]

@@ -176,3 +176,37 @@ async fn the_independent_verifier_accepts_redacted_records() {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
 }
+
+/// A policy that cannot work stops the service at start, saying why; it never runs without it.
+#[test]
+fn a_policy_that_cannot_work_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for (policy, says) in [
+        (
+            r#"{"mode": "sometimes", "rules": []}"#,
+            "unknown variant `sometimes`",
+        ),
+        (
+            r#"{"mode": "enforce", "rules": [{"path": "card.number", "action": "mask"}]}"#,
+            "must start with",
+        ),
+        (
+            r#"{"mode": "enforce", "rules": [{"path": "payload.items[*]", "action": "drop"}]}"#,
+            "drop the array",
+        ),
+        ("{not json", "policy"),
+    ] {
+        let file = dir.path().join("policy.json");
+        std::fs::write(&file, policy).unwrap();
+        let out = std::process::Command::new(vigil_bin())
+            .args(["audit", "serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .arg("--redaction-policy")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{policy}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{policy}: {err}");
+    }
+}

@@ -38,6 +38,8 @@ pub struct Writer {
     pub checkpointer: Arc<Checkpointer>,
     /// The group-commit writer.
     pub sequencer: Sequencer,
+    /// Tenants' redaction policies, as the sequencer applies them.
+    pub redactor: Arc<crate::redaction::Redactor>,
     /// Metrics.
     pub metrics: AuditMetrics,
 }
@@ -77,28 +79,28 @@ impl Writer {
                 }
             });
         }
-        let redactor = match settings.redaction.mode {
-            vigil_core::redaction::Mode::Off => None,
-            _ => crate::redaction::Redactor::new(
-                settings.redaction.clone(),
-                crate::keys::load_or_create_secret(
-                    &settings.data_dir,
-                    crate::keys::REDACTION_SECRET_FILE,
-                )?,
-                metrics.clone(),
-            ),
-        };
+        // Every tenant may have a policy of its own, so the redactor is always there.
+        let redactor = Arc::new(crate::redaction::Redactor::new(
+            settings.redaction.clone(),
+            crate::keys::load_or_create_secret(
+                &settings.data_dir,
+                crate::keys::REDACTION_SECRET_FILE,
+            )?,
+            Arc::clone(&store),
+            metrics.clone(),
+        ));
         let sequencer = Sequencer::new(
             Arc::clone(&store),
             Arc::clone(&checkpointer),
             metrics.clone(),
             settings.max_group_events,
-            redactor,
+            Some(Arc::clone(&redactor)),
         );
         Ok(Writer {
             store,
             checkpointer,
             sequencer,
+            redactor,
             metrics,
         })
     }
@@ -125,6 +127,7 @@ impl Application {
             store,
             checkpointer,
             sequencer,
+            redactor,
             metrics,
         } = Writer::open(&settings).await?;
         let guard = Guard::new(policy, metrics.registry());
@@ -160,6 +163,7 @@ impl Application {
         };
         let state = Arc::new(AppState {
             store,
+            redactor,
             sequencer,
             producer,
             kafka,

@@ -1,6 +1,7 @@
 //! The HTTP surface: thin handlers that parse into domain values, call the sequencer or the
 //! store, and map the answer to JSON or the shared error shape.
 
+mod governance;
 mod ingest;
 mod ops;
 mod query;
@@ -22,6 +23,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// The group-commit writer.
     pub sequencer: Sequencer,
+    /// Tenants' redaction policies.
+    pub redactor: Arc<crate::redaction::Redactor>,
     /// The service's own audit events (capability denials).
     pub producer: vigil_producer::AuditProducer,
     /// The Kafka consumer, when the service consumes (its state goes in `/readyz`).
@@ -40,6 +43,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(ingest::router())
         .merge(query::router())
         .merge(ops::router())
+        .merge(governance::router())
         .with_state(state)
 }
 
@@ -73,6 +77,9 @@ pub(crate) fn store_error(e: StoreError) -> ApiError {
         ops::healthz,
         ops::readyz,
         ops::metrics,
+        governance::get_policy,
+        governance::put_policy,
+        governance::delete_policy,
     ),
     components(schemas(
         ingest::IngestResponse,
@@ -83,6 +90,7 @@ pub(crate) fn store_error(e: StoreError) -> ApiError {
         query::CheckpointView,
         query::KeysView,
         query::KeyView,
+        governance::PolicyView,
         ErrorBody
     ))
 )]
@@ -109,6 +117,26 @@ pub fn openapi_document() -> serde_json::Value {
         "maxItems": ingest::MAX_EVENTS_PER_REQUEST,
         "items": {"$ref": "#/components/schemas/Event"}
     });
+    // A redaction policy, as vigil-core parses it (the rules on paths no schema can state:
+    // overlap and repetition, are refused with a 400 naming them).
+    let policy = serde_json::json!({
+        "type": "object", "additionalProperties": false, "required": ["mode"],
+        "properties": {
+            "mode": {"enum": ["off", "log", "enforce"]},
+            "rules": {"type": "array", "maxItems": vigil_core::redaction::MAX_RULES, "items": {
+                "type": "object", "additionalProperties": false, "required": ["path", "action"],
+                "properties": {
+                    "path": {"type": "string", "pattern": "^payload(\\.[^.\\[\\]\\u0000-\\u001f\\u007f-\\u009f]+(\\[\\*\\])*)+$", "maxLength": 1024},
+                    "action": {"enum": ["mask", "hmac", "drop"]}
+                }
+            }}
+        }
+    });
+    doc["components"]["schemas"]["RedactionPolicy"] = policy;
+    let policy_ref = serde_json::json!({"$ref": "#/components/schemas/RedactionPolicy"});
+    doc["paths"]["/v1/redaction-policy"]["put"]["requestBody"]["content"]["application/json"]
+        ["schema"] = policy_ref.clone();
+    doc["components"]["schemas"]["PolicyView"]["properties"]["policy"] = policy_ref;
     doc["paths"]["/v1/events"]["post"]["requestBody"]["content"] = serde_json::json!({
         "application/json": {"schema": body},
         "application/x-ndjson": {"schema": {"type": "string", "description": "One event (the Event schema) per line"}}

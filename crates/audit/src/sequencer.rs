@@ -90,7 +90,7 @@ struct Inner {
     checkpointer: Arc<Checkpointer>,
     metrics: AuditMetrics,
     max_group_events: usize,
-    redactor: Option<Redactor>,
+    redactor: Option<Arc<Redactor>>,
     workers: Mutex<HashMap<TenantId, Worker>>,
     next_worker_id: std::sync::atomic::AtomicU64,
     /// Bumped when cached heads may be stale (another instance took over tenants).
@@ -119,7 +119,7 @@ impl Sequencer {
         checkpointer: Arc<Checkpointer>,
         metrics: AuditMetrics,
         max_group_events: usize,
-        redactor: Option<Redactor>,
+        redactor: Option<Arc<Redactor>>,
     ) -> Self {
         Sequencer {
             inner: Arc::new(Inner {
@@ -172,7 +172,7 @@ impl Sequencer {
         }
         let mut events = events;
         let redactions = match &self.inner.redactor {
-            Some(r) => events.iter_mut().map(|e| r.apply(tenant, e)).collect(),
+            Some(r) => r.apply(tenant, &mut events).await?,
             None => Vec::new(),
         };
         let mut job = Job {

@@ -38,6 +38,8 @@ use vigil_core::checkpoint::Checkpoint;
 use vigil_core::hash::Hash32;
 use vigil_core::ids::TenantId;
 use vigil_core::record::Record;
+use vigil_core::redaction::Policy;
+use vigil_core::time::Timestamp;
 
 /// A sealed record ready to be written, with the hash of its submitted content (for
 /// idempotency: a replay with equal content is a duplicate, with other content a conflict).
@@ -156,6 +158,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Every public signing key.
     async fn public_keys(&self) -> Result<Vec<PublicKey>, StoreError>;
+
+    /// The tenant's own redaction policy, when it has one (else the fleet's applies).
+    async fn redaction_policy(&self, tenant: &TenantId) -> Result<Option<Policy>, StoreError>;
+
+    /// Sets (`Some`) or removes (`None`) the tenant's own redaction policy.
+    async fn set_redaction_policy(
+        &self,
+        tenant: &TenantId,
+        policy: Option<&Policy>,
+        at: Timestamp,
+    ) -> Result<(), StoreError>;
 }
 
 /// Opens (and migrates) the store a URL names: `sqlite://PATH`, `sqlite::memory:` or

@@ -15,6 +15,8 @@ use vigil_core::checkpoint::Checkpoint;
 use vigil_core::hash::Hash32;
 use vigil_core::ids::TenantId;
 use vigil_core::record::{Party, Record, RecordSource};
+use vigil_core::redaction::Policy;
+use vigil_core::time::Timestamp;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -458,5 +460,48 @@ impl Store for SqlStore {
                 created_at,
             })
             .collect())
+    }
+
+    async fn redaction_policy(&self, tenant: &TenantId) -> Result<Option<Policy>, StoreError> {
+        const SQL: &str = "SELECT policy FROM redaction_policies WHERE tenant_id = $1";
+        let op = "reading a redaction policy";
+        let text: Option<String> =
+            with_pool!(self, p => sqlx::query_scalar(SQL).bind(tenant.as_str()).fetch_optional(p).await)
+                .map_err(|e| StoreError::from_sqlx(op, e))?;
+        text.map(|t| {
+            Policy::from_json(&t).map_err(|e| StoreError::Database {
+                op,
+                message: format!("the stored policy of tenant {tenant} does not load: {e}"),
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_redaction_policy(
+        &self,
+        tenant: &TenantId,
+        policy: Option<&Policy>,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let op = "storing a redaction policy";
+        match policy {
+            Some(p) => {
+                const SQL: &str = "INSERT INTO redaction_policies (tenant_id, policy, updated_at) VALUES ($1, $2, $3) \
+                                   ON CONFLICT (tenant_id) DO UPDATE SET policy = excluded.policy, updated_at = excluded.updated_at";
+                let text = serde_json::to_string(p).expect("a policy serializes");
+                with_pool!(self, pool => sqlx::query(SQL)
+                    .bind(tenant.as_str())
+                    .bind(&text)
+                    .bind(at.to_rfc3339())
+                    .execute(pool)
+                    .await
+                    .map(|_| ()))
+            }
+            None => {
+                const SQL: &str = "DELETE FROM redaction_policies WHERE tenant_id = $1";
+                with_pool!(self, pool => sqlx::query(SQL).bind(tenant.as_str()).execute(pool).await.map(|_| ()))
+            }
+        }
+        .map_err(|e| StoreError::from_sqlx(op, e))
     }
 }

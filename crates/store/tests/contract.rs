@@ -312,6 +312,30 @@ async fn one_tenant_never_sees_another(e: Engine) {
     assert_eq!(s.head(&tenant("c")).await.unwrap(), ChainHead::genesis());
 }
 
+async fn redaction_policies_are_kept_per_tenant(e: Engine) {
+    use vigil_core::redaction::Policy;
+    let s = &e.store;
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let at = Timestamp::parse("2026-11-30T10:00:00Z").unwrap();
+    assert_eq!(s.redaction_policy(&acme).await.unwrap(), None);
+    let p = Policy::from_json(
+        &json!({"mode": "enforce", "rules": [{"path": "payload.card.number", "action": "mask"}]})
+            .to_string(),
+    )
+    .unwrap();
+    s.set_redaction_policy(&acme, Some(&p), at).await.unwrap();
+    assert_eq!(s.redaction_policy(&acme).await.unwrap(), Some(p.clone()));
+    assert_eq!(s.redaction_policy(&globex).await.unwrap(), None);
+    // Set again: replaced, not added.
+    let log = Policy::from_json(&json!({"mode": "log", "rules": []}).to_string()).unwrap();
+    s.set_redaction_policy(&acme, Some(&log), at).await.unwrap();
+    assert_eq!(s.redaction_policy(&acme).await.unwrap(), Some(log));
+    s.set_redaction_policy(&acme, None, at).await.unwrap();
+    assert_eq!(s.redaction_policy(&acme).await.unwrap(), None);
+    // Removing what is not there is not an error.
+    s.set_redaction_policy(&globex, None, at).await.unwrap();
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod on_sqlite { $( #[tokio::test] async fn $name() { super::$name(super::sqlite().await).await } )* }
@@ -327,6 +351,7 @@ contract!(
     every_filter_narrows_and_pages_come_newest_first,
     checkpoints_and_keys_round_trip,
     one_tenant_never_sees_another,
+    redaction_policies_are_kept_per_tenant,
 );
 
 #[tokio::test]

@@ -224,7 +224,12 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
         cp,
         metrics.clone(),
         5000,
-        vigil_audit::redaction::Redactor::new(policy, [9; 32], metrics.clone()),
+        Some(Arc::new(vigil_audit::redaction::Redactor::new(
+            policy,
+            [9; 32],
+            Arc::clone(&store),
+            metrics.clone(),
+        ))),
     );
     let mut redacted_rates = vec![];
     drop(dir);

@@ -60,6 +60,12 @@ async fn raw_store(app: &TestApp) -> String {
     }
 }
 
+/// The stored record of event `e`, as the API serves it.
+async fn read_back(app: &TestApp, tenant: &str, e: &Value) -> Value {
+    let id = e["event_id"].as_str().unwrap();
+    app.get_json(tenant, &format!("/v1/events/{id}")).await
+}
+
 fn counted(metrics: &str, mode: &str, action: &str) -> f64 {
     metrics
         .lines()
@@ -85,18 +91,8 @@ async fn enforce_keeps_values_out_of_the_store_and_every_record_verifies(engine:
     assert_eq!(again["results"][0]["status"], "duplicate", "{again}");
     assert_eq!(again["results"][0]["seq"], 1);
 
-    let ra = app
-        .get_json(
-            "acme",
-            &format!("/v1/events/{}", a["event_id"].as_str().unwrap()),
-        )
-        .await;
-    let rb = app
-        .get_json(
-            "acme",
-            &format!("/v1/events/{}", b["event_id"].as_str().unwrap()),
-        )
-        .await;
+    let ra = read_back(&app, "acme", &a).await;
+    let rb = read_back(&app, "acme", &b).await;
     let masked = &ra["payload"]["card"]["number"];
     assert_eq!(masked["$redacted"], "mask", "{ra}");
     assert_eq!(masked["commitment"].as_str().unwrap().len(), 64);
@@ -127,12 +123,7 @@ async fn log_mode_counts_and_stores_as_sent(engine: Engine) {
     let app = spawn_app_with(engine, |s| s.redaction = policy("log")).await;
     let a = order(1, CARD);
     assert_eq!(app.post_events("acme", &json!([a])).await.status(), 200);
-    let ra = app
-        .get_json(
-            "acme",
-            &format!("/v1/events/{}", a["event_id"].as_str().unwrap()),
-        )
-        .await;
+    let ra = read_back(&app, "acme", &a).await;
     assert_eq!(ra["payload"]["card"]["number"], CARD);
     assert_eq!(ra["payload"]["customer"]["email"], EMAIL);
     // The scan of the store that finds nothing under enforce finds the value here.
@@ -143,9 +134,124 @@ async fn log_mode_counts_and_stores_as_sent(engine: Engine) {
     assert_eq!(counted(&metrics, "enforce", "mask"), 0.0);
 }
 
+/// `PUT /v1/redaction-policy` as `role`.
+async fn put_policy(app: &TestApp, tenant: &str, role: &str, body: &str) -> reqwest::Response {
+    app.client
+        .put(app.url("/v1/redaction-policy"))
+        .header("X-Tenant-ID", tenant)
+        .header("X-User-ID", "olga")
+        .header("X-Roles", role)
+        .header("Content-Type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn a_tenants_own_policy_applies_to_it_alone_and_every_change_is_in_its_chain(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let current = app.get_json("acme", "/v1/redaction-policy").await;
+    assert_eq!(current["source"], "fleet");
+    assert_eq!(current["policy"]["mode"], "off");
+
+    // Only audit_admin may change it; a policy that cannot work changes nothing.
+    let text = policy("enforce");
+    let text = serde_json::to_string(&text).unwrap();
+    let r = put_policy(&app, "acme", "support", &text).await;
+    assert_eq!(r.status(), 403);
+    for (bad, says) in [
+        (
+            r#"{"mode": "enforce", "rules": [{"path": "payload.a", "action": "blur"}]}"#,
+            "blur",
+        ),
+        (
+            r#"{"mode": "enforce", "rules": [{"path": "a.b", "action": "mask"}]}"#,
+            "must start",
+        ),
+        (
+            r#"{"mode": "enforce", "rules": [{"path": "payload.a", "action": "mask"}, {"path": "payload.a.b", "action": "drop"}]}"#,
+            "overlap",
+        ),
+        (r#"{"mode": "enforce", "tenant_id": "globex"}"#, "tenant_id"),
+    ] {
+        let r = put_policy(&app, "acme", "admin", bad).await;
+        assert_eq!(r.status(), 400, "{bad}");
+        let body: Value = r.json().await.unwrap();
+        assert!(body["message"].as_str().unwrap().contains(says), "{body}");
+    }
+    assert_eq!(
+        app.get_json("acme", "/v1/redaction-policy").await["source"],
+        "fleet"
+    );
+
+    let r = put_policy(&app, "acme", "admin", &text).await;
+    assert_eq!(r.status(), 200);
+    let now = app.get_json("acme", "/v1/redaction-policy").await;
+    assert_eq!(
+        (now["source"].as_str(), now["policy"]["mode"].as_str()),
+        (Some("tenant"), Some("enforce"))
+    );
+
+    // In force for acme at once; globex keeps the fleet's (none).
+    let (a, g) = (order(1, CARD), order(2, CARD));
+    assert_eq!(app.post_events("acme", &json!([a])).await.status(), 200);
+    assert_eq!(app.post_events("globex", &json!([g])).await.status(), 200);
+    let ra = read_back(&app, "acme", &a).await;
+    let rg = read_back(&app, "globex", &g).await;
+    assert_eq!(ra["payload"]["card"]["number"]["$redacted"], "mask", "{ra}");
+    assert_eq!(rg["payload"]["card"]["number"], CARD);
+
+    let r = app
+        .client
+        .delete(app.url("/v1/redaction-policy"))
+        .header("X-Tenant-ID", "acme")
+        .header("X-User-ID", "olga")
+        .header("X-Roles", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        app.get_json("acme", "/v1/redaction-policy").await["source"],
+        "fleet"
+    );
+    let b = order(3, CARD);
+    assert_eq!(app.post_events("acme", &json!([b])).await.status(), 200);
+    let rb = read_back(&app, "acme", &b).await;
+    assert_eq!(rb["payload"]["card"]["number"], CARD);
+
+    // Both changes are records of acme's chain, by who made them; none in globex's.
+    let changes = app
+        .get_json("acme", "/v1/events?action=audit.redaction_policy.*")
+        .await;
+    let actions: Vec<&str> = changes["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "audit.redaction_policy.removed",
+            "audit.redaction_policy.changed"
+        ]
+    );
+    let changed = &changes["events"][1];
+    assert_eq!(changed["actor"]["id"], "olga");
+    assert_eq!(changed["payload"]["mode"], "enforce");
+    let other = app
+        .get_json("globex", "/v1/events?action=audit.redaction_policy.*")
+        .await;
+    assert!(other["events"].as_array().unwrap().is_empty());
+    let (code, out) = run_verify(&app.db_url, &[]);
+    assert_eq!(code, 0, "{out}");
+}
+
 on_both_engines!(
     enforce_keeps_values_out_of_the_store_and_every_record_verifies,
     log_mode_counts_and_stores_as_sent,
+    a_tenants_own_policy_applies_to_it_alone_and_every_change_is_in_its_chain,
 );
 
 /// The independent verifier (Python, its own RFC 8785 library) accepts redacted records: a

@@ -129,6 +129,9 @@ pub fn openapi_document() -> serde_json::Value {
                     "path": {"type": "string", "pattern": "^payload(\\.[^.\\[\\]\\u0000-\\u001f\\u007f-\\u009f]+(\\[\\*\\])*)+$", "maxLength": 1024},
                     "action": {"enum": ["mask", "hmac", "drop"]}
                 }
+            }},
+            "sensitive": {"type": "array", "maxItems": vigil_core::redaction::MAX_RULES, "uniqueItems": true, "items": {
+                "type": "string", "pattern": "^payload\\.[^.\\[\\]\\u0000-\\u001f\\u007f-\\u009f]+$", "maxLength": 1024
             }}
         }
     });

@@ -43,6 +43,8 @@ pub struct AuditMetrics {
     pub redacted: IntCounterVec,
     /// `audit_redaction_last_timestamp_seconds`: when a value was last redacted (or counted).
     pub redaction_last: Gauge,
+    /// `audit_records_served_total{view}`: records read, by view (`redacted`, `full`).
+    pub records_served: IntCounterVec,
 }
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
@@ -154,7 +156,15 @@ impl AuditMetrics {
             "Unix time a redaction policy last found a value",
         )
         .expect("valid metric");
-        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
+        let records_served = IntCounterVec::new(
+            Opts::new(
+                "audit_records_served_total",
+                "Records served by the read endpoints, by view: redacted (sensitive members withheld) or full (include_redacted, recorded)",
+            ),
+            &["view"],
+        )
+        .expect("valid metric");
+        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
             Box::new(processed.clone()),
             Box::new(chain_gap.clone()),
             Box::new(batch_size.clone()),
@@ -170,6 +180,7 @@ impl AuditMetrics {
             Box::new(consumer_event_age.clone()),
             Box::new(redacted.clone()),
             Box::new(redaction_last.clone()),
+            Box::new(records_served.clone()),
         ];
         for c in collectors {
             registry
@@ -179,6 +190,9 @@ impl AuditMetrics {
         // Series exist from the start, so dashboards and alerts see zeros rather than gaps.
         for r in ["stored", "duplicate", "rejected", "conflict", "not_stored"] {
             processed.with_label_values(&[r]);
+        }
+        for view in ["redacted", "full"] {
+            records_served.with_label_values(&[view]);
         }
         for mode in ["log", "enforce"] {
             for action in vigil_core::redaction::Action::ALL {
@@ -207,6 +221,7 @@ impl AuditMetrics {
             consumer_event_age,
             redacted,
             redaction_last,
+            records_served,
         }
     }
 

@@ -79,6 +79,11 @@ pub struct Record {
     /// The 16-byte salt (hex) of each visible member.
     #[serde(default)]
     pub payload_salts: BTreeMap<String, String>,
+    /// Members this view withholds (value and salt left out, commitment kept), with why.
+    /// Not part of the hashed form; a verifier accepts a missing value only when it is
+    /// named here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub withheld: BTreeMap<String, String>,
     /// `SHA-256(0x00 ‖ JCS(hashed form))`.
     pub leaf_hash: String,
     /// `SHA-256(previous chain hash ‖ leaf_hash)`.
@@ -102,6 +107,15 @@ fn utf16_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 }
 
 impl Record {
+    /// Leaves member `k` of the payload out of this view (its value and salt), keeping its
+    /// commitment, and says `why`: the record still verifies.
+    pub fn withhold(&mut self, k: &str, why: &str) {
+        if self.payload.remove(k).is_some() {
+            self.payload_salts.remove(k);
+            self.withheld.insert(k.to_owned(), why.to_owned());
+        }
+    }
+
     /// RFC 8785 bytes of the hashed form: the record without `payload`, `payload_salts` and the
     /// two hashes. Written directly in canonical key order (see [`Record::hashed_form`]).
     pub fn canonical_hashed_form(&self) -> Vec<u8> {
@@ -257,6 +271,7 @@ impl<'a> Sealer<'a> {
             payload_commitments,
             payload: event.payload.clone(),
             payload_salts,
+            withheld: BTreeMap::new(),
             leaf_hash: String::new(),
             chain_hash: String::new(),
         };

@@ -186,14 +186,21 @@ pub struct Rule {
     pub action: Action,
 }
 
-/// A redaction policy: a mode and rules.
+/// A redaction policy: a mode and rules applied at ingest, and the members withheld from
+/// readers who may not see sensitive fields.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "PolicyText")]
 pub struct Policy {
-    /// What the policy does.
+    /// What the policy does at ingest.
     pub mode: Mode,
     /// Where, and how.
     pub rules: Vec<Rule>,
+    /// Top-level payload members (`payload.customer`) withheld on read from callers without
+    /// `audit_read_unredacted` (or who do not ask for them): value and salt left out,
+    /// commitment kept, so every view verifies. Whole members, because a member is what a
+    /// commitment binds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sensitive: Vec<FieldPath>,
 }
 
 #[derive(serde::Deserialize)]
@@ -202,6 +209,8 @@ struct PolicyText {
     mode: Mode,
     #[serde(default)]
     rules: Vec<Rule>,
+    #[serde(default)]
+    sensitive: Vec<FieldPath>,
 }
 
 /// Most rules a policy may have.
@@ -210,7 +219,7 @@ pub const MAX_RULES: usize = 100;
 impl TryFrom<PolicyText> for Policy {
     type Error = Error;
     fn try_from(p: PolicyText) -> Result<Policy, Error> {
-        Policy::new(p.mode, p.rules)
+        Policy::new(p.mode, p.rules)?.with_sensitive(p.sensitive)
     }
 }
 
@@ -219,6 +228,7 @@ impl Default for Policy {
         Policy {
             mode: Mode::Off,
             rules: Vec::new(),
+            sensitive: Vec::new(),
         }
     }
 }
@@ -257,7 +267,47 @@ impl Policy {
                 }
             }
         }
-        Ok(Policy { mode, rules })
+        Ok(Policy {
+            mode,
+            rules,
+            sensitive: Vec::new(),
+        })
+    }
+
+    /// The policy with `sensitive` members withheld on read; each must name a top-level
+    /// member (`payload.customer`), at most once.
+    pub fn with_sensitive(mut self, sensitive: Vec<FieldPath>) -> Result<Policy, Error> {
+        if sensitive.len() > MAX_RULES {
+            return Err(Error::invalid(
+                "sensitive",
+                format!("at most {MAX_RULES} members"),
+            ));
+        }
+        for (i, p) in sensitive.iter().enumerate() {
+            if p.segments.len() != 1 {
+                return Err(Error::invalid(
+                    "sensitive",
+                    format!(
+                        "{p}: name a top-level member (payload.x): a view withholds whole members, the unit a commitment binds"
+                    ),
+                ));
+            }
+            if sensitive[..i].contains(p) {
+                return Err(Error::invalid("sensitive", format!("{p} appears twice")));
+            }
+        }
+        self.sensitive = sensitive;
+        Ok(self)
+    }
+
+    /// The top-level members withheld from a reader who may not see sensitive fields.
+    pub fn sensitive_members(&self) -> impl Iterator<Item = &str> {
+        self.sensitive
+            .iter()
+            .filter_map(|p| match p.segments.first() {
+                Some(Segment::Key(k)) => Some(k.as_str()),
+                _ => None,
+            })
     }
 
     /// Parses a policy from JSON text.
@@ -732,6 +782,44 @@ mod tests {
         let r = policy("off", rules).apply(&mut pl, &key());
         assert!(!r.counts.any());
         assert_eq!(pl, order());
+    }
+
+    #[test]
+    fn sensitive_members_are_whole_top_level_members() {
+        let p = Policy::from_json(
+            &json!({"mode": "off", "sensitive": ["payload.customer", "payload.card"]}).to_string(),
+        )
+        .unwrap();
+        assert_eq!(
+            p.sensitive_members().collect::<Vec<_>>(),
+            ["customer", "card"]
+        );
+        for (bad, says) in [
+            (
+                json!({"mode": "off", "sensitive": ["payload.customer.email"]}),
+                "top-level",
+            ),
+            (
+                json!({"mode": "off", "sensitive": ["payload.items[*]"]}),
+                "top-level",
+            ),
+            (
+                json!({"mode": "off", "sensitive": ["payload.a", "payload.a"]}),
+                "twice",
+            ),
+            (
+                json!({"mode": "off", "sensitive": ["customer"]}),
+                "must start",
+            ),
+        ] {
+            let e = Policy::from_json(&bad.to_string()).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        // Read back as written.
+        assert_eq!(
+            Policy::from_json(&serde_json::to_string(&p).unwrap()).unwrap(),
+            p
+        );
     }
 
     #[test]

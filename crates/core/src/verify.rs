@@ -22,6 +22,11 @@ pub enum Damage {
         /// The payload member.
         field: String,
     },
+    /// A committed payload member's value is gone, and nothing says it was withheld.
+    PayloadRemoved {
+        /// The payload member.
+        field: String,
+    },
     /// The stored `leaf_hash` or `chain_hash` column was altered.
     HashAltered {
         /// `leaf_hash` or `chain_hash`.
@@ -44,6 +49,9 @@ impl fmt::Display for Damage {
         match self {
             Damage::BodyModified => f.write_str("body modified"),
             Damage::PayloadModified { field } => write!(f, "payload field {field:?} modified"),
+            Damage::PayloadRemoved { field } => {
+                write!(f, "payload field {field:?} removed (no record covers it)")
+            }
             Damage::HashAltered { column } => write!(f, "hash column {column} altered"),
             Damage::Missing => f.write_str("record missing"),
             Damage::Reordered => f.write_str("records reordered"),
@@ -171,6 +179,15 @@ impl ChainVerifier {
                 return bad(Damage::PayloadModified { field: k.clone() });
             }
         }
+        // A committed member without its value is accepted only where the record says it is
+        // withheld; anywhere else the value was taken away.
+        if let Some(k) = r
+            .payload_commitments
+            .keys()
+            .find(|k| !r.payload.contains_key(*k) && !r.withheld.contains_key(*k))
+        {
+            return bad(Damage::PayloadRemoved { field: k.clone() });
+        }
         self.head = ChainHead {
             seq: r.seq,
             hash: chain,
@@ -247,11 +264,25 @@ mod tests {
     }
 
     #[test]
-    fn a_payload_member_hidden_from_the_reader_still_verifies() {
+    fn a_payload_member_withheld_from_the_reader_still_verifies() {
+        let mut rs = chain(3);
+        rs[1].withhold("n", "sensitive");
+        assert!(!rs[1].payload.contains_key("n") && !rs[1].payload_salts.contains_key("n"));
+        assert!(verify_records(&rs).is_intact());
+    }
+
+    #[test]
+    fn a_payload_value_taken_away_without_a_word_is_tampering() {
         let mut rs = chain(3);
         rs[1].payload.remove("n");
         rs[1].payload_salts.remove("n");
-        assert!(verify_records(&rs).is_intact());
+        assert_eq!(
+            finding(verify_records(&rs)),
+            Finding {
+                seq: 2,
+                damage: Damage::PayloadRemoved { field: "n".into() }
+            }
+        );
     }
 
     #[test]

@@ -143,6 +143,7 @@ macro_rules! record_from_row {
                 )])
             }),
             payload_salts: json_map(&salts, |_| BTreeMap::new()),
+            withheld: BTreeMap::new(),
             leaf_hash: row.try_get(20)?,
             chain_hash: row.try_get(21)?,
         }

@@ -93,6 +93,10 @@ pub(crate) struct EventsParams {
     /// Page size, 1–1000 (default 100).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+    /// `true`: every payload member, sensitive ones included — only for callers with
+    /// `audit_read_unredacted`, and recorded in the tenant's chain (`audit.read_unredacted`).
+    #[param(value_type = Option<bool>)]
+    include_redacted: Option<String>,
     /// `next_cursor` of the previous page, with the same filters (a cursor is opaque and
     /// bound to the tenant and the filters it was issued for; any other is a 400).
     #[param(min_length = 1, max_length = 512, pattern = "^[A-Za-z0-9_-]+$")]
@@ -246,6 +250,7 @@ pub(super) async fn list_events(
     QueryParams(params): QueryParams<EventsParams>,
 ) -> Result<Json<EventsPage>, ApiError> {
     ctx.require(Capability::AuditRead)?;
+    let include = include_redacted(params.include_redacted.as_deref())?;
     let (mut q, cursor) = parse_params(params)?;
     let fp = fingerprint(&q);
     if let Some(c) = cursor {
@@ -268,31 +273,135 @@ pub(super) async fn list_events(
     } else {
         None
     };
+    let view = View::for_caller(&app, &ctx, include, "list", None).await?;
+    view.apply(&app, &mut events);
     Ok(Json(EventsPage {
         events,
         next_cursor,
     }))
 }
 
+/// `GET /v1/events/{event_id}`'s own parameter.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ViewParams {
+    /// `true`: sensitive members too (see `GET /v1/events`).
+    #[param(value_type = Option<bool>)]
+    include_redacted: Option<String>,
+}
+
+fn include_redacted(v: Option<&str>) -> Result<bool, ApiError> {
+    match v {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(bad("include_redacted", "must be true or false")),
+    }
+}
+
+/// What a reader is shown of each record's payload.
+enum View {
+    /// Everything (asked for, by a caller allowed to, and recorded).
+    Full,
+    /// The tenant's sensitive members withheld (value and salt out, commitment kept).
+    Redacted(Vec<String>),
+}
+
+impl View {
+    async fn for_caller(
+        app: &AppState,
+        ctx: &SecurityContext,
+        include: bool,
+        what: &str,
+        event_id: Option<&str>,
+    ) -> Result<View, ApiError> {
+        if include {
+            ctx.require(Capability::AuditReadUnredacted)?;
+            record_unredacted_read(app, ctx, what, event_id).await?;
+            return Ok(View::Full);
+        }
+        let (policy, _) = app
+            .redactor
+            .policy_for(&ctx.tenant_id)
+            .await
+            .map_err(store_error)?;
+        Ok(View::Redacted(
+            policy.sensitive_members().map(str::to_owned).collect(),
+        ))
+    }
+
+    fn apply(&self, app: &AppState, records: &mut [Record]) {
+        let label = match self {
+            View::Full => "full",
+            View::Redacted(_) => "redacted",
+        };
+        app.metrics
+            .records_served
+            .with_label_values(&[label])
+            .inc_by(records.len() as u64);
+        if let View::Redacted(members) = self {
+            for r in records.iter_mut() {
+                for m in members {
+                    r.withhold(m, "sensitive");
+                }
+            }
+        }
+    }
+}
+
+/// An unredacted read is itself an audit event of the tenant, written before the answer.
+async fn record_unredacted_read(
+    app: &AppState,
+    ctx: &SecurityContext,
+    what: &str,
+    event_id: Option<&str>,
+) -> Result<(), ApiError> {
+    use vigil_core::builder::EventBuilder;
+    use vigil_core::event::{Actor, ActorType, Resource};
+    let event = EventBuilder::new(
+        "audit.read_unredacted",
+        Actor::new(
+            ActorType::User,
+            ctx.user_id.clone().unwrap_or_else(|| "unknown".into()),
+        ),
+        Resource::new("audit_events", event_id.unwrap_or(what)),
+        Outcome::Success,
+    )
+    .severity(Severity::Notice)
+    .trace_id(ctx.trace_id.clone())
+    .field("request", what);
+    app.producer
+        .emit_durable(&ctx.tenant_id, event)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("the read could not be recorded: {e}")))
+}
+
 /// One record of the caller's tenant by event id.
 #[utoipa::path(
     get, path = "/v1/events/{event_id}", tag = "events",
-    params(("event_id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "The event's UUID")),
-    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
+    params(("event_id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "The event's UUID"), ViewParams),
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody))
 )]
 pub(super) async fn get_event(
     ctx: SecurityContext,
     State(app): State<Arc<AppState>>,
     Path(event_id): Path<String>,
+    QueryParams(params): QueryParams<ViewParams>,
 ) -> Result<Json<Record>, ApiError> {
     ctx.require(Capability::AuditRead)?;
     let id = EventId::parse(&event_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    app.store
+    let include = include_redacted(params.include_redacted.as_deref())?;
+    let record = app
+        .store
         .get(&ctx.tenant_id, &id.to_string())
         .await
         .map_err(store_error)?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no event {id} in this tenant")))
+        .ok_or_else(|| ApiError::NotFound(format!("no event {id} in this tenant")))?;
+    let view = View::for_caller(&app, &ctx, include, "get", Some(&id.to_string())).await?;
+    let mut one = [record];
+    view.apply(&app, &mut one);
+    let [record] = one;
+    Ok(Json(record))
 }
 
 /// The head of the caller's tenant chain.

@@ -248,10 +248,126 @@ async fn a_tenants_own_policy_applies_to_it_alone_and_every_change_is_in_its_cha
     assert_eq!(code, 0, "{out}");
 }
 
+/// GET as `role` (with the identity headers the service trusts from loopback).
+async fn read_as(app: &TestApp, role: &str, path: &str) -> reqwest::Response {
+    app.client
+        .get(app.url(path))
+        .header("X-Tenant-ID", "acme")
+        .header("X-User-ID", "rita")
+        .header("X-Roles", role)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn independent(app: &TestApp, view: &[&str]) -> (bool, String) {
+    let python = std::env::var("VIGIL_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = std::process::Command::new(&python)
+        .arg(repo_root().join("scripts/independent_verify.py"))
+        .arg(format!("http://{}", app.addr))
+        .arg("acme")
+        .args(view)
+        .output()
+        .expect("running python");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+async fn readers_see_sensitive_members_withheld_and_every_view_verifies(engine: Engine) {
+    let app = spawn_app_with(engine, |s| {
+        s.redaction = Policy::from_json(
+            &json!({"mode": "off", "sensitive": ["payload.customer"]}).to_string(),
+        )
+        .unwrap();
+        s.checkpoint_every = 2;
+    })
+    .await;
+    let batch: Vec<Value> = (1..=4).map(|i| order(i, CARD)).collect();
+    assert_eq!(app.post_events("acme", &json!(batch)).await.status(), 200);
+    let id = batch[0]["event_id"].as_str().unwrap();
+
+    // A reader with audit_read: the member withheld, its commitment kept, and why.
+    for path in [format!("/v1/events/{id}"), "/v1/events".to_owned()] {
+        let r = read_as(&app, "support", &path).await;
+        assert_eq!(r.status(), 200, "{path}");
+        let body: Value = r.json().await.unwrap();
+        let rec = if body["events"].is_array() {
+            body["events"].as_array().unwrap().last().unwrap().clone()
+        } else {
+            body
+        };
+        assert!(rec["payload"].get("customer").is_none(), "{rec}");
+        assert!(rec["payload_salts"].get("customer").is_none(), "{rec}");
+        assert!(rec["payload_commitments"]["customer"].is_string());
+        assert_eq!(rec["withheld"]["customer"], "sensitive");
+        assert_eq!(rec["payload"]["card"]["number"], CARD);
+        assert!(!rec.to_string().contains(EMAIL));
+    }
+    // Asking for everything needs audit_read_unredacted.
+    let r = read_as(
+        &app,
+        "support",
+        &format!("/v1/events/{id}?include_redacted=true"),
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.headers()["x-error-code"], "missing_role");
+    let r = read_as(&app, "support", "/v1/events?include_redacted=maybe").await;
+    assert_eq!(r.status(), 400);
+    // Even an admin sees the redacted view unless it asks; asking is recorded.
+    let rec: Value = read_as(&app, "admin", &format!("/v1/events/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(rec["payload"].get("customer").is_none());
+    let rec: Value = read_as(
+        &app,
+        "admin",
+        &format!("/v1/events/{id}?include_redacted=true"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(rec["payload"]["customer"]["email"], EMAIL);
+    assert!(rec.get("withheld").is_none());
+    let reads = app
+        .get_json("acme", "/v1/events?action=audit.read_unredacted")
+        .await;
+    let reads = reads["events"].as_array().unwrap();
+    assert_eq!(reads.len(), 1);
+    assert_eq!(reads[0]["actor"]["id"], "rita");
+    assert_eq!(reads[0]["resource"]["id"], id);
+
+    // Every view verifies, with Vigil's verifier and the independent one.
+    let (code, out) = run_verify(&app.db_url, &[]);
+    assert_eq!(code, 0, "{out}");
+    for _ in 0..100 {
+        if app.get("acme", "/v1/checkpoints/latest").await.status() == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (ok, out) = independent(&app, &[]);
+    assert!(ok, "{out}");
+    assert!(out.contains("fields withheld by the view"), "{out}");
+    let (ok, out) = independent(&app, &["full"]);
+    assert!(ok, "{out}");
+    let (_, metrics) = app.public("/metrics").await;
+    assert!(
+        metric_value(&metrics, "audit_records_served_total") >= 8.0,
+        "{metrics}"
+    );
+}
+
 on_both_engines!(
     enforce_keeps_values_out_of_the_store_and_every_record_verifies,
     log_mode_counts_and_stores_as_sent,
     a_tenants_own_policy_applies_to_it_alone_and_every_change_is_in_its_chain,
+    readers_see_sensitive_members_withheld_and_every_view_verifies,
 );
 
 /// The independent verifier (Python, its own RFC 8785 library) accepts redacted records: a

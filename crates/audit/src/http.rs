@@ -47,6 +47,38 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// Records what the caller just did in its tenant's chain, before the answer: `action` on
+/// `resource` (kind, id) with `fields` in the payload. A change or a privileged read that
+/// cannot be recorded is not answered as done (503).
+pub(crate) async fn record_caller_act(
+    app: &AppState,
+    ctx: &vigil_security::context::SecurityContext,
+    action: &str,
+    resource: (&str, &str),
+    fields: Vec<(&str, serde_json::Value)>,
+) -> Result<(), ApiError> {
+    use vigil_core::builder::EventBuilder;
+    use vigil_core::event::{Actor, ActorType, Outcome, Resource, Severity};
+    let mut event = EventBuilder::new(
+        action,
+        Actor::new(
+            ActorType::User,
+            ctx.user_id.clone().unwrap_or_else(|| "unknown".into()),
+        ),
+        Resource::new(resource.0, resource.1),
+        Outcome::Success,
+    )
+    .severity(Severity::Notice)
+    .trace_id(ctx.trace_id.clone());
+    for (k, v) in fields {
+        event = event.field(k, v);
+    }
+    app.producer
+        .emit_durable(&ctx.tenant_id, event)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("{action} could not be recorded: {e}")))
+}
+
 /// Maps a store failure to the shared error shape: unreachable → 503, anything else → 500.
 pub(crate) fn store_error(e: StoreError) -> ApiError {
     match e {

@@ -10,8 +10,6 @@ use axum::routing::get;
 use axum::Router;
 use serde::Serialize;
 use std::sync::Arc;
-use vigil_core::builder::EventBuilder;
-use vigil_core::event::{Actor, ActorType, Outcome, Resource, Severity};
 use vigil_core::redaction::Policy;
 use vigil_core::time::Timestamp;
 use vigil_security::capability::Capability;
@@ -117,25 +115,26 @@ async fn record(
     action: &str,
     policy: Option<&Policy>,
 ) -> Result<(), ApiError> {
-    let mut event = EventBuilder::new(
+    let fields = match policy {
+        Some(p) => vec![
+            ("mode", p.mode.as_str().into()),
+            (
+                "rules",
+                serde_json::to_value(&p.rules).expect("rules serialize"),
+            ),
+            (
+                "sensitive",
+                serde_json::to_value(&p.sensitive).expect("paths serialize"),
+            ),
+        ],
+        None => Vec::new(),
+    };
+    super::record_caller_act(
+        app,
+        ctx,
         action,
-        Actor::new(
-            ActorType::User,
-            ctx.user_id.clone().unwrap_or_else(|| "unknown".into()),
-        ),
-        Resource::new("redaction_policy", ctx.tenant_id.as_str()),
-        Outcome::Success,
+        ("redaction_policy", ctx.tenant_id.as_str()),
+        fields,
     )
-    .severity(Severity::Notice)
-    .trace_id(ctx.trace_id.clone());
-    if let Some(p) = policy {
-        event = event.field("mode", p.mode.as_str()).field(
-            "rules",
-            serde_json::to_value(&p.rules).expect("rules serialize"),
-        );
-    }
-    app.producer
-        .emit_durable(&ctx.tenant_id, event)
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("the change could not be recorded: {e}")))
+    .await
 }

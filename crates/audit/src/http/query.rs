@@ -356,24 +356,14 @@ async fn record_unredacted_read(
     what: &str,
     event_id: Option<&str>,
 ) -> Result<(), ApiError> {
-    use vigil_core::builder::EventBuilder;
-    use vigil_core::event::{Actor, ActorType, Resource};
-    let event = EventBuilder::new(
+    super::record_caller_act(
+        app,
+        ctx,
         "audit.read_unredacted",
-        Actor::new(
-            ActorType::User,
-            ctx.user_id.clone().unwrap_or_else(|| "unknown".into()),
-        ),
-        Resource::new("audit_events", event_id.unwrap_or(what)),
-        Outcome::Success,
+        ("audit_events", event_id.unwrap_or(what)),
+        vec![("request", what.into())],
     )
-    .severity(Severity::Notice)
-    .trace_id(ctx.trace_id.clone())
-    .field("request", what);
-    app.producer
-        .emit_durable(&ctx.tenant_id, event)
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("the read could not be recorded: {e}")))
+    .await
 }
 
 /// One record of the caller's tenant by event id.

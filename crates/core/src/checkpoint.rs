@@ -139,7 +139,12 @@ impl NoteSigner {
 
     /// The full signed note for `cp`.
     pub fn sign(&self, cp: &Checkpoint) -> String {
-        let text = cp.note_text();
+        self.sign_text(&cp.note_text())
+    }
+
+    /// A signed note of `text` (lines, ending in a newline): the form every signed statement
+    /// of Vigil takes (checkpoints, purge manifests).
+    pub fn sign_text(&self, text: &str) -> String {
         let sig = self.key.sign(text.as_bytes());
         let mut blob = key_id(&self.name, &self.key.verifying_key()).to_vec();
         blob.extend_from_slice(&sig.to_bytes());
@@ -217,6 +222,11 @@ impl NoteVerifier {
 
     /// Checks the note's signature by this key and returns the checkpoint it states.
     pub fn open(&self, note: &str) -> Result<Checkpoint, Error> {
+        Checkpoint::parse_text(self.open_text(note)?)
+    }
+
+    /// Checks the note's signature by this key and returns its text.
+    pub fn open_text<'a>(&self, note: &'a str) -> Result<&'a str, Error> {
         let split = note
             .rfind("\n\n")
             .ok_or_else(|| Error::Note("no signature block".into()))?;
@@ -241,7 +251,7 @@ impl NoteVerifier {
             self.key
                 .verify(text.as_bytes(), &sig)
                 .map_err(|_| Error::Note("signature does not verify".into()))?;
-            return Checkpoint::parse_text(text);
+            return Ok(text);
         }
         Err(Error::Note(format!("no signature by key {}", self.name)))
     }

@@ -44,6 +44,7 @@ pub mod jcs;
 pub mod number;
 pub mod record;
 pub mod redaction;
+pub mod retention;
 pub mod time;
 pub mod verify;
 

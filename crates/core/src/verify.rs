@@ -10,6 +10,7 @@ use crate::checkpoint::Checkpoint;
 use crate::hash::Hash32;
 use crate::jcs::Writer;
 use crate::record::{commitment_with, Record};
+use crate::retention::PurgeManifest;
 use std::fmt;
 
 /// What is wrong at the first bad seq.
@@ -21,6 +22,13 @@ pub enum Damage {
     PayloadModified {
         /// The payload member.
         field: String,
+    },
+    /// A purge manifest's boundary chain hash is not this chain's at its last seq.
+    PurgeManifestMismatch {
+        /// The manifest's first seq.
+        from_seq: i64,
+        /// Its last seq.
+        to_seq: i64,
     },
     /// A committed payload member's value is gone, and nothing says it was withheld.
     PayloadRemoved {
@@ -49,6 +57,10 @@ impl fmt::Display for Damage {
         match self {
             Damage::BodyModified => f.write_str("body modified"),
             Damage::PayloadModified { field } => write!(f, "payload field {field:?} modified"),
+            Damage::PurgeManifestMismatch { from_seq, to_seq } => write!(
+                f,
+                "the purge manifest of seq {from_seq}..{to_seq} does not match the chain"
+            ),
             Damage::PayloadRemoved { field } => {
                 write!(f, "payload field {field:?} removed (no record covers it)")
             }
@@ -105,6 +117,8 @@ pub struct ChainVerifier {
     scratch: Writer,
     checkpoints: std::vec::IntoIter<Checkpoint>,
     next_checkpoint: Option<Checkpoint>,
+    /// Signature-checked purge manifests: where missing payload values are accepted.
+    purges: Vec<PurgeManifest>,
 }
 
 impl ChainVerifier {
@@ -118,7 +132,17 @@ impl ChainVerifier {
             scratch: Writer::with_capacity(2048),
             checkpoints: it,
             next_checkpoint: next,
+            purges: Vec::new(),
         }
+    }
+
+    /// Also accepts missing payload values in the ranges of these (signature-checked)
+    /// purge manifests — and only there — checking each manifest's boundary chain hash
+    /// against the chain.
+    pub fn with_purges(mut self, mut purges: Vec<PurgeManifest>) -> Self {
+        purges.sort_by_key(|m| m.from_seq);
+        self.purges = purges;
+        self
     }
 
     /// The last verified head.
@@ -180,13 +204,24 @@ impl ChainVerifier {
             }
         }
         // A committed member without its value is accepted only where the record says it is
-        // withheld; anywhere else the value was taken away.
-        if let Some(k) = r
-            .payload_commitments
-            .keys()
-            .find(|k| !r.payload.contains_key(*k) && !r.withheld.contains_key(*k))
-        {
-            return bad(Damage::PayloadRemoved { field: k.clone() });
+        // withheld, or a purge manifest covers the record; anywhere else the value was taken.
+        let purged = self.purges.iter().any(|m| m.covers(r.seq));
+        if !purged {
+            if let Some(k) = r
+                .payload_commitments
+                .keys()
+                .find(|k| !r.payload.contains_key(*k) && !r.withheld.contains_key(*k))
+            {
+                return bad(Damage::PayloadRemoved { field: k.clone() });
+            }
+        }
+        if let Some(m) = self.purges.iter().find(|m| m.to_seq == r.seq) {
+            if m.boundary != chain {
+                return bad(Damage::PurgeManifestMismatch {
+                    from_seq: m.from_seq,
+                    to_seq: m.to_seq,
+                });
+            }
         }
         self.head = ChainHead {
             seq: r.seq,
@@ -207,6 +242,16 @@ impl ChainVerifier {
     /// The verdict once every record was pushed: a checkpoint beyond the last record means
     /// records after it were removed.
     pub fn finish(self) -> Verdict {
+        // A manifest for records the chain does not have vouches for nothing it can show.
+        if let Some(m) = self.purges.iter().find(|m| m.to_seq > self.head.seq) {
+            return Verdict::Tampered(Finding {
+                seq: self.head.seq + 1,
+                damage: Damage::PurgeManifestMismatch {
+                    from_seq: m.from_seq,
+                    to_seq: m.to_seq,
+                },
+            });
+        }
         match self.next_checkpoint {
             Some(cp) if cp.size > self.head.seq => Verdict::Tampered(Finding {
                 seq: self.head.seq + 1,
@@ -283,6 +328,81 @@ mod tests {
                 damage: Damage::PayloadRemoved { field: "n".into() }
             }
         );
+    }
+
+    /// Records 1..=3 of a 5-record chain purged (values and salts gone), with the manifest.
+    fn purged(signer: &crate::checkpoint::NoteSigner) -> (Vec<Record>, PurgeManifest) {
+        let mut rs = chain(5);
+        for r in &mut rs[..3] {
+            r.payload.clear();
+            r.payload_salts.clear();
+        }
+        let m = PurgeManifest {
+            tenant: crate::ids::TenantId::parse(&rs[0].tenant_id).unwrap(),
+            from_seq: 1,
+            to_seq: 3,
+            boundary: Hash32::from_hex(&rs[2].chain_hash).unwrap(),
+            cutoff: crate::time::Timestamp::parse("2026-10-31T00:00:00Z").unwrap(),
+            purged_at: crate::time::Timestamp::parse("2026-11-30T03:00:00Z").unwrap(),
+            reason: "retention: 30 days".into(),
+        };
+        let note = m.sign(signer).unwrap();
+        (
+            rs,
+            PurgeManifest::open(&note, &[signer.verifier()]).unwrap(),
+        )
+    }
+
+    fn verify_with(rs: &[Record], purges: Vec<PurgeManifest>) -> Verdict {
+        let mut v = ChainVerifier::new(Vec::new()).with_purges(purges);
+        for r in rs {
+            if let Err(f) = v.push(r) {
+                return Verdict::Tampered(f);
+            }
+        }
+        v.finish()
+    }
+
+    #[test]
+    fn a_purge_a_manifest_covers_verifies_and_nothing_else_does() {
+        let signer = crate::checkpoint::NoteSigner::new("k", &[5; 32]).unwrap();
+        let (rs, m) = purged(&signer);
+        assert!(verify_with(&rs, vec![m.clone()]).is_intact());
+        // Without the manifest, the purge reads as what it would be: values taken.
+        assert_eq!(
+            finding(verify_with(&rs, vec![])).damage,
+            Damage::PayloadRemoved { field: "n".into() }
+        );
+        // One more record emptied by hand, outside the range: tampering, seq named.
+        let mut more = rs.clone();
+        more[3].payload.clear();
+        more[3].payload_salts.clear();
+        assert_eq!(
+            finding(verify_with(&more, vec![m.clone()])),
+            Finding {
+                seq: 4,
+                damage: Damage::PayloadRemoved { field: "n".into() }
+            }
+        );
+        // A manifest whose range was stretched (re-signed with the right key, but its
+        // boundary is not the chain's at the new end) does not match.
+        let stretched = PurgeManifest {
+            to_seq: 4,
+            ..m.clone()
+        };
+        let mut rs4 = rs.clone();
+        rs4[3].payload.clear();
+        rs4[3].payload_salts.clear();
+        assert_eq!(
+            finding(verify_with(&rs4, vec![stretched])).damage,
+            Damage::PurgeManifestMismatch {
+                from_seq: 1,
+                to_seq: 4
+            }
+        );
+        // A manifest for records the chain does not hold.
+        let beyond = PurgeManifest { to_seq: 9, ..m };
+        assert!(!verify_with(&rs, vec![beyond]).is_intact());
     }
 
     #[test]

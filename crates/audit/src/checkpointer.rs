@@ -49,6 +49,14 @@ impl Checkpointer {
         self.signer.verifier()
     }
 
+    /// A purge manifest signed with the checkpoint key.
+    pub fn sign_manifest(
+        &self,
+        m: &vigil_core::retention::PurgeManifest,
+    ) -> Result<String, vigil_core::Error> {
+        m.sign(&self.signer)
+    }
+
     /// Records the public key in the store, so `vigil verify` can check signatures.
     pub async fn publish_key(&self) -> Result<(), StoreError> {
         let v = self.signer.verifier();

@@ -20,6 +20,7 @@ pub mod kafka;
 pub mod keys;
 pub mod metrics;
 pub mod redaction;
+pub mod retention;
 pub mod sequencer;
 pub mod settings;
 pub mod verification;

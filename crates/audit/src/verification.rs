@@ -19,16 +19,32 @@ pub struct TenantReport {
     pub verdict: Verdict,
     /// How many signed checkpoints were checked.
     pub checkpoints: usize,
+    /// The purges signed manifests account for.
+    pub purged: Vec<vigil_core::retention::PurgeManifest>,
 }
 
 impl std::fmt::Display for TenantReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.verdict {
-            Verdict::Intact { head } => write!(
-                f,
-                "{}: intact, {} records, head {}, {} signed checkpoints verified",
-                self.tenant, head.seq, head.hash, self.checkpoints
-            ),
+            Verdict::Intact { head } => {
+                write!(
+                    f,
+                    "{}: intact, {} records, head {}, {} signed checkpoints verified",
+                    self.tenant, head.seq, head.hash, self.checkpoints
+                )?;
+                for m in &self.purged {
+                    write!(
+                        f,
+                        "; seq {}..{} purged by policy on {} (cutoff {}, {}), manifest valid",
+                        m.from_seq,
+                        m.to_seq,
+                        &m.purged_at.to_rfc3339()[..10],
+                        m.cutoff.to_rfc3339(),
+                        m.reason
+                    )?;
+                }
+                Ok(())
+            }
             Verdict::Tampered(finding) => write!(f, "{}: TAMPERED at {finding}", self.tenant),
         }
     }
@@ -67,12 +83,15 @@ pub async fn verify_tenant(
                         damage: Damage::CheckpointSignature,
                     }),
                     checkpoints: 0,
+                    purged: Vec::new(),
                 })
             }
         }
     }
     let count = checkpoints.len();
-    let mut v = ChainVerifier::new(checkpoints);
+    // Purges are accepted only where a manifest signed by a trusted key covers them.
+    let purged = crate::retention::manifests(store, tenant, keys).await?;
+    let mut v = ChainVerifier::new(checkpoints).with_purges(purged.clone());
     let mut after = 0;
     loop {
         let batch = store.scan(tenant, after, SCAN_BATCH).await?;
@@ -84,6 +103,7 @@ pub async fn verify_tenant(
                     tenant: tenant.to_string(),
                     verdict: Verdict::Tampered(f),
                     checkpoints: count,
+                    purged: Vec::new(),
                 });
             }
         }
@@ -96,6 +116,7 @@ pub async fn verify_tenant(
         tenant: tenant.to_string(),
         verdict: v.finish(),
         checkpoints: count,
+        purged,
     })
 }
 

@@ -159,6 +159,26 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every public signing key.
     async fn public_keys(&self) -> Result<Vec<PublicKey>, StoreError>;
 
+    /// The highest seq of `tenant` received before `cutoff` (0 when none): where a retention
+    /// purge ends.
+    async fn last_seq_received_before(
+        &self,
+        tenant: &TenantId,
+        cutoff: Timestamp,
+    ) -> Result<i64, StoreError>;
+
+    /// Removes the payload values and salts of `tenant`'s records `from_seq..=to_seq`, except
+    /// records whose action is `keep_action` (the manifests themselves): their hashed form
+    /// and hashes stay, so the chain still verifies. Returns how many records lost values. A
+    /// purge is only valid with a signed manifest in the chain (vigil-core's `retention`).
+    async fn purge_payloads(
+        &self,
+        tenant: &TenantId,
+        from_seq: i64,
+        to_seq: i64,
+        keep_action: &str,
+    ) -> Result<u64, StoreError>;
+
     /// The tenant's own redaction policy, when it has one (else the fleet's applies).
     async fn redaction_policy(&self, tenant: &TenantId) -> Result<Option<Policy>, StoreError>;
 

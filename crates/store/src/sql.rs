@@ -463,6 +463,51 @@ impl Store for SqlStore {
             .collect())
     }
 
+    async fn last_seq_received_before(
+        &self,
+        tenant: &TenantId,
+        cutoff: Timestamp,
+    ) -> Result<i64, StoreError> {
+        // received_at is fixed-width RFC 3339 in UTC: text order is time order.
+        const SQL: &str =
+            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE tenant_id = $1 AND received_at < $2";
+        with_pool!(self, p => sqlx::query_scalar(SQL)
+            .bind(tenant.as_str())
+            .bind(cutoff.to_rfc3339())
+            .fetch_one(p)
+            .await)
+        .map_err(|e| StoreError::from_sqlx("finding the retention cutoff", e))
+    }
+
+    async fn purge_payloads(
+        &self,
+        tenant: &TenantId,
+        from_seq: i64,
+        to_seq: i64,
+        keep_action: &str,
+    ) -> Result<u64, StoreError> {
+        // In slices, so a large purge never holds one long write transaction.
+        const SLICE: i64 = 10_000;
+        const SQL: &str = "UPDATE events SET payload = '{}', payload_salts = '{}' \
+                           WHERE tenant_id = $1 AND seq BETWEEN $2 AND $3 AND payload <> '{}' AND action <> $4";
+        let mut purged = 0;
+        let mut at = from_seq;
+        while at <= to_seq {
+            let end = (at + SLICE - 1).min(to_seq);
+            purged += with_pool!(self, p => sqlx::query(SQL)
+                .bind(tenant.as_str())
+                .bind(at)
+                .bind(end)
+                .bind(keep_action)
+                .execute(p)
+                .await
+                .map(|r| r.rows_affected()))
+            .map_err(|e| StoreError::from_sqlx("purging payloads", e))?;
+            at = end + 1;
+        }
+        Ok(purged)
+    }
+
     async fn redaction_policy(&self, tenant: &TenantId) -> Result<Option<Policy>, StoreError> {
         const SQL: &str = "SELECT policy FROM redaction_policies WHERE tenant_id = $1";
         let op = "reading a redaction policy";

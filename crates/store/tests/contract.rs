@@ -336,6 +336,47 @@ async fn redaction_policies_are_kept_per_tenant(e: Engine) {
     s.set_redaction_policy(&globex, None, at).await.unwrap();
 }
 
+async fn a_purge_removes_values_and_keeps_what_the_chain_needs(e: Engine) {
+    let s = &e.store;
+    let t = tenant("acme");
+    let recs = fill(&**s, &t, 5).await;
+    // Every record here was received at 11:00:00.
+    let at = |ts: &str| Timestamp::parse(ts).unwrap();
+    assert_eq!(
+        s.last_seq_received_before(&t, at("2026-11-22T11:00:01Z"))
+            .await
+            .unwrap(),
+        5
+    );
+    assert_eq!(
+        s.last_seq_received_before(&t, at("2026-11-22T11:00:00Z"))
+            .await
+            .unwrap(),
+        0
+    );
+    // Seq 2 is a user.login: kept, as a manifest would be.
+    assert_eq!(s.purge_payloads(&t, 1, 3, "user.login").await.unwrap(), 2);
+    // Again: nothing left to purge there.
+    assert_eq!(s.purge_payloads(&t, 1, 3, "user.login").await.unwrap(), 0);
+    let all = s.scan(&t, 0, 100).await.unwrap();
+    for (r, orig) in all.iter().zip(&recs) {
+        assert_eq!(r.leaf_hash, orig.record.leaf_hash);
+        assert_eq!(r.payload_commitments, orig.record.payload_commitments);
+        if r.seq <= 3 && r.action != "user.login" {
+            assert!(r.payload.is_empty() && r.payload_salts.is_empty(), "{r:?}");
+        } else {
+            assert_eq!(r.payload, orig.record.payload);
+        }
+    }
+    // Another tenant's records are not touched.
+    assert_eq!(
+        s.purge_payloads(&tenant("other"), 1, 3, "none.kept")
+            .await
+            .unwrap(),
+        0
+    );
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod on_sqlite { $( #[tokio::test] async fn $name() { super::$name(super::sqlite().await).await } )* }
@@ -352,6 +393,7 @@ contract!(
     checkpoints_and_keys_round_trip,
     one_tenant_never_sees_another,
     redaction_policies_are_kept_per_tenant,
+    a_purge_removes_values_and_keeps_what_the_chain_needs,
 );
 
 #[tokio::test]

@@ -11,6 +11,7 @@ mod duration_arg;
 mod example_service;
 mod pipeline;
 mod progress;
+mod retention;
 mod settings_file;
 mod verify;
 
@@ -40,6 +41,12 @@ struct Cli {
     settings: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum RetentionCommand {
+    /// Purge one tenant now (`--dry-run`: say what would be purged).
+    Run(retention::RetentionArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -96,6 +103,10 @@ enum Command {
     /// Store historical events from an NDJSON file (or -): deterministic and idempotent, the
     /// same file twice stores each event once. Exit 1 if some lines were invalid or refused.
     Backfill(pipeline::BackfillArgs),
+    /// Purge payload values older than the retention period, with a signed manifest in the
+    /// tenant's chain (vigil verify then names the purge instead of calling it tampering).
+    #[command(subcommand)]
+    Retention(RetentionCommand),
     /// Re-submit dead-lettered Kafka messages to their topic after a fix (idempotent).
     Replay(pipeline::ReplayArgs),
     /// Follow a tenant's new events (human lines on a terminal, NDJSON in pipes).
@@ -443,6 +454,7 @@ fn main() -> ExitCode {
                 .map(|_| ExitCode::SUCCESS),
             Command::Bench { command } => bench::run(command).await.map(|_| ExitCode::SUCCESS),
             Command::Backfill(args) => pipeline::backfill(args).await,
+            Command::Retention(RetentionCommand::Run(args)) => retention::run(args).await,
             Command::Replay(args) => pipeline::replay(args).await,
             Command::Tail(args) => pipeline::tail(args, shutdown_signal()).await,
             Command::ExampleService(args) => example_service::run(args, shutdown_signal())

@@ -26,6 +26,8 @@ mod multiprocess;
 mod pipeline;
 #[path = "suite/redaction.rs"]
 mod redaction;
+#[path = "suite/retention.rs"]
+mod retention;
 #[path = "suite/retries.rs"]
 mod retries;
 #[path = "suite/security.rs"]

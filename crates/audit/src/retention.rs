@@ -1,0 +1,166 @@
+//! Retention: purging the payload values of records older than a cutoff, with a signed
+//! manifest in the tenant's chain that lets a verifier accept exactly that removal
+//! (`vigil_core::retention`). The manifest is appended first and the values removed after,
+//! so a crash in between leaves values that are merely still there; a later run removes
+//! them (purging is idempotent).
+
+use crate::app::Writer;
+use crate::sequencer::IngestResult;
+use std::sync::Arc;
+use vigil_core::builder::EventBuilder;
+use vigil_core::checkpoint::NoteVerifier;
+use vigil_core::event::{Actor, ActorType, Outcome, Resource, Severity, Source};
+use vigil_core::hash::Hash32;
+use vigil_core::ids::{EventId, TenantId};
+use vigil_core::retention::PurgeManifest;
+use vigil_core::time::Timestamp;
+use vigil_store::{ActionFilter, Query, Store, StoreError};
+
+/// The action of a purge manifest's record.
+pub const PURGE_ACTION: &str = "audit.retention.purged";
+
+/// What a purge did (or, dry, would do).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgeReport {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The range newly purged (empty when `from_seq > to_seq`).
+    pub from_seq: i64,
+    /// Its last seq.
+    pub to_seq: i64,
+    /// Records whose values were removed (dry: that would be).
+    pub records: u64,
+    /// Nothing was changed.
+    pub dry_run: bool,
+}
+
+/// The purge manifests in `tenant`'s chain that open with one of `keys`, by range. A record
+/// claiming to be one that does not open is left out: the purge it claims then reads as
+/// removed values, which it is.
+pub async fn manifests(
+    store: &Arc<dyn Store>,
+    tenant: &TenantId,
+    keys: &[NoteVerifier],
+) -> Result<Vec<PurgeManifest>, StoreError> {
+    let mut out = Vec::new();
+    let mut q = Query {
+        action: Some(ActionFilter::Exact(PURGE_ACTION.into())),
+        limit: 1000,
+        ..Query::default()
+    };
+    loop {
+        let page = store.query(tenant, &q).await?;
+        for r in &page {
+            let Some(note) = r.payload.get("manifest").and_then(|v| v.as_str()) else {
+                continue;
+            };
+            if let Ok(m) = PurgeManifest::open(note, keys) {
+                if &m.tenant == tenant {
+                    out.push(m);
+                }
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() as i64 == q.limit => q.before_seq = Some(last.seq),
+            _ => break,
+        }
+    }
+    out.sort_by_key(|m| m.from_seq);
+    Ok(out)
+}
+
+/// Purges `tenant`'s records received before `cutoff` that no earlier manifest covers.
+pub async fn purge(
+    writer: &Writer,
+    tenant: &TenantId,
+    cutoff: Timestamp,
+    reason: &str,
+    dry_run: bool,
+) -> Result<PurgeReport, StoreError> {
+    let store = &writer.store;
+    let keys = [writer.checkpointer.verifier()];
+    let earlier = manifests(store, tenant, &keys).await?;
+    let from_seq = earlier.iter().map(|m| m.to_seq).max().unwrap_or(0) + 1;
+    let to_seq = store.last_seq_received_before(tenant, cutoff).await?;
+    let mut report = PurgeReport {
+        tenant: tenant.clone(),
+        from_seq,
+        to_seq,
+        records: 0,
+        dry_run,
+    };
+    if dry_run {
+        report.records = (to_seq - from_seq + 1).max(0) as u64;
+        return Ok(report);
+    }
+    // What an interrupted run left behind: values in a range a manifest already covers.
+    for m in &earlier {
+        store
+            .purge_payloads(tenant, m.from_seq, m.to_seq, PURGE_ACTION)
+            .await?;
+    }
+    if to_seq < from_seq {
+        return Ok(report);
+    }
+    let boundary = store
+        .scan(tenant, to_seq - 1, 1)
+        .await?
+        .first()
+        .and_then(|r| Hash32::from_hex(&r.chain_hash))
+        .ok_or_else(|| StoreError::Database {
+            op: "purging",
+            message: format!("record {to_seq} of {tenant} is missing"),
+        })?;
+    let manifest = PurgeManifest {
+        tenant: tenant.clone(),
+        from_seq,
+        to_seq,
+        boundary,
+        cutoff,
+        purged_at: Timestamp::now(),
+        reason: reason.to_owned(),
+    };
+    let note = writer
+        .checkpointer
+        .sign_manifest(&manifest)
+        .map_err(|e| StoreError::Database {
+            op: "purging",
+            message: e.to_string(),
+        })?;
+    let event = EventBuilder::new(
+        PURGE_ACTION,
+        Actor::new(ActorType::System, "vigil-retention"),
+        Resource::new("retention", tenant.as_str()),
+        Outcome::Success,
+    )
+    .severity(Severity::Notice)
+    .field("manifest", note)
+    .field("from_seq", from_seq)
+    .field("to_seq", to_seq)
+    .field("cutoff", cutoff.to_rfc3339())
+    .field("reason", reason)
+    .build(
+        Source::new("vigil-audit"),
+        EventId::from_uuid(uuid::Uuid::now_v7()),
+        Timestamp::now(),
+    )
+    .map_err(|e| StoreError::Database {
+        op: "purging",
+        message: e.to_string(),
+    })?;
+    // The manifest first: a crash after it leaves values that are merely still there.
+    let results = writer
+        .sequencer
+        .submit(tenant, vec![event], Timestamp::now())
+        .await?;
+    if !matches!(results.first(), Some(IngestResult::Stored { .. })) {
+        return Err(StoreError::Database {
+            op: "purging",
+            message: format!("the purge manifest was not stored: {results:?}"),
+        });
+    }
+    report.records = store
+        .purge_payloads(tenant, from_seq, to_seq, PURGE_ACTION)
+        .await?;
+    Ok(report)
+}

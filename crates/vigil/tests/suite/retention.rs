@@ -1,0 +1,92 @@
+//! `vigil retention run` (issue 11, item 3): a purge with a signed manifest verifies and is
+//! named; a removal no manifest covers is tampering; a dry run changes nothing.
+
+use crate::common::*;
+use std::process::Command;
+
+fn retention(app_db: &str, data_dir: &std::path::Path, extra: &[&str]) -> (i32, String) {
+    let out = Command::new(vigil_bin())
+        .args([
+            "retention",
+            "run",
+            "--database-url",
+            app_db,
+            "--tenant",
+            "acme",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+async fn a_purge_with_its_manifest_verifies_and_anything_else_is_tampering(engine: Engine) {
+    let mut app = spawn_app(engine).await;
+    assert_eq!(app.post_events("acme", &events(0, 6)).await.status(), 200);
+    app.stop().await;
+    let data = app.dir.path().join("data");
+    let future = "2099-01-01T00:00:00Z";
+
+    // Bad input changes nothing.
+    let (code, out) = retention(&app.db_url, &data, &["--days", "0"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("at least 1"), "{out}");
+    // A dry run says what it would do, and does nothing.
+    let (code, out) = retention(&app.db_url, &data, &["--before", future, "--dry-run"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("would purge seq 1..6 (6 records)"), "{out}");
+    let (code, out) = run_verify(&app.db_url, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("purged"), "{out}");
+
+    let (code, out) = retention(
+        &app.db_url,
+        &data,
+        &["--before", future, "--reason", "GDPR retention: 30 days"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("purged seq 1..6 (6 records)"), "{out}");
+    let (code, out) = run_verify(&app.db_url, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("seq 1..6 purged by policy on"), "{out}");
+    assert!(
+        out.contains("GDPR retention: 30 days), manifest valid"),
+        "{out}"
+    );
+    // Again: the manifest (seq 7) is never purged; nothing new to do.
+    let (code, out) = retention(&app.db_url, &data, &["--before", future]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run_verify(&app.db_url, &[]);
+    assert_eq!(code, 0, "{out}");
+
+    // Later records, one of them emptied by hand: tampering, at its seq.
+    let db = app.db_url.clone();
+    let later = spawn_app_with(engine, |s| {
+        s.database_url = db.into();
+        s.data_dir = data.clone();
+    })
+    .await;
+    assert_eq!(
+        later.post_events("acme", &events(10, 3)).await.status(),
+        200
+    );
+    let sql = "UPDATE events SET payload = '{}', payload_salts = '{}' WHERE tenant_id = 'acme' AND seq = 9";
+    if later.db_url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(&later.db_url).await.unwrap();
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    } else {
+        let pool = sqlx::PgPool::connect(&later.db_url).await.unwrap();
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    let (code, out) = run_verify(&later.db_url, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("TAMPERED at seq 9"), "{out}");
+    assert!(out.contains("removed"), "{out}");
+}
+
+on_both_engines!(a_purge_with_its_manifest_verifies_and_anything_else_is_tampering,);

@@ -33,6 +33,43 @@ def get(base, tenant, path):
         return json.loads(r.read())
 
 
+def signed_text(note, keys):
+    """The text of a C2SP signed note, if one of `keys` signed it; else None."""
+    text, sigs = note[: note.rindex("\n\n") + 1], note[note.rindex("\n\n") + 2 :]
+    for key in keys:
+        pub = base64.b64decode(key["public_key"])
+        key_id = hashlib.sha256(key["name"].encode() + b"\n" + b"\x01" + pub).digest()[:4]
+        for line in sigs.splitlines():
+            prefix = "\u2014 " + key["name"] + " "
+            if not line.startswith(prefix):
+                continue
+            blob = base64.b64decode(line[len(prefix) :])
+            if blob[:4] != key_id:
+                continue
+            try:
+                Ed25519PublicKey.from_public_bytes(pub).verify(blob[4:], text.encode())
+            except Exception:
+                continue
+            return text
+    return None
+
+
+def purges(records, keys, tenant):
+    """(from, to, boundary, purged_at, reason) of every purge manifest signed by a key."""
+    out = []
+    for r in records:
+        note = r["payload"].get("manifest") if r["action"] == "audit.retention.purged" else None
+        text = signed_text(note, keys) if isinstance(note, str) else None
+        if text is None:
+            continue
+        lines = text.rstrip("\n").split("\n")
+        if len(lines) != 7 or lines[0] != "vigil.dev/purge/v1" or lines[1] != tenant:
+            continue
+        frm, to = (int(x) for x in lines[2].split(" "))
+        out.append((frm, to, lines[3], lines[5], lines[6]))
+    return out
+
+
 def main(base, tenant, full=False):
     records, cursor = [], None
     view = "&include_redacted=true" if full else ""
@@ -43,6 +80,8 @@ def main(base, tenant, full=False):
         if not cursor:
             break
     records.sort(key=lambda r: r["seq"])
+    keys = get(base, tenant, "/v1/keys")["keys"]
+    purged = purges(records, keys, tenant)
     prev = bytes(32)
     withheld = 0
     chain_at = {}
@@ -53,8 +92,9 @@ def main(base, tenant, full=False):
             c = hashlib.sha256(salt + rfc8785.dumps(value)).hexdigest()
             assert c == r["payload_commitments"][field], f"seq {r['seq']}: payload field {field} does not match its commitment"
         # A committed field without its value is accepted only where the record says why.
+        covered = any(frm <= r["seq"] <= to for frm, to, *_ in purged)
         for field in r["payload_commitments"]:
-            if field not in r["payload"]:
+            if field not in r["payload"] and not covered:
                 assert field in r.get("withheld", {}), f"seq {r['seq']}: payload field {field} removed"
                 withheld += 1
         # The hashed form, as DESIGN.md lists it (a view's extra members are not part of it).
@@ -70,26 +110,14 @@ def main(base, tenant, full=False):
         pass
     else:
         assert head["seq"] == len(records) and head["chain_hash"] == prev.hex(), "head differs"
+    for frm, to, boundary, purged_at, reason in purged:
+        assert chain_at.get(to, b"").hex() == boundary, f"the purge manifest of seq {frm}..{to} does not match the chain"
+        print(f"seq {frm}..{to} purged by policy on {purged_at[:10]} ({reason}), manifest valid")
     print(f"{len(records)} records verified ({withheld} fields withheld by the view), head {prev.hex()}")
 
     cp = get(base, tenant, "/v1/checkpoints/latest")
-    keys = get(base, tenant, "/v1/keys")["keys"]
-    note = cp["note"]
-    text, sigs = note[: note.rindex("\n\n") + 1], note[note.rindex("\n\n") + 2 :]
-    ok = False
-    for key in keys:
-        pub = base64.b64decode(key["public_key"])
-        key_id = hashlib.sha256(key["name"].encode() + b"\n" + b"\x01" + pub).digest()[:4]
-        for line in sigs.splitlines():
-            prefix = "\u2014 " + key["name"] + " "
-            if not line.startswith(prefix):
-                continue
-            blob = base64.b64decode(line[len(prefix) :])
-            if blob[:4] != key_id:
-                continue
-            Ed25519PublicKey.from_public_bytes(pub).verify(blob[4:], text.encode())
-            ok = True
-    assert ok, "no valid signature on the checkpoint"
+    text = signed_text(cp["note"], keys)
+    assert text is not None, "no valid signature on the checkpoint"
     origin, size, chain_b64 = text.split("\n")[:3]
     assert origin == f"vigil-audit/{tenant}", origin
     size = int(size)

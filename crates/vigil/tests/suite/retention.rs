@@ -71,6 +71,25 @@ async fn a_purge_with_its_manifest_verifies_and_anything_else_is_tampering(engin
         s.data_dir = data.clone();
     })
     .await;
+    // The independent verifier (Python, no Vigil code) accepts the purge by its manifest.
+    let python = std::env::var("VIGIL_PYTHON").unwrap_or_else(|_| "python3".into());
+    let independent = || {
+        let out = Command::new(&python)
+            .arg(repo_root().join("scripts/independent_verify.py"))
+            .arg(format!("http://{}", later.addr))
+            .arg("acme")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, text) = independent();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("seq 1..6 purged by policy on"), "{text}");
+    assert!(text.contains("manifest valid"), "{text}");
     assert_eq!(
         later.post_events("acme", &events(10, 3)).await.status(),
         200
@@ -83,6 +102,9 @@ async fn a_purge_with_its_manifest_verifies_and_anything_else_is_tampering(engin
         let pool = sqlx::PgPool::connect(&later.db_url).await.unwrap();
         sqlx::query(sql).execute(&pool).await.unwrap();
     }
+    let (code, text) = independent();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("seq 9: payload field"), "{text}");
     let (code, out) = run_verify(&later.db_url, &[]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("TAMPERED at seq 9"), "{out}");

@@ -25,6 +25,7 @@ pub struct Application {
     listener: TcpListener,
     state: Arc<AppState>,
     router: Router,
+    retention: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// What writes to the audit store: the store, the checkpointer with its key, the sequencer.
@@ -154,6 +155,16 @@ impl Application {
         guard.set_denial_sink(Arc::new(crate::denials::AuditDenials::new(
             producer.clone(),
         )));
+        let retention = settings.retention.map(|keep| {
+            tokio::spawn(crate::retention::run_schedule(
+                Arc::clone(&store),
+                Arc::clone(&checkpointer),
+                sequencer.clone(),
+                metrics.clone(),
+                keep,
+                settings.retention_interval,
+            ))
+        });
         let kafka = match &settings.kafka {
             Some(k) => Some(
                 crate::kafka::KafkaIngest::start(k.clone(), sequencer.clone(), metrics.clone())
@@ -192,6 +203,7 @@ impl Application {
             listener,
             state,
             router: app,
+            retention,
         })
     }
 
@@ -228,6 +240,9 @@ impl Application {
                 what: "serving HTTP".into(),
                 source,
             })?;
+        if let Some(r) = &self.retention {
+            r.abort();
+        }
         if let Some(k) = &self.state.kafka {
             k.stop().await;
         }

@@ -45,6 +45,10 @@ pub struct AuditMetrics {
     pub redaction_last: Gauge,
     /// `audit_records_served_total{view}`: records read, by view (`redacted`, `full`).
     pub records_served: IntCounterVec,
+    /// `audit_retention_deleted_total`: records whose payload values retention removed.
+    pub retention_deleted: IntCounter,
+    /// `audit_retention_last_run_timestamp_seconds`: when the retention job last ran.
+    pub retention_last_run: Gauge,
 }
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
@@ -164,7 +168,17 @@ impl AuditMetrics {
             &["view"],
         )
         .expect("valid metric");
-        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
+        let retention_deleted = IntCounter::new(
+            "audit_retention_deleted_total",
+            "Records whose payload values the retention job removed (a signed manifest covers each)",
+        )
+        .expect("valid metric");
+        let retention_last_run = Gauge::new(
+            "audit_retention_last_run_timestamp_seconds",
+            "Unix time the retention job last ran over every tenant",
+        )
+        .expect("valid metric");
+        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
             Box::new(processed.clone()),
             Box::new(chain_gap.clone()),
             Box::new(batch_size.clone()),
@@ -181,6 +195,8 @@ impl AuditMetrics {
             Box::new(redacted.clone()),
             Box::new(redaction_last.clone()),
             Box::new(records_served.clone()),
+            Box::new(retention_deleted.clone()),
+            Box::new(retention_last_run.clone()),
         ];
         for c in collectors {
             registry
@@ -222,6 +238,8 @@ impl AuditMetrics {
             redacted,
             redaction_last,
             records_served,
+            retention_deleted,
+            retention_last_run,
         }
     }
 

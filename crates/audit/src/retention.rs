@@ -4,8 +4,8 @@
 //! so a crash in between leaves values that are merely still there; a later run removes
 //! them (purging is idempotent).
 
-use crate::app::Writer;
-use crate::sequencer::IngestResult;
+use crate::checkpointer::Checkpointer;
+use crate::sequencer::{IngestResult, Sequencer};
 use std::sync::Arc;
 use vigil_core::builder::EventBuilder;
 use vigil_core::checkpoint::NoteVerifier;
@@ -71,17 +71,20 @@ pub async fn manifests(
 
 /// Purges `tenant`'s records received before `cutoff` that no earlier manifest covers.
 pub async fn purge(
-    writer: &Writer,
+    store: &Arc<dyn Store>,
+    checkpointer: &Checkpointer,
+    sequencer: &Sequencer,
     tenant: &TenantId,
     cutoff: Timestamp,
     reason: &str,
     dry_run: bool,
 ) -> Result<PurgeReport, StoreError> {
-    let store = &writer.store;
-    let keys = [writer.checkpointer.verifier()];
+    let keys = [checkpointer.verifier()];
     let earlier = manifests(store, tenant, &keys).await?;
     let from_seq = earlier.iter().map(|m| m.to_seq).max().unwrap_or(0) + 1;
-    let to_seq = store.last_seq_received_before(tenant, cutoff).await?;
+    let to_seq = store
+        .last_seq_received_before(tenant, cutoff, PURGE_ACTION)
+        .await?;
     let mut report = PurgeReport {
         tenant: tenant.clone(),
         from_seq,
@@ -120,8 +123,7 @@ pub async fn purge(
         purged_at: Timestamp::now(),
         reason: reason.to_owned(),
     };
-    let note = writer
-        .checkpointer
+    let note = checkpointer
         .sign_manifest(&manifest)
         .map_err(|e| StoreError::Database {
             op: "purging",
@@ -149,8 +151,7 @@ pub async fn purge(
         message: e.to_string(),
     })?;
     // The manifest first: a crash after it leaves values that are merely still there.
-    let results = writer
-        .sequencer
+    let results = sequencer
         .submit(tenant, vec![event], Timestamp::now())
         .await?;
     if !matches!(results.first(), Some(IngestResult::Stored { .. })) {
@@ -163,4 +164,64 @@ pub async fn purge(
         .purge_payloads(tenant, from_seq, to_seq, PURGE_ACTION)
         .await?;
     Ok(report)
+}
+
+/// Purges every tenant's records older than `keep`, every `interval`, until the sequencer
+/// stops taking work; counts what it did in the metrics.
+pub async fn run_schedule(
+    store: Arc<dyn Store>,
+    checkpointer: Arc<Checkpointer>,
+    sequencer: Sequencer,
+    metrics: crate::metrics::AuditMetrics,
+    keep: std::time::Duration,
+    interval: std::time::Duration,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let reason = if keep.as_secs().is_multiple_of(86_400) {
+        format!("retention: {} days", keep.as_secs() / 86_400)
+    } else {
+        format!("retention: {} s", keep.as_secs_f64())
+    };
+    loop {
+        tick.tick().await;
+        let cutoff =
+            match Timestamp::from_micros(Timestamp::now().micros() - keep.as_micros() as i64) {
+                Ok(c) => c,
+                Err(_) => continue,
+            };
+        let tenants = match store.tenants().await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "retention: listing tenants failed; next run retries");
+                continue;
+            }
+        };
+        for t in tenants {
+            match purge(
+                &store,
+                &checkpointer,
+                &sequencer,
+                &t,
+                cutoff,
+                &reason,
+                false,
+            )
+            .await
+            {
+                Ok(r) => {
+                    metrics.retention_deleted.inc_by(r.records);
+                    if r.records > 0 {
+                        tracing::info!(tenant = %t, from = r.from_seq, to = r.to_seq, records = r.records, "retention purge");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(tenant = %t, error = %e, "retention purge failed; next run retries")
+                }
+            }
+        }
+        metrics
+            .retention_last_run
+            .set(Timestamp::now().micros() as f64 / 1e6);
+    }
 }

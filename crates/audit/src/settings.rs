@@ -37,6 +37,10 @@ pub struct AuditSettings {
     /// The fleet's redaction policy, applied to every event before it is hashed (off by
     /// default). Tenants' HMAC keys derive from `DATA_DIR/redaction-hmac.key`.
     pub redaction: vigil_core::redaction::Policy,
+    /// Purge payload values older than this, every `retention_interval` (None: keep all).
+    pub retention: Option<Duration>,
+    /// How often the retention job runs.
+    pub retention_interval: Duration,
 }
 
 impl AuditSettings {
@@ -57,6 +61,8 @@ impl AuditSettings {
             key_name: "vigil-audit".into(),
             kafka: None,
             redaction: Default::default(),
+            retention: None,
+            retention_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -80,6 +86,8 @@ impl std::fmt::Debug for AuditSettings {
             .field("key_name", &self.key_name)
             .field("kafka", &self.kafka)
             .field("redaction", &self.redaction)
+            .field("retention", &self.retention)
+            .field("retention_interval", &self.retention_interval)
             .finish()
     }
 }

@@ -159,12 +159,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every public signing key.
     async fn public_keys(&self) -> Result<Vec<PublicKey>, StoreError>;
 
-    /// The highest seq of `tenant` received before `cutoff` (0 when none): where a retention
-    /// purge ends.
+    /// The highest seq of `tenant` received before `cutoff`, among records whose action is
+    /// not `except_action` (0 when none): where a retention purge ends (it never ends on a
+    /// manifest, so manifests alone never call for another).
     async fn last_seq_received_before(
         &self,
         tenant: &TenantId,
         cutoff: Timestamp,
+        except_action: &str,
     ) -> Result<i64, StoreError>;
 
     /// Removes the payload values and salts of `tenant`'s records `from_seq..=to_seq`, except

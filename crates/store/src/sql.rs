@@ -467,13 +467,15 @@ impl Store for SqlStore {
         &self,
         tenant: &TenantId,
         cutoff: Timestamp,
+        except_action: &str,
     ) -> Result<i64, StoreError> {
         // received_at is fixed-width RFC 3339 in UTC: text order is time order.
         const SQL: &str =
-            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE tenant_id = $1 AND received_at < $2";
+            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE tenant_id = $1 AND received_at < $2 AND action <> $3";
         with_pool!(self, p => sqlx::query_scalar(SQL)
             .bind(tenant.as_str())
             .bind(cutoff.to_rfc3339())
+            .bind(except_action)
             .fetch_one(p)
             .await)
         .map_err(|e| StoreError::from_sqlx("finding the retention cutoff", e))

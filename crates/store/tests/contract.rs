@@ -343,18 +343,25 @@ async fn a_purge_removes_values_and_keeps_what_the_chain_needs(e: Engine) {
     // Every record here was received at 11:00:00.
     let at = |ts: &str| Timestamp::parse(ts).unwrap();
     assert_eq!(
-        s.last_seq_received_before(&t, at("2026-11-22T11:00:01Z"))
+        s.last_seq_received_before(&t, at("2026-11-22T11:00:01Z"), "none")
             .await
             .unwrap(),
         5
     );
     assert_eq!(
-        s.last_seq_received_before(&t, at("2026-11-22T11:00:00Z"))
+        s.last_seq_received_before(&t, at("2026-11-22T11:00:00Z"), "none")
             .await
             .unwrap(),
         0
     );
     // Seq 2 is a user.login: kept, as a manifest would be.
+    // A purge never ends on a record of the kept action (seq 5 is a user.login).
+    assert_eq!(
+        s.last_seq_received_before(&t, at("2026-11-22T11:00:01Z"), "user.login")
+            .await
+            .unwrap(),
+        4
+    );
     assert_eq!(s.purge_payloads(&t, 1, 3, "user.login").await.unwrap(), 2);
     // Again: nothing left to purge there.
     assert_eq!(s.purge_payloads(&t, 1, 3, "user.login").await.unwrap(), 0);

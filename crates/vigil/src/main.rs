@@ -219,6 +219,13 @@ struct ServeArgs {
     /// (docs/governance.md).
     #[arg(long, env = "VIGIL_REDACTION_POLICY", value_name = "FILE")]
     redaction_policy: Option<PathBuf>,
+    /// Purge payload values older than this many days (a signed manifest in each tenant's
+    /// chain makes the purge verifiable); 0 keeps everything.
+    #[arg(long, env = "AUDIT_RETENTION_DAYS", default_value_t = 30)]
+    retention_days: u64,
+    /// How often the retention job runs.
+    #[arg(long, env = "VIGIL_RETENTION_INTERVAL", default_value = "1h", value_parser = duration_arg::secs)]
+    retention_interval: Duration,
     #[command(flatten)]
     kafka: KafkaArgs,
 }
@@ -297,6 +304,9 @@ impl ServeArgs {
         s.checkpoint_every = self.checkpoint_every;
         s.checkpoint_interval = self.checkpoint_interval.max(Duration::from_millis(100));
         s.max_group_events = self.max_group_events;
+        s.retention =
+            (self.retention_days > 0).then(|| Duration::from_secs(self.retention_days * 86_400));
+        s.retention_interval = self.retention_interval.max(Duration::from_secs(1));
         if let Some(path) = &self.redaction_policy {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading the redaction policy {}", path.display()))?;

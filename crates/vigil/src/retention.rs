@@ -63,7 +63,16 @@ pub(crate) async fn run(a: RetentionArgs) -> anyhow::Result<ExitCode> {
     let w = vigil_audit::app::Writer::open(&s)
         .await
         .context("opening the audit store")?;
-    let r = vigil_audit::retention::purge(&w, &tenant, cutoff, &reason, a.dry_run).await?;
+    let r = vigil_audit::retention::purge(
+        &w.store,
+        &w.checkpointer,
+        &w.sequencer,
+        &tenant,
+        cutoff,
+        &reason,
+        a.dry_run,
+    )
+    .await?;
     w.sequencer.shutdown().await;
     if r.to_seq < r.from_seq {
         println!("{tenant}: nothing to purge before {}", cutoff.to_rfc3339());

@@ -111,4 +111,50 @@ async fn a_purge_with_its_manifest_verifies_and_anything_else_is_tampering(engin
     assert!(out.contains("removed"), "{out}");
 }
 
-on_both_engines!(a_purge_with_its_manifest_verifies_and_anything_else_is_tampering,);
+/// The service's own schedule purges every tenant, counts it, and the store still verifies.
+async fn the_scheduled_job_purges_every_tenant_and_counts_it(engine: Engine) {
+    let app = spawn_app_with(engine, |s| {
+        s.retention = Some(std::time::Duration::from_millis(300));
+        s.retention_interval = std::time::Duration::from_millis(200);
+    })
+    .await;
+    assert_eq!(app.post_events("acme", &events(0, 4)).await.status(), 200);
+    assert_eq!(app.post_events("globex", &events(0, 3)).await.status(), 200);
+    let mut deleted = 0.0;
+    for _ in 0..100 {
+        deleted = app.metric("audit_retention_deleted_total").await;
+        if deleted >= 7.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(deleted, 7.0, "every record of both tenants, once");
+    assert!(
+        app.metric("audit_retention_last_run_timestamp_seconds")
+            .await
+            > 1.7e9
+    );
+    // Later runs find nothing new: a manifest alone never calls for another manifest.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert_eq!(app.get_json("acme", "/v1/chain/head").await["seq"], 5);
+    assert_eq!(app.metric("audit_retention_deleted_total").await, 7.0);
+    let first: serde_json::Value = app.get_json("acme", "/v1/events?limit=1000").await;
+    let oldest = first["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(oldest["seq"], 1);
+    assert!(
+        oldest["payload"].as_object().unwrap().is_empty(),
+        "{oldest}"
+    );
+    let (code, out) = run_verify(&app.db_url, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("acme: intact") && out.contains("purged by policy"),
+        "{out}"
+    );
+    assert!(out.contains("globex: intact"), "{out}");
+}
+
+on_both_engines!(
+    a_purge_with_its_manifest_verifies_and_anything_else_is_tampering,
+    the_scheduled_job_purges_every_tenant_and_counts_it,
+);

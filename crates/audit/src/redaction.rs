@@ -52,11 +52,6 @@ impl Redactor {
         }
     }
 
-    /// The fleet's policy.
-    pub fn fleet(&self) -> &Policy {
-        &self.fleet
-    }
-
     /// The policy that applies to `tenant` now, and whether it is the tenant's own.
     pub async fn policy_for(&self, tenant: &TenantId) -> Result<(Arc<Policy>, bool), StoreError> {
         if let Some((at, p)) = self.cache.lock().expect("cache lock").get(tenant) {

@@ -96,8 +96,10 @@ pub async fn purge(
         report.records = (to_seq - from_seq + 1).max(0) as u64;
         return Ok(report);
     }
-    // What an interrupted run left behind: values in a range a manifest already covers.
-    for m in &earlier {
+    // What an interrupted run left behind: values in the range of the last manifest (each
+    // run finishes its purge before a later run writes a manifest, so only the last can be
+    // unfinished).
+    if let Some(m) = earlier.last() {
         store
             .purge_payloads(tenant, m.from_seq, m.to_seq, PURGE_ACTION)
             .await?;

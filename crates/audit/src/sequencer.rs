@@ -58,16 +58,6 @@ pub enum IngestResult {
     NotStored,
 }
 
-impl IngestResult {
-    /// Whether the event is in the chain after the submission (stored now or before).
-    pub fn is_in_chain(&self) -> bool {
-        matches!(
-            self,
-            IngestResult::Stored { .. } | IngestResult::Duplicate { .. }
-        )
-    }
-}
-
 struct Job {
     events: Vec<Event>,
     /// What redaction did to each event (empty without a policy): masks' commitments to add

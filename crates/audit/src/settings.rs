@@ -67,8 +67,6 @@ impl AuditSettings {
     }
 }
 
-pub use vigil_store::db::redact_url;
-
 impl std::fmt::Debug for AuditSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditSettings")

@@ -44,7 +44,7 @@ pub(super) async fn create_client(
             client_id: id,
             client_secret: secret.expose().to_owned(),
             tenant_id: ctx.tenant_id.as_str().to_owned(),
-            roles: roles.names().into_iter().map(str::to_owned).collect(),
+            roles: role_names(roles),
             note: "the secret is shown once; store it now",
         }),
     ))

@@ -55,7 +55,7 @@ pub(super) async fn create_user(
         Json(views::UserView {
             tenant_id: ctx.tenant_id.as_str().to_owned(),
             username: body.username,
-            roles: roles.names().into_iter().map(str::to_owned).collect(),
+            roles: role_names(roles),
             created_at: None,
         }),
     ))

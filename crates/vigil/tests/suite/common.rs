@@ -332,6 +332,40 @@ impl Drop for Server {
 }
 
 /// Runs `vigil verify` and returns (exit code, stdout).
+/// Runs plain SQL on a test database (to tamper with it as an attacker with database access
+/// would).
+pub async fn execute_sql(engine: Engine, db: &str, sql: &str) {
+    match engine {
+        Engine::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(db).await.unwrap();
+            sqlx::query(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        Engine::Postgres => {
+            let pool = sqlx::PgPool::connect(db).await.unwrap();
+            sqlx::query(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+}
+
+/// `scripts/independent_verify.py` (no Vigil code) against `tenant` of the service at `addr`,
+/// with `extra` arguments; (exit code, stdout and stderr).
+pub fn independent_verify(addr: SocketAddr, tenant: &str, extra: &[&str]) -> (Option<i32>, String) {
+    let python = std::env::var("VIGIL_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(&python)
+        .arg(repo_root().join("scripts/independent_verify.py"))
+        .arg(format!("http://{addr}"))
+        .arg(tenant)
+        .args(extra)
+        .output()
+        .unwrap_or_else(|e| panic!("running {python}: {e}"));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
 pub fn run_verify(db_url: &str, extra: &[&str]) -> (i32, String) {
     let out = Command::new(vigil_bin())
         .args(["verify", "--database-url", db_url])

@@ -4,7 +4,6 @@
 
 use crate::common::*;
 use serde_json::json;
-use std::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_third_party_recomputes_every_hash_with_its_own_rfc8785_library() {
@@ -30,20 +29,8 @@ async fn a_third_party_recomputes_every_hash_with_its_own_rfc8785_library() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let python = std::env::var("VIGIL_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = repo_root().join("scripts/independent_verify.py");
-    let out = Command::new(&python)
-        .arg(script)
-        .arg(format!("http://{}", app.addr))
-        .arg("acme")
-        .output()
-        .expect("running python");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "independent verification failed ({python}):\n{text}"
-    );
+    let (code, text) = independent_verify(app.addr, "acme", &[]);
+    assert_eq!(code, Some(0), "independent verification failed:\n{text}");
     assert!(text.contains("10 records verified"), "{text}");
     // One group commit of 10 crosses the every-7 threshold once: the checkpoint covers all 10.
     assert!(text.contains("checkpoint at 10 verified"), "{text}");

@@ -261,18 +261,8 @@ async fn read_as(app: &TestApp, role: &str, path: &str) -> reqwest::Response {
 }
 
 fn independent(app: &TestApp, view: &[&str]) -> (bool, String) {
-    let python = std::env::var("VIGIL_PYTHON").unwrap_or_else(|_| "python3".into());
-    let out = std::process::Command::new(&python)
-        .arg(repo_root().join("scripts/independent_verify.py"))
-        .arg(format!("http://{}", app.addr))
-        .arg("acme")
-        .args(view)
-        .output()
-        .expect("running python");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
+    let (code, text) = independent_verify(app.addr, "acme", view);
+    (code == Some(0), text)
 }
 
 async fn readers_see_sensitive_members_withheld_and_every_view_verifies(engine: Engine) {
@@ -387,16 +377,8 @@ async fn the_independent_verifier_accepts_redacted_records() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let python = std::env::var("VIGIL_PYTHON").unwrap_or_else(|_| "python3".into());
-    let out = std::process::Command::new(&python)
-        .arg(repo_root().join("scripts/independent_verify.py"))
-        .arg(format!("http://{}", app.addr))
-        .arg("acme")
-        .output()
-        .expect("running python");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}");
+    let (ok, text) = independent(&app, &[]);
+    assert!(ok, "{text}");
 }
 
 /// A policy that cannot work stops the service at start, saying why; it never runs without it.

@@ -72,20 +72,7 @@ async fn a_purge_with_its_manifest_verifies_and_anything_else_is_tampering(engin
     })
     .await;
     // The independent verifier (Python, no Vigil code) accepts the purge by its manifest.
-    let python = std::env::var("VIGIL_PYTHON").unwrap_or_else(|_| "python3".into());
-    let independent = || {
-        let out = Command::new(&python)
-            .arg(repo_root().join("scripts/independent_verify.py"))
-            .arg(format!("http://{}", later.addr))
-            .arg("acme")
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
-    };
+    let independent = || independent_verify(later.addr, "acme", &[]);
     let (code, text) = independent();
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("seq 1..6 purged by policy on"), "{text}");
@@ -95,13 +82,7 @@ async fn a_purge_with_its_manifest_verifies_and_anything_else_is_tampering(engin
         200
     );
     let sql = "UPDATE events SET payload = '{}', payload_salts = '{}' WHERE tenant_id = 'acme' AND seq = 9";
-    if later.db_url.starts_with("sqlite:") {
-        let pool = sqlx::SqlitePool::connect(&later.db_url).await.unwrap();
-        sqlx::query(sql).execute(&pool).await.unwrap();
-    } else {
-        let pool = sqlx::PgPool::connect(&later.db_url).await.unwrap();
-        sqlx::query(sql).execute(&pool).await.unwrap();
-    }
+    execute_sql(engine, &later.db_url, sql).await;
     let (code, text) = independent();
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("seq 9: payload field"), "{text}");

@@ -2,21 +2,6 @@
 
 use crate::common::*;
 
-async fn execute(engine: Engine, db: &str, sql: &str) {
-    match engine {
-        Engine::Sqlite => {
-            let pool = sqlx::SqlitePool::connect(db).await.unwrap();
-            sqlx::query(sql).execute(&pool).await.unwrap();
-            pool.close().await;
-        }
-        Engine::Postgres => {
-            let pool = sqlx::PgPool::connect(db).await.unwrap();
-            sqlx::query(sql).execute(&pool).await.unwrap();
-            pool.close().await;
-        }
-    }
-}
-
 async fn tampering_is_named_by_seq(engine: Engine, sql: &str, expect: &str) {
     let mut app = spawn_app_with(engine, |s| s.checkpoint_every = 20).await;
     app.post_events("acme", &events(0, 20)).await;
@@ -24,7 +9,7 @@ async fn tampering_is_named_by_seq(engine: Engine, sql: &str, expect: &str) {
     app.stop().await;
     let (code, out) = run_verify(&app.db_url, &[]);
     assert_eq!(code, 0, "before tampering: {out}");
-    execute(engine, &app.db_url, sql).await;
+    execute_sql(engine, &app.db_url, sql).await;
     let (code, out) = run_verify(&app.db_url, &[]);
     assert_eq!(code, 1, "{out}");
     assert!(

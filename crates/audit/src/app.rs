@@ -87,6 +87,10 @@ impl Writer {
                 &settings.data_dir,
                 crate::keys::REDACTION_SECRET_FILE,
             )?,
+            vigil_core::erasure::Kek::new(crate::keys::load_or_create_secret(
+                &settings.data_dir,
+                crate::keys::SUBJECT_KEK_FILE,
+            )?),
             Arc::clone(&store),
             metrics.clone(),
         ));
@@ -155,16 +159,15 @@ impl Application {
         guard.set_denial_sink(Arc::new(crate::denials::AuditDenials::new(
             producer.clone(),
         )));
-        let retention = settings.retention.map(|keep| {
-            tokio::spawn(crate::retention::run_schedule(
-                Arc::clone(&store),
-                Arc::clone(&checkpointer),
-                sequencer.clone(),
-                metrics.clone(),
-                keep,
-                settings.retention_interval,
-            ))
-        });
+        // Always scheduled: a tenant's own period applies even when the service keeps all.
+        let retention = Some(tokio::spawn(crate::retention::run_schedule(
+            Arc::clone(&store),
+            Arc::clone(&checkpointer),
+            sequencer.clone(),
+            metrics.clone(),
+            settings.retention,
+            settings.retention_interval,
+        )));
         let kafka = match &settings.kafka {
             Some(k) => Some(
                 crate::kafka::KafkaIngest::start(k.clone(), sequencer.clone(), metrics.clone())
@@ -181,6 +184,7 @@ impl Application {
             checkpointer,
             metrics,
             bearer: bearer.clone(),
+            retention: settings.retention,
         });
         let source = IdentitySource {
             trusted_headers: settings

@@ -57,6 +57,14 @@ impl Checkpointer {
         m.sign(&self.signer)
     }
 
+    /// Signs an erasure receipt with the checkpoint key.
+    pub fn sign_receipt(
+        &self,
+        r: &vigil_core::erasure::ErasureReceipt,
+    ) -> Result<String, vigil_core::Error> {
+        r.sign(&self.signer)
+    }
+
     /// Records the public key in the store, so `vigil verify` can check signatures.
     pub async fn publish_key(&self) -> Result<(), StoreError> {
         let v = self.signer.verifier();

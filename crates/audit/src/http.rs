@@ -35,6 +35,8 @@ pub struct AppState {
     pub metrics: AuditMetrics,
     /// The bearer-token verifier, when the service takes tokens (its state goes in `/readyz`).
     pub bearer: Option<Arc<dyn vigil_security::token::TokenVerifier>>,
+    /// The service's retention period, for tenants without their own (`None`: keep all).
+    pub retention: Option<std::time::Duration>,
 }
 
 /// The audit service's routes (without the identity layer, which [`crate::app`] adds).
@@ -112,6 +114,11 @@ pub(crate) fn store_error(e: StoreError) -> ApiError {
         governance::get_policy,
         governance::put_policy,
         governance::delete_policy,
+        governance::get_retention,
+        governance::put_retention,
+        governance::delete_retention,
+        governance::erase_subject,
+        governance::export_subject,
     ),
     components(schemas(
         ingest::IngestResponse,
@@ -123,6 +130,10 @@ pub(crate) fn store_error(e: StoreError) -> ApiError {
         query::KeysView,
         query::KeyView,
         governance::PolicyView,
+        governance::RetentionView,
+        governance::RetentionBody,
+        governance::ErasureView,
+        governance::SubjectExport,
         ErrorBody
     ))
 )]
@@ -164,7 +175,14 @@ pub fn openapi_document() -> serde_json::Value {
             }},
             "sensitive": {"type": "array", "maxItems": vigil_core::redaction::MAX_RULES, "uniqueItems": true, "items": {
                 "type": "string", "pattern": "^payload\\.[^.\\[\\]\\u0000-\\u001f\\u007f-\\u009f]+$", "maxLength": 1024
-            }}
+            }},
+            "personal": {"type": ["object", "null"], "additionalProperties": false, "required": ["subject", "members"],
+                "properties": {
+                    "subject": {"type": "string", "pattern": "^payload(\\.[^.\\[\\]\\u0000-\\u001f\\u007f-\\u009f]+)+$", "maxLength": 1024},
+                    "members": {"type": "array", "minItems": 1, "maxItems": vigil_core::redaction::MAX_RULES, "uniqueItems": true, "items": {
+                        "type": "string", "pattern": "^payload\\.[^.\\[\\]\\u0000-\\u001f\\u007f-\\u009f]+$", "maxLength": 1024
+                    }}
+                }}
         }
     });
     doc["components"]["schemas"]["RedactionPolicy"] = policy;

@@ -13,6 +13,10 @@ pub const KEY_FILE: &str = "checkpoint-ed25519.key";
 /// File name of the secret that tenants' redaction HMAC keys are derived from.
 pub const REDACTION_SECRET_FILE: &str = "redaction-hmac.key";
 
+/// File name of the key-encryption key that wraps data subjects' keys (erasure). Back it up
+/// apart from the database: without it no sealed member opens.
+pub const SUBJECT_KEK_FILE: &str = "subject-kek.key";
+
 /// Loads the signing key from `data_dir`, creating it (and the directory) on first start.
 /// A key file readable by group or others is refused, as ssh refuses one.
 pub fn load_or_create(data_dir: &Path, name: &str) -> Result<NoteSigner, AuditError> {

@@ -13,6 +13,7 @@
 pub mod app;
 pub mod checkpointer;
 pub mod denials;
+pub mod erasure;
 pub mod error;
 pub mod http;
 pub mod in_process;

@@ -49,6 +49,10 @@ pub struct AuditMetrics {
     pub retention_deleted: IntCounter,
     /// `audit_retention_last_run_timestamp_seconds`: when the retention job last ran.
     pub retention_last_run: Gauge,
+    /// `audit_retention_bytes_freed_total`: bytes the database shrank by after purges.
+    pub retention_bytes_freed: IntCounter,
+    /// `audit_subjects_erased_total`: data subjects whose key was destroyed.
+    pub subjects_erased: IntCounter,
 }
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
@@ -178,7 +182,17 @@ impl AuditMetrics {
             "Unix time the retention job last ran over every tenant",
         )
         .expect("valid metric");
-        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
+        let retention_bytes_freed = IntCounter::new(
+            "audit_retention_bytes_freed_total",
+            "Bytes the database returned to the file system after retention purges",
+        )
+        .expect("valid metric");
+        let subjects_erased = IntCounter::new(
+            "audit_subjects_erased_total",
+            "Data subjects erased: their key destroyed, a signed receipt in the chain",
+        )
+        .expect("valid metric");
+        let collectors: [Box<dyn prometheus::core::Collector>; 20] = [
             Box::new(processed.clone()),
             Box::new(chain_gap.clone()),
             Box::new(batch_size.clone()),
@@ -197,6 +211,8 @@ impl AuditMetrics {
             Box::new(records_served.clone()),
             Box::new(retention_deleted.clone()),
             Box::new(retention_last_run.clone()),
+            Box::new(retention_bytes_freed.clone()),
+            Box::new(subjects_erased.clone()),
         ];
         for c in collectors {
             registry
@@ -240,6 +256,8 @@ impl AuditMetrics {
             records_served,
             retention_deleted,
             retention_last_run,
+            retention_bytes_freed,
+            subjects_erased,
         }
     }
 

@@ -5,13 +5,11 @@
 //! them (purging is idempotent).
 
 use crate::checkpointer::Checkpointer;
-use crate::sequencer::{IngestResult, Sequencer};
+use crate::sequencer::Sequencer;
 use std::sync::Arc;
-use vigil_core::builder::EventBuilder;
 use vigil_core::checkpoint::NoteVerifier;
-use vigil_core::event::{Actor, ActorType, Outcome, Resource, Severity, Source};
 use vigil_core::hash::Hash32;
-use vigil_core::ids::{EventId, TenantId};
+use vigil_core::ids::TenantId;
 use vigil_core::retention::PurgeManifest;
 use vigil_core::time::Timestamp;
 use vigil_store::{ActionFilter, Query, Store, StoreError};
@@ -30,6 +28,8 @@ pub struct PurgeReport {
     pub to_seq: i64,
     /// Records whose values were removed (dry: that would be).
     pub records: u64,
+    /// Bytes of values, salts and sealed members removed (0 when dry).
+    pub bytes: u64,
     /// Nothing was changed.
     pub dry_run: bool,
 }
@@ -90,6 +90,7 @@ pub async fn purge(
         from_seq,
         to_seq,
         records: 0,
+        bytes: 0,
         dry_run,
     };
     if dry_run {
@@ -131,99 +132,129 @@ pub async fn purge(
             op: "purging",
             message: e.to_string(),
         })?;
-    let event = EventBuilder::new(
-        PURGE_ACTION,
-        Actor::new(ActorType::System, "vigil-retention"),
-        Resource::new("retention", tenant.as_str()),
-        Outcome::Success,
-    )
-    .severity(Severity::Notice)
-    .field("manifest", note)
-    .field("from_seq", from_seq)
-    .field("to_seq", to_seq)
-    .field("cutoff", cutoff.to_rfc3339())
-    .field("reason", reason)
-    .build(
-        Source::new("vigil-audit"),
-        EventId::from_uuid(uuid::Uuid::now_v7()),
-        Timestamp::now(),
-    )
-    .map_err(|e| StoreError::Database {
-        op: "purging",
-        message: e.to_string(),
-    })?;
     // The manifest first: a crash after it leaves values that are merely still there.
-    let results = sequencer
-        .submit(tenant, vec![event], Timestamp::now())
+    sequencer
+        .append_system_record(
+            "purging",
+            tenant,
+            PURGE_ACTION,
+            "vigil-retention",
+            ("retention", tenant.as_str()),
+            vec![
+                ("manifest", note.into()),
+                ("from_seq", from_seq.into()),
+                ("to_seq", to_seq.into()),
+                ("cutoff", cutoff.to_rfc3339().into()),
+                ("reason", reason.into()),
+            ],
+        )
         .await?;
-    if !matches!(results.first(), Some(IngestResult::Stored { .. })) {
-        return Err(StoreError::Database {
-            op: "purging",
-            message: format!("the purge manifest was not stored: {results:?}"),
-        });
-    }
-    report.records = store
+    let purged = store
         .purge_payloads(tenant, from_seq, to_seq, PURGE_ACTION)
         .await?;
+    report.records = purged.records;
+    report.bytes = purged.bytes;
     Ok(report)
 }
 
-/// Purges every tenant's records older than `keep`, every `interval`, until the sequencer
-/// stops taking work; counts what it did in the metrics.
-pub async fn run_schedule(
-    store: Arc<dyn Store>,
-    checkpointer: Arc<Checkpointer>,
-    sequencer: Sequencer,
-    metrics: crate::metrics::AuditMetrics,
-    keep: std::time::Duration,
-    interval: std::time::Duration,
-) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// The longest retention period taken (100 years), in days.
+pub const MAX_DAYS: u32 = 36_500;
+
+/// How long `tenant`'s payload values are kept: its own period when it has one, else the
+/// service's (`None`: kept for ever).
+pub async fn period_for(
+    store: &Arc<dyn Store>,
+    tenant: &TenantId,
+    fleet: Option<std::time::Duration>,
+) -> Result<Option<std::time::Duration>, StoreError> {
+    Ok(match store.retention_days(tenant).await? {
+        Some(d) => Some(std::time::Duration::from_secs(u64::from(d) * 86_400)),
+        None => fleet,
+    })
+}
+
+/// The cutoff and the manifest's reason for keeping `keep` up to `now`.
+pub fn cutoff_for(keep: std::time::Duration, now: Timestamp) -> Option<(Timestamp, String)> {
+    let cutoff = Timestamp::from_micros(now.micros().checked_sub(keep.as_micros() as i64)?).ok()?;
     let reason = if keep.as_secs().is_multiple_of(86_400) {
         format!("retention: {} days", keep.as_secs() / 86_400)
     } else {
         format!("retention: {} s", keep.as_secs_f64())
     };
-    loop {
-        tick.tick().await;
-        let cutoff =
-            match Timestamp::from_micros(Timestamp::now().micros() - keep.as_micros() as i64) {
-                Ok(c) => c,
-                Err(_) => continue,
-            };
-        let tenants = match store.tenants().await {
-            Ok(t) => t,
+    Some((cutoff, reason))
+}
+
+/// One pass over every tenant: purges what each tenant's period (or `fleet`) lets go, then
+/// gives the space back to the file system. Failures are logged and left to the next pass.
+pub async fn run_once(
+    store: &Arc<dyn Store>,
+    checkpointer: &Checkpointer,
+    sequencer: &Sequencer,
+    metrics: &crate::metrics::AuditMetrics,
+    fleet: Option<std::time::Duration>,
+) -> (u64, vigil_store::Space) {
+    let tenants = match store.tenants().await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "retention: listing tenants failed; next run retries");
+            return (0, vigil_store::Space::default());
+        }
+    };
+    let mut purged = 0;
+    for t in tenants {
+        let keep = match period_for(store, &t, fleet).await {
+            Ok(Some(k)) => k,
+            Ok(None) => continue,
             Err(e) => {
-                tracing::warn!(error = %e, "retention: listing tenants failed; next run retries");
+                tracing::warn!(tenant = %t, error = %e, "retention: reading the period failed; next run retries");
                 continue;
             }
         };
-        for t in tenants {
-            match purge(
-                &store,
-                &checkpointer,
-                &sequencer,
-                &t,
-                cutoff,
-                &reason,
-                false,
-            )
-            .await
-            {
-                Ok(r) => {
-                    metrics.retention_deleted.inc_by(r.records);
-                    if r.records > 0 {
-                        tracing::info!(tenant = %t, from = r.from_seq, to = r.to_seq, records = r.records, "retention purge");
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(tenant = %t, error = %e, "retention purge failed; next run retries")
+        let Some((cutoff, reason)) = cutoff_for(keep, Timestamp::now()) else {
+            continue;
+        };
+        match purge(store, checkpointer, sequencer, &t, cutoff, &reason, false).await {
+            Ok(r) => {
+                metrics.retention_deleted.inc_by(r.records);
+                purged += r.records;
+                if r.records > 0 {
+                    tracing::info!(tenant = %t, from = r.from_seq, to = r.to_seq, records = r.records, bytes = r.bytes, "retention purge");
                 }
             }
+            Err(e) => {
+                tracing::warn!(tenant = %t, error = %e, "retention purge failed; next run retries")
+            }
         }
-        metrics
-            .retention_last_run
-            .set(Timestamp::now().micros() as f64 / 1e6);
+    }
+    let mut space = vigil_store::Space::default();
+    if purged > 0 {
+        match store.reclaim_space().await {
+            Ok(s) => {
+                metrics.retention_bytes_freed.inc_by(s.freed());
+                space = s;
+            }
+            Err(e) => tracing::warn!(error = %e, "retention: reclaiming space failed"),
+        }
+    }
+    metrics
+        .retention_last_run
+        .set(Timestamp::now().micros() as f64 / 1e6);
+    (purged, space)
+}
+
+/// Runs [`run_once`] every `interval` until the task is stopped.
+pub async fn run_schedule(
+    store: Arc<dyn Store>,
+    checkpointer: Arc<Checkpointer>,
+    sequencer: Sequencer,
+    metrics: crate::metrics::AuditMetrics,
+    fleet: Option<std::time::Duration>,
+    interval: std::time::Duration,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        run_once(&store, &checkpointer, &sequencer, &metrics, fleet).await;
     }
 }

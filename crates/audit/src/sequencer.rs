@@ -63,6 +63,9 @@ struct Job {
     /// What redaction did to each event (empty without a policy): masks' commitments to add
     /// after the content hash is taken.
     redactions: Vec<Redacted>,
+    /// Each event's data subject and key (empty when none has one): its personal members
+    /// are sealed once the record is hashed.
+    sealings: Vec<Option<crate::redaction::Sealing>>,
     received_at: Timestamp,
     /// All or nothing: when one event is refused, none of this job's events is stored.
     atomic: bool,
@@ -150,6 +153,50 @@ impl Sequencer {
         self.enqueue(tenant, events, received_at, true).await
     }
 
+    /// Appends one record of the service's own (a purge manifest, an erasure receipt) to
+    /// `tenant`'s chain and waits until it is committed: `action` by the system actor `actor`
+    /// on `resource` (kind, id), with `fields` in its payload. `op` names the work in errors.
+    pub async fn append_system_record(
+        &self,
+        op: &'static str,
+        tenant: &TenantId,
+        action: &str,
+        actor: &str,
+        resource: (&str, &str),
+        fields: Vec<(&str, serde_json::Value)>,
+    ) -> Result<(), StoreError> {
+        use vigil_core::builder::EventBuilder;
+        use vigil_core::event::{Actor, ActorType, Outcome, Resource, Severity, Source};
+        let mut b = EventBuilder::new(
+            action,
+            Actor::new(ActorType::System, actor),
+            Resource::new(resource.0, resource.1),
+            Outcome::Success,
+        )
+        .severity(Severity::Notice);
+        for (k, v) in fields {
+            b = b.field(k, v);
+        }
+        let event = b
+            .build(
+                Source::new("vigil-audit"),
+                vigil_core::ids::EventId::from_uuid(uuid::Uuid::now_v7()),
+                Timestamp::now(),
+            )
+            .map_err(|e| StoreError::Database {
+                op,
+                message: e.to_string(),
+            })?;
+        let results = self.submit(tenant, vec![event], Timestamp::now()).await?;
+        match results.first() {
+            Some(IngestResult::Stored { .. }) => Ok(()),
+            _ => Err(StoreError::Database {
+                op,
+                message: format!("the {action} record was not stored: {results:?}"),
+            }),
+        }
+    }
+
     async fn enqueue(
         &self,
         tenant: &TenantId,
@@ -161,13 +208,14 @@ impl Sequencer {
             return Ok(Vec::new());
         }
         let mut events = events;
-        let redactions = match &self.inner.redactor {
-            Some(r) => r.apply(tenant, &mut events).await?,
-            None => Vec::new(),
+        let (redactions, sealings) = match &self.inner.redactor {
+            Some(r) => r.prepare(tenant, &mut events).await?,
+            None => (Vec::new(), Vec::new()),
         };
         let mut job = Job {
             events,
             redactions,
+            sealings,
             received_at,
             atomic,
             reply: oneshot::channel().0,
@@ -718,7 +766,7 @@ impl TenantWriter {
                     }
                     None => e,
                 };
-                let r = sealer.seal(
+                let mut r = sealer.seal(
                     e,
                     plan.head.seq + 1,
                     job.received_at,
@@ -726,6 +774,10 @@ impl TenantWriter {
                     &mut rng,
                 );
                 plan.head = plan.head.advance(&r);
+                // Personal members go under the subject's key once the hashes are final.
+                if let Some(s) = job.sealings.get(i).and_then(Option::as_ref) {
+                    s.seal(&mut r);
+                }
                 plan.ids.insert(id, (r.seq, hash));
                 results.push(IngestResult::Stored { seq: r.seq });
                 plan.records.push(NewRecord {

@@ -21,6 +21,8 @@ pub struct TenantReport {
     pub checkpoints: usize,
     /// The purges signed manifests account for.
     pub purged: Vec<vigil_core::retention::PurgeManifest>,
+    /// The erasures signed receipts state.
+    pub erased: Vec<vigil_core::erasure::ErasureReceipt>,
 }
 
 impl std::fmt::Display for TenantReport {
@@ -41,6 +43,15 @@ impl std::fmt::Display for TenantReport {
                         &m.purged_at.to_rfc3339()[..10],
                         m.cutoff.to_rfc3339(),
                         m.reason
+                    )?;
+                }
+                for r in &self.erased {
+                    write!(
+                        f,
+                        "; subject {} erased on {} ({} records), receipt valid",
+                        &r.subject_ref[..r.subject_ref.len().min(16)],
+                        &r.erased_at.to_rfc3339()[..10],
+                        r.seqs.len()
                     )?;
                 }
                 Ok(())
@@ -84,6 +95,7 @@ pub async fn verify_tenant(
                     }),
                     checkpoints: 0,
                     purged: Vec::new(),
+                    erased: Vec::new(),
                 })
             }
         }
@@ -92,6 +104,17 @@ pub async fn verify_tenant(
     // Purges are accepted only where a manifest signed by a trusted key covers them.
     let purged = crate::retention::manifests(store, tenant, keys).await?;
     let mut v = ChainVerifier::new(checkpoints).with_purges(purged.clone());
+    let tampered = |f: Finding| TenantReport {
+        tenant: tenant.to_string(),
+        verdict: Verdict::Tampered(f),
+        checkpoints: count,
+        purged: Vec::new(),
+        erased: Vec::new(),
+    };
+    let mut erased = Vec::new();
+    // Records holding sealed members, by subject: each subject whose key is gone must have
+    // a receipt covering every one of them.
+    let mut sealed: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
     let mut after = 0;
     loop {
         let batch = store.scan(tenant, after, SCAN_BATCH).await?;
@@ -99,12 +122,29 @@ pub async fn verify_tenant(
         after = last.seq;
         for r in &batch {
             if let Err(f) = v.push(r) {
-                return Ok(TenantReport {
-                    tenant: tenant.to_string(),
-                    verdict: Verdict::Tampered(f),
-                    checkpoints: count,
-                    purged: Vec::new(),
-                });
+                return Ok(tampered(f));
+            }
+            if let (false, Some(s)) = (r.sealed.is_empty(), &r.subject_ref) {
+                sealed.entry(s.clone()).or_default().push(r.seq);
+            }
+            if r.action == crate::erasure::ERASE_ACTION {
+                let receipt = r
+                    .payload
+                    .get("receipt")
+                    .and_then(|n| n.as_str())
+                    .and_then(|n| vigil_core::erasure::ErasureReceipt::open(n, keys).ok())
+                    .filter(|e| &e.tenant == tenant);
+                match receipt {
+                    Some(e) => erased.push(e),
+                    // A purged receipt's payload is gone: the manifest accounts for it.
+                    None if r.payload.is_empty() && purged.iter().any(|m| m.covers(r.seq)) => {}
+                    None => {
+                        return Ok(tampered(Finding {
+                            seq: r.seq,
+                            damage: Damage::ErasureReceiptInvalid,
+                        }))
+                    }
+                }
             }
         }
         progress(batch.len() as u64);
@@ -112,11 +152,30 @@ pub async fn verify_tenant(
             break;
         }
     }
+    let refs: Vec<String> = sealed.keys().cloned().collect();
+    let keyed = store.subject_keys(tenant, &refs).await?;
+    for (subject, seqs) in &sealed {
+        if keyed.contains_key(subject) {
+            continue;
+        }
+        let covered = |seq: &i64| {
+            erased
+                .iter()
+                .any(|e| &e.subject_ref == subject && e.seqs.binary_search(seq).is_ok())
+        };
+        if let Some(seq) = seqs.iter().find(|s| !covered(s)) {
+            return Ok(tampered(Finding {
+                seq: *seq,
+                damage: Damage::KeyDestroyed,
+            }));
+        }
+    }
     Ok(TenantReport {
         tenant: tenant.to_string(),
         verdict: v.finish(),
         checkpoints: count,
         purged,
+        erased,
     })
 }
 

@@ -14,6 +14,9 @@ pub enum Error {
     /// A signed note or checkpoint could not be parsed or verified.
     #[error("checkpoint: {0}")]
     Note(String),
+    /// A sealed value or wrapped key does not open (wrong key, or altered).
+    #[error("sealed data does not open: {0}")]
+    Sealed(&'static str),
 }
 
 impl Error {
@@ -28,7 +31,7 @@ impl Error {
     pub fn field(&self) -> Option<&str> {
         match self {
             Error::Invalid { field, .. } => Some(field),
-            Error::Note(_) => None,
+            Error::Note(_) | Error::Sealed(_) => None,
         }
     }
 }

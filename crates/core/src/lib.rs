@@ -36,6 +36,7 @@
 pub mod builder;
 pub mod chain;
 pub mod checkpoint;
+pub mod erasure;
 pub mod error;
 pub mod event;
 pub mod hash;

@@ -84,6 +84,14 @@ pub struct Record {
     /// named here.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub withheld: BTreeMap<String, String>,
+    /// Personal members stored encrypted under their data subject's key (member → sealed
+    /// envelope, `vigil_core::erasure`): present but unreadable without the key. Not part of
+    /// the hashed form; the service opens them for readers (or withholds them as erased).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sealed: BTreeMap<String, String>,
+    /// The keyed reference of the record's data subject, when it has one (never served).
+    #[serde(skip)]
+    pub subject_ref: Option<String>,
     /// `SHA-256(0x00 ‖ JCS(hashed form))`.
     pub leaf_hash: String,
     /// `SHA-256(previous chain hash ‖ leaf_hash)`.
@@ -272,6 +280,8 @@ impl<'a> Sealer<'a> {
             payload: event.payload.clone(),
             payload_salts,
             withheld: BTreeMap::new(),
+            sealed: BTreeMap::new(),
+            subject_ref: None,
             leaf_hash: String::new(),
             chain_hash: String::new(),
         };

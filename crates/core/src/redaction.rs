@@ -201,6 +201,22 @@ pub struct Policy {
     /// commitment binds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sensitive: Vec<FieldPath>,
+    /// Personal data of a data subject: members stored encrypted under the subject's key, so
+    /// that erasing the subject (destroying the key) leaves them unreadable while their
+    /// commitments still bind the records (`crate::erasure`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal: Option<Personal>,
+}
+
+/// Which payload members are a data subject's personal data, and where the subject's id is.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Personal {
+    /// The path of the subject's id in the payload (a string; an event without one has no
+    /// subject and its members are stored as they are).
+    pub subject: FieldPath,
+    /// The top-level members (`payload.customer`) sealed under the subject's key.
+    pub members: Vec<FieldPath>,
 }
 
 #[derive(serde::Deserialize)]
@@ -211,6 +227,8 @@ struct PolicyText {
     rules: Vec<Rule>,
     #[serde(default)]
     sensitive: Vec<FieldPath>,
+    #[serde(default)]
+    personal: Option<Personal>,
 }
 
 /// Most rules a policy may have.
@@ -219,7 +237,9 @@ pub const MAX_RULES: usize = 100;
 impl TryFrom<PolicyText> for Policy {
     type Error = Error;
     fn try_from(p: PolicyText) -> Result<Policy, Error> {
-        Policy::new(p.mode, p.rules)?.with_sensitive(p.sensitive)
+        Policy::new(p.mode, p.rules)?
+            .with_sensitive(p.sensitive)?
+            .with_personal(p.personal)
     }
 }
 
@@ -229,6 +249,7 @@ impl Default for Policy {
             mode: Mode::Off,
             rules: Vec::new(),
             sensitive: Vec::new(),
+            personal: None,
         }
     }
 }
@@ -271,33 +292,74 @@ impl Policy {
             mode,
             rules,
             sensitive: Vec::new(),
+            personal: None,
         })
     }
 
     /// The policy with `sensitive` members withheld on read; each must name a top-level
     /// member (`payload.customer`), at most once.
     pub fn with_sensitive(mut self, sensitive: Vec<FieldPath>) -> Result<Policy, Error> {
-        if sensitive.len() > MAX_RULES {
-            return Err(Error::invalid(
-                "sensitive",
-                format!("at most {MAX_RULES} members"),
-            ));
-        }
-        for (i, p) in sensitive.iter().enumerate() {
-            if p.segments.len() != 1 {
-                return Err(Error::invalid(
-                    "sensitive",
-                    format!(
-                        "{p}: name a top-level member (payload.x): a view withholds whole members, the unit a commitment binds"
-                    ),
-                ));
-            }
-            if sensitive[..i].contains(p) {
-                return Err(Error::invalid("sensitive", format!("{p} appears twice")));
-            }
-        }
+        top_level_members("sensitive", &sensitive, "a view withholds whole members")?;
         self.sensitive = sensitive;
         Ok(self)
+    }
+
+    /// The policy with `personal` members sealed under their subject's key: at least one
+    /// top-level member, each at most once, and a subject path without wildcards (one id).
+    pub fn with_personal(mut self, personal: Option<Personal>) -> Result<Policy, Error> {
+        if let Some(p) = &personal {
+            if p.members.is_empty() {
+                return Err(Error::invalid(
+                    "personal.members",
+                    "name at least one member",
+                ));
+            }
+            top_level_members("personal.members", &p.members, "a key seals whole members")?;
+            if p.subject.segments.contains(&Segment::Each) {
+                return Err(Error::invalid(
+                    "personal.subject",
+                    format!("{}: the subject is one id: no [*]", p.subject),
+                ));
+            }
+        }
+        self.personal = personal;
+        Ok(self)
+    }
+
+    /// The subject id `payload` names under the policy, when it has `personal` members and
+    /// the payload a string id there (1 to 256 characters).
+    pub fn subject_of<'a>(&self, payload: &'a Map<String, Value>) -> Option<&'a str> {
+        if self.mode == Mode::Off {
+            return None;
+        }
+        let p = self.personal.as_ref()?;
+        let mut at = payload;
+        let (last, inner) = p.subject.segments.split_last()?;
+        for seg in inner {
+            match seg {
+                Segment::Key(k) => at = at.get(k)?.as_object()?,
+                Segment::Each => return None,
+            }
+        }
+        match last {
+            Segment::Key(k) => at
+                .get(k)?
+                .as_str()
+                .filter(|s| !s.is_empty() && s.chars().count() <= 256),
+            Segment::Each => None,
+        }
+    }
+
+    /// The top-level members sealed under a subject's key.
+    pub fn personal_members(&self) -> Vec<String> {
+        self.personal
+            .iter()
+            .flat_map(|p| p.members.iter())
+            .filter_map(|p| match p.segments.first() {
+                Some(Segment::Key(k)) => Some(k.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The top-level members withheld from a reader who may not see sensitive fields.
@@ -498,6 +560,30 @@ impl Redacted {
     }
 }
 
+/// Checks that `paths` name top-level members (`payload.x`), each once, at most [`MAX_RULES`].
+fn top_level_members(field: &str, paths: &[FieldPath], why: &str) -> Result<(), Error> {
+    if paths.len() > MAX_RULES {
+        return Err(Error::invalid(
+            field,
+            format!("at most {MAX_RULES} members"),
+        ));
+    }
+    for (i, p) in paths.iter().enumerate() {
+        if p.segments.len() != 1 || p.segments[0] == Segment::Each {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "{p}: name a top-level member (payload.x): {why}, the unit a commitment binds"
+                ),
+            ));
+        }
+        if paths[..i].contains(p) {
+            return Err(Error::invalid(field, format!("{p} appears twice")));
+        }
+    }
+    Ok(())
+}
+
 /// A tenant's key for `hmac` redaction (32 bytes). `Debug` never shows it.
 #[derive(Clone)]
 pub struct HmacKey([u8; 32]);
@@ -515,6 +601,16 @@ impl HmacKey {
         mac.update(b"vigil redaction hmac key\0");
         mac.update(tenant.as_str().as_bytes());
         HmacKey(mac.finalize().into_bytes().into())
+    }
+
+    /// The keyed reference of a data subject's id: hex HMAC-SHA256 of `"vigil subject\0" ‖
+    /// id`. Stored in place of the id, so the store can find a subject's records without
+    /// holding who the subject is.
+    pub fn subject_ref(&self, id: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(b"vigil subject\0");
+        mac.update(id.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
     }
 
     /// `hmac-sha256:` and the hex HMAC of `JCS(value)`.

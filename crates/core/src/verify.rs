@@ -50,6 +50,11 @@ pub enum Damage {
     CheckpointMismatch,
     /// The checkpoint at this size carries no valid signature by a trusted key.
     CheckpointSignature,
+    /// An erasure receipt here does not open with a trusted key, or names another tenant.
+    ErasureReceiptInvalid,
+    /// A data subject's key is gone but no erasure receipt covers this record: its sealed
+    /// members were made unreadable without a record of it.
+    KeyDestroyed,
 }
 
 impl fmt::Display for Damage {
@@ -72,6 +77,12 @@ impl fmt::Display for Damage {
             Damage::CheckpointSignature => {
                 f.write_str("checkpoint signature invalid or by an untrusted key")
             }
+            Damage::ErasureReceiptInvalid => {
+                f.write_str("erasure receipt invalid or signed by an untrusted key")
+            }
+            Damage::KeyDestroyed => f.write_str(
+                "the data subject's key is gone and no erasure receipt covers this record",
+            ),
         }
     }
 }
@@ -204,14 +215,15 @@ impl ChainVerifier {
             }
         }
         // A committed member without its value is accepted only where the record says it is
-        // withheld, or a purge manifest covers the record; anywhere else the value was taken.
+        // withheld or sealed (encrypted under its data subject's key), or a purge manifest
+        // covers the record; anywhere else the value was taken.
         let purged = self.purges.iter().any(|m| m.covers(r.seq));
         if !purged {
-            if let Some(k) = r
-                .payload_commitments
-                .keys()
-                .find(|k| !r.payload.contains_key(*k) && !r.withheld.contains_key(*k))
-            {
+            if let Some(k) = r.payload_commitments.keys().find(|k| {
+                !r.payload.contains_key(*k)
+                    && !r.withheld.contains_key(*k)
+                    && !r.sealed.contains_key(*k)
+            }) {
                 return bad(Damage::PayloadRemoved { field: k.clone() });
             }
         }

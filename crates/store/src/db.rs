@@ -6,7 +6,8 @@ use crate::StoreError;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 use std::str::FromStr;
 use std::time::Duration;
@@ -52,6 +53,12 @@ impl Database {
                 // FULL: what was acknowledged survives power loss, not only a crash.
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(5))
+                // Free pages can be returned to the file system after a purge a slice at a
+                // time (takes effect for files created from now on; reclaim converts others).
+                .auto_vacuum(SqliteAutoVacuum::Incremental)
+                // Deleted and overwritten content is zeroed in the file: a purged value or a
+                // destroyed subject key leaves no copy in free space.
+                .pragma("secure_delete", "ON")
                 .foreign_keys(true);
             restrict_new_file(opts.get_filename());
             // An in-memory database exists once per connection: keep exactly one.

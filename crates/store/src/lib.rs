@@ -84,6 +84,32 @@ pub struct PublicKey {
     pub created_at: String,
 }
 
+/// What a purge removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Records that lost values.
+    pub records: u64,
+    /// Bytes of values, salts and sealed members removed (as stored, JSON text).
+    pub bytes: u64,
+}
+
+/// The database's size before and after reclaiming free space, in bytes (SQLite: the file's
+/// pages; Postgres: the events table with its indexes and TOAST).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Space {
+    /// Before.
+    pub before: u64,
+    /// After.
+    pub after: u64,
+}
+
+impl Space {
+    /// Bytes returned (0 when the database grew meanwhile).
+    pub fn freed(&self) -> u64 {
+        self.before.saturating_sub(self.after)
+    }
+}
+
 /// The one storage contract every engine fulfils (and one test suite checks).
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -169,17 +195,58 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         except_action: &str,
     ) -> Result<i64, StoreError>;
 
-    /// Removes the payload values and salts of `tenant`'s records `from_seq..=to_seq`, except
-    /// records whose action is `keep_action` (the manifests themselves): their hashed form
-    /// and hashes stay, so the chain still verifies. Returns how many records lost values. A
-    /// purge is only valid with a signed manifest in the chain (vigil-core's `retention`).
+    /// Removes the payload values, salts and sealed members of `tenant`'s records
+    /// `from_seq..=to_seq`, except records whose action is `keep_action` (the manifests
+    /// themselves): their hashed form and hashes stay, so the chain still verifies. Returns
+    /// what it removed. A purge is only valid with a signed manifest in the chain
+    /// (vigil-core's `retention`).
     async fn purge_payloads(
         &self,
         tenant: &TenantId,
         from_seq: i64,
         to_seq: i64,
         keep_action: &str,
-    ) -> Result<u64, StoreError>;
+    ) -> Result<Purged, StoreError>;
+
+    /// Returns free space to the file system (SQLite: incremental vacuum, or one full VACUUM
+    /// for a file made without it; Postgres: VACUUM of the events table), in slices that keep
+    /// writers waiting briefly, and says how much the database shrank.
+    async fn reclaim_space(&self) -> Result<Space, StoreError>;
+
+    /// The tenant's own retention period in days, when it has one (else the service's applies).
+    async fn retention_days(&self, tenant: &TenantId) -> Result<Option<u32>, StoreError>;
+
+    /// Sets (`Some`, at least 1) or removes (`None`) the tenant's own retention period.
+    async fn set_retention_days(
+        &self,
+        tenant: &TenantId,
+        days: Option<u32>,
+        at: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// The wrapped data keys of `tenant`'s subjects among `candidates` (subject ref, a newly
+    /// wrapped key): a subject without a key gets its candidate, one with a key keeps it.
+    async fn ensure_subject_keys(
+        &self,
+        tenant: &TenantId,
+        candidates: &[(String, Vec<u8>)],
+        at: Timestamp,
+    ) -> Result<HashMap<String, Vec<u8>>, StoreError>;
+
+    /// The wrapped data keys of those of `refs` that have one.
+    async fn subject_keys(
+        &self,
+        tenant: &TenantId,
+        refs: &[String],
+    ) -> Result<HashMap<String, Vec<u8>>, StoreError>;
+
+    /// Destroys a subject's data key (erasure), so that no copy is left in the database's
+    /// files; whether there was one.
+    async fn destroy_subject_key(
+        &self,
+        tenant: &TenantId,
+        subject_ref: &str,
+    ) -> Result<bool, StoreError>;
 
     /// The tenant's own redaction policy, when it has one (else the fleet's applies).
     async fn redaction_policy(&self, tenant: &TenantId) -> Result<Option<Policy>, StoreError>;

@@ -33,6 +33,8 @@ pub struct Query {
     pub until: Option<Timestamp>,
     /// `trace_id` equals.
     pub trace_id: Option<String>,
+    /// The record's data subject (its keyed reference) equals.
+    pub subject_ref: Option<String>,
     /// Only records with a lower seq (the cursor position).
     pub before_seq: Option<i64>,
     /// Page size.
@@ -62,6 +64,9 @@ impl Query {
                 w.cond(" AND action < ?", Bind::Text(format!("{p}/")));
             }
             None => {}
+        }
+        if let Some(v) = &self.subject_ref {
+            w.cond(" AND subject_ref = ?", Bind::Text(v.clone()));
         }
         if let Some(v) = &self.resource_type {
             w.cond(" AND resource_type = ?", Bind::Text(v.clone()));

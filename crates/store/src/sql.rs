@@ -4,7 +4,7 @@
 
 use crate::db::Database;
 use crate::query::{Bind, Query};
-use crate::{Existing, NewRecord, PublicKey, Store, StoreError, StoredCheckpoint};
+use crate::{Existing, NewRecord, PublicKey, Purged, Space, Store, StoreError, StoredCheckpoint};
 use async_trait::async_trait;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
@@ -21,12 +21,12 @@ use vigil_core::time::Timestamp;
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// Rows per multi-row INSERT: 23 columns × 400 rows stays under both engines' bind limits.
+/// Rows per multi-row INSERT: 25 columns × 400 rows stays under both engines' bind limits.
 const INSERT_CHUNK: usize = 400;
 
 const COLUMNS: &str = "tenant_id, seq, event_id, occurred_at, received_at, actor_type, actor_id, action, \
      resource_type, resource_id, outcome, severity, source_service, producer_id, producer_seq, trace_id, \
-     schema_version, payload_commitments, payload, payload_salts, leaf_hash, chain_hash";
+     schema_version, payload_commitments, payload, payload_salts, leaf_hash, chain_hash, subject_ref, payload_sealed";
 
 #[derive(Debug)]
 enum Pool {
@@ -103,6 +103,18 @@ fn json_map<T: serde::de::DeserializeOwned>(raw: &str, marker: impl FnOnce(Strin
     serde_json::from_str(raw).unwrap_or_else(|_| marker(raw.to_owned()))
 }
 
+/// Copies the write-ahead log into the database file now, so that the file shrinks after a
+/// vacuum and what was overwritten (purged values, destroyed keys) is zeroed there; the log's
+/// own old frames are overwritten as it is reused. Passive: it never waits for, or disturbs,
+/// readers and writers of other connections.
+async fn checkpoint_wal(pool: &SqlitePool) -> Result<(), StoreError> {
+    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .execute(pool)
+        .await
+        .map(|_| ())
+        .map_err(|e| StoreError::from_sqlx("checkpointing the write-ahead log", e))
+}
+
 macro_rules! record_from_row {
     ($row:expr) => {{
         let row = $row;
@@ -146,6 +158,11 @@ macro_rules! record_from_row {
             withheld: BTreeMap::new(),
             leaf_hash: row.try_get(20)?,
             chain_hash: row.try_get(21)?,
+            subject_ref: row.try_get(22)?,
+            // An unparseable column reads as a sealed member that never opens: reported.
+            sealed: json_map(&row.try_get::<String, _>(23)?, |raw| {
+                BTreeMap::from([("\u{0}unparseable".to_owned(), raw)])
+            }),
         }
     }};
 }
@@ -320,6 +337,8 @@ impl Store for SqlStore {
                         .push_bind(to_json(&r.payload_salts))
                         .push_bind(&r.leaf_hash)
                         .push_bind(&r.chain_hash)
+                        .push_bind(&r.subject_ref)
+                        .push_bind(to_json(&r.sealed))
                         .push_bind(n.content_hash.to_hex());
                 });
                 qb.build().execute(&mut *tx).await.map_err(|e| StoreError::from_sqlx(op, e))?;
@@ -487,27 +506,251 @@ impl Store for SqlStore {
         from_seq: i64,
         to_seq: i64,
         keep_action: &str,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Purged, StoreError> {
         // In slices, so a large purge never holds one long write transaction.
-        const SLICE: i64 = 10_000;
-        const SQL: &str = "UPDATE events SET payload = '{}', payload_salts = '{}' \
-                           WHERE tenant_id = $1 AND seq BETWEEN $2 AND $3 AND payload <> '{}' AND action <> $4";
-        let mut purged = 0;
+        const SLICE: i64 = 5_000;
+        const WHERE: &str = "WHERE tenant_id = $1 AND seq BETWEEN $2 AND $3 \
+                             AND (payload <> '{}' OR payload_sealed <> '{}') AND action <> $4";
+        let size = match self.pool {
+            Pool::Sqlite { .. } => {
+                "LENGTH(CAST(payload AS BLOB)) + LENGTH(CAST(payload_salts AS BLOB)) + LENGTH(CAST(payload_sealed AS BLOB)) - 6"
+            }
+            Pool::Postgres(_) => {
+                "octet_length(payload) + octet_length(payload_salts) + octet_length(payload_sealed) - 6"
+            }
+        };
+        let measure = format!(
+            "SELECT COUNT(*), CAST(COALESCE(SUM({size}), 0) AS BIGINT) FROM events {WHERE}"
+        );
+        let update = format!(
+            "UPDATE events SET payload = '{{}}', payload_salts = '{{}}', payload_sealed = '{{}}' {WHERE}"
+        );
+        let op = "purging payloads";
+        let mut out = Purged::default();
         let mut at = from_seq;
         while at <= to_seq {
             let end = (at + SLICE - 1).min(to_seq);
-            purged += with_pool!(self, p => sqlx::query(SQL)
-                .bind(tenant.as_str())
-                .bind(at)
-                .bind(end)
-                .bind(keep_action)
-                .execute(p)
-                .await
-                .map(|r| r.rows_affected()))
-            .map_err(|e| StoreError::from_sqlx("purging payloads", e))?;
+            let _guard = match &self.pool {
+                Pool::Sqlite { write, .. } => Some(write.lock().await),
+                Pool::Postgres(_) => None,
+            };
+            // Measured, then cleared: nothing else writes these rows (appends take other seqs,
+            // and a purge of the same range finds them cleared), so no transaction is needed
+            // (on SQLite, one opened by the read would fail to become a write transaction if
+            // a checkpoint was written meanwhile).
+            let (records, bytes): (i64, i64) = with_pool!(self, p => {
+                let counted: (i64, i64) = sqlx::query_as(&measure)
+                    .bind(tenant.as_str()).bind(at).bind(end).bind(keep_action)
+                    .fetch_one(p).await.map_err(|e| StoreError::from_sqlx(op, e))?;
+                sqlx::query(&update)
+                    .bind(tenant.as_str()).bind(at).bind(end).bind(keep_action)
+                    .execute(p).await.map_err(|e| StoreError::from_sqlx(op, e))?;
+                counted
+            });
+            out.records += records as u64;
+            out.bytes += bytes.max(0) as u64;
             at = end + 1;
         }
-        Ok(purged)
+        Ok(out)
+    }
+
+    async fn reclaim_space(&self) -> Result<Space, StoreError> {
+        let op = "reclaiming space";
+        match &self.pool {
+            Pool::Sqlite { pool, write } => {
+                let before = sqlite_size(pool).await?;
+                let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
+                    .fetch_one(pool)
+                    .await
+                    .map_err(|e| StoreError::from_sqlx(op, e))?;
+                if mode == 2 {
+                    // Incremental: free pages go back to the file system a slice at a time,
+                    // so writers wait for one slice at most.
+                    loop {
+                        let free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
+                            .fetch_one(pool)
+                            .await
+                            .map_err(|e| StoreError::from_sqlx(op, e))?;
+                        if free == 0 {
+                            break;
+                        }
+                        let _guard = write.lock().await;
+                        sqlx::query("PRAGMA incremental_vacuum(2000)")
+                            .execute(pool)
+                            .await
+                            .map_err(|e| StoreError::from_sqlx(op, e))?;
+                    }
+                } else {
+                    // A file made before incremental vacuum was the default: one full VACUUM
+                    // rewrites it, and converts it so later reclaims are incremental.
+                    let _guard = write.lock().await;
+                    let mut c = pool
+                        .acquire()
+                        .await
+                        .map_err(|e| StoreError::from_sqlx(op, e))?;
+                    for sql in ["PRAGMA auto_vacuum = INCREMENTAL", "VACUUM"] {
+                        sqlx::query(sql)
+                            .execute(&mut *c)
+                            .await
+                            .map_err(|e| StoreError::from_sqlx(op, e))?;
+                    }
+                }
+                checkpoint_wal(pool).await?;
+                Ok(Space {
+                    before,
+                    after: sqlite_size(pool).await?,
+                })
+            }
+            Pool::Postgres(pool) => {
+                let before = postgres_size(pool).await?;
+                // Plain VACUUM: dead rows' space becomes reusable and empty pages at the end
+                // are returned; it takes no lock that writers wait for.
+                sqlx::raw_sql("VACUUM events")
+                    .execute(pool)
+                    .await
+                    .map_err(|e| StoreError::from_sqlx(op, e))?;
+                Ok(Space {
+                    before,
+                    after: postgres_size(pool).await?,
+                })
+            }
+        }
+    }
+
+    async fn retention_days(&self, tenant: &TenantId) -> Result<Option<u32>, StoreError> {
+        const SQL: &str = "SELECT days FROM retention_policies WHERE tenant_id = $1";
+        let days: Option<i64> = with_pool!(self, p => sqlx::query_scalar(SQL)
+            .bind(tenant.as_str())
+            .fetch_optional(p)
+            .await)
+        .map_err(|e| StoreError::from_sqlx("reading a retention policy", e))?;
+        Ok(days.map(|d| d.clamp(1, i64::from(u32::MAX)) as u32))
+    }
+
+    async fn set_retention_days(
+        &self,
+        tenant: &TenantId,
+        days: Option<u32>,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let op = "storing a retention policy";
+        match days {
+            Some(d) => {
+                const SQL: &str = "INSERT INTO retention_policies (tenant_id, days, updated_at) VALUES ($1, $2, $3) \
+                                   ON CONFLICT (tenant_id) DO UPDATE SET days = excluded.days, updated_at = excluded.updated_at";
+                with_pool!(self, p => sqlx::query(SQL)
+                    .bind(tenant.as_str())
+                    .bind(i64::from(d.max(1)))
+                    .bind(at.to_rfc3339())
+                    .execute(p)
+                    .await
+                    .map(|_| ()))
+            }
+            None => {
+                const SQL: &str = "DELETE FROM retention_policies WHERE tenant_id = $1";
+                with_pool!(self, p => sqlx::query(SQL).bind(tenant.as_str()).execute(p).await.map(|_| ()))
+            }
+        }
+        .map_err(|e| StoreError::from_sqlx(op, e))
+    }
+
+    async fn ensure_subject_keys(
+        &self,
+        tenant: &TenantId,
+        candidates: &[(String, Vec<u8>)],
+        at: Timestamp,
+    ) -> Result<HashMap<String, Vec<u8>>, StoreError> {
+        if candidates.is_empty() {
+            return Ok(HashMap::new());
+        }
+        const SQL: &str =
+            "INSERT INTO subject_keys (tenant_id, subject_ref, wrapped_key, created_at) \
+                           VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
+        let op = "storing subject keys";
+        {
+            let _guard = match &self.pool {
+                Pool::Sqlite { write, .. } => Some(write.lock().await),
+                Pool::Postgres(_) => None,
+            };
+            with_pool!(self, p => {
+                let mut tx = p.begin().await.map_err(|e| StoreError::from_sqlx(op, e))?;
+                for (r, wrapped) in candidates {
+                    sqlx::query(SQL)
+                        .bind(tenant.as_str()).bind(r).bind(wrapped).bind(at.to_rfc3339())
+                        .execute(&mut *tx).await.map_err(|e| StoreError::from_sqlx(op, e))?;
+                }
+                tx.commit().await.map_err(|e| StoreError::from_sqlx(op, e))?;
+            });
+        }
+        let refs: Vec<String> = candidates.iter().map(|(r, _)| r.clone()).collect();
+        self.subject_keys(tenant, &refs).await
+    }
+
+    async fn subject_keys(
+        &self,
+        tenant: &TenantId,
+        refs: &[String],
+    ) -> Result<HashMap<String, Vec<u8>>, StoreError> {
+        let mut out = HashMap::new();
+        for chunk in refs.chunks(500) {
+            let rows: Vec<(String, Vec<u8>)> = with_pool!(self, p => {
+                let mut qb = QueryBuilder::new(
+                    "SELECT subject_ref, wrapped_key FROM subject_keys WHERE tenant_id = ",
+                );
+                qb.push_bind(tenant.as_str()).push(" AND subject_ref IN (");
+                let mut list = qb.separated(", ");
+                for r in chunk {
+                    list.push_bind(r);
+                }
+                qb.push(")");
+                qb.build_query_as().fetch_all(p).await
+            })
+            .map_err(|e| StoreError::from_sqlx("reading subject keys", e))?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    async fn destroy_subject_key(
+        &self,
+        tenant: &TenantId,
+        subject_ref: &str,
+    ) -> Result<bool, StoreError> {
+        const SQL: &str = "DELETE FROM subject_keys WHERE tenant_id = $1 AND subject_ref = $2";
+        let op = "destroying a subject key";
+        let gone = match &self.pool {
+            Pool::Sqlite { pool, write } => {
+                let guard = write.lock().await;
+                let n = sqlx::query(SQL)
+                    .bind(tenant.as_str())
+                    .bind(subject_ref)
+                    .execute(pool)
+                    .await
+                    .map_err(|e| StoreError::from_sqlx(op, e))?
+                    .rows_affected();
+                drop(guard);
+                // secure_delete zeroes the row in its page; the checkpoint takes the old page
+                // out of the write-ahead log.
+                checkpoint_wal(pool).await?;
+                n
+            }
+            Pool::Postgres(pool) => {
+                let n = sqlx::query(SQL)
+                    .bind(tenant.as_str())
+                    .bind(subject_ref)
+                    .execute(pool)
+                    .await
+                    .map_err(|e| StoreError::from_sqlx(op, e))?
+                    .rows_affected();
+                // The dead row's bytes are cleared by VACUUM, not by the DELETE.
+                sqlx::raw_sql("VACUUM subject_keys")
+                    .execute(pool)
+                    .await
+                    .map_err(|e| StoreError::from_sqlx(op, e))?;
+                n
+            }
+        };
+        Ok(gone > 0)
     }
 
     async fn redaction_policy(&self, tenant: &TenantId) -> Result<Option<Policy>, StoreError> {
@@ -552,4 +795,22 @@ impl Store for SqlStore {
         }
         .map_err(|e| StoreError::from_sqlx(op, e))
     }
+}
+
+async fn sqlite_size(pool: &SqlitePool) -> Result<u64, StoreError> {
+    sqlx::query_scalar::<_, i64>(
+        "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+    )
+    .fetch_one(pool)
+    .await
+    .map(|n| n.max(0) as u64)
+    .map_err(|e| StoreError::from_sqlx("measuring the database", e))
+}
+
+async fn postgres_size(pool: &PgPool) -> Result<u64, StoreError> {
+    sqlx::query_scalar::<_, i64>("SELECT pg_total_relation_size('events')")
+        .fetch_one(pool)
+        .await
+        .map(|n| n.max(0) as u64)
+        .map_err(|e| StoreError::from_sqlx("measuring the database", e))
 }

@@ -362,9 +362,15 @@ async fn a_purge_removes_values_and_keeps_what_the_chain_needs(e: Engine) {
             .unwrap(),
         4
     );
-    assert_eq!(s.purge_payloads(&t, 1, 3, "user.login").await.unwrap(), 2);
+    let purged = s.purge_payloads(&t, 1, 3, "user.login").await.unwrap();
+    assert_eq!(purged.records, 2);
+    // {"amount":N,"note":"x"} and two salts of 32 hex digits each, per record.
+    assert!(purged.bytes > 2 * 70, "{purged:?}");
     // Again: nothing left to purge there.
-    assert_eq!(s.purge_payloads(&t, 1, 3, "user.login").await.unwrap(), 0);
+    assert_eq!(
+        s.purge_payloads(&t, 1, 3, "user.login").await.unwrap(),
+        vigil_store::Purged::default()
+    );
     let all = s.scan(&t, 0, 100).await.unwrap();
     for (r, orig) in all.iter().zip(&recs) {
         assert_eq!(r.leaf_hash, orig.record.leaf_hash);
@@ -379,9 +385,148 @@ async fn a_purge_removes_values_and_keeps_what_the_chain_needs(e: Engine) {
     assert_eq!(
         s.purge_payloads(&tenant("other"), 1, 3, "none.kept")
             .await
-            .unwrap(),
+            .unwrap()
+            .records,
         0
     );
+}
+
+async fn retention_periods_are_kept_per_tenant(e: Engine) {
+    let s = &e.store;
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let at = Timestamp::parse("2026-11-30T00:00:00Z").unwrap();
+    assert_eq!(s.retention_days(&acme).await.unwrap(), None);
+    s.set_retention_days(&acme, Some(7), at).await.unwrap();
+    s.set_retention_days(&acme, Some(90), at).await.unwrap();
+    assert_eq!(s.retention_days(&acme).await.unwrap(), Some(90));
+    assert_eq!(s.retention_days(&globex).await.unwrap(), None);
+    s.set_retention_days(&acme, None, at).await.unwrap();
+    assert_eq!(s.retention_days(&acme).await.unwrap(), None);
+    s.set_retention_days(&globex, None, at).await.unwrap();
+}
+
+async fn sealed_members_and_subject_keys_round_trip(e: Engine) {
+    let s = &e.store;
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let at = Timestamp::parse("2026-11-30T00:00:00Z").unwrap();
+    let mut head = s.head(&acme).await.unwrap();
+    let mut recs = seal(&acme, &mut head, 0, 3);
+    // Records 1 and 3 are subject "aa"'s, with their note sealed.
+    for i in [0, 2] {
+        let r = &mut recs[i].record;
+        let (v, salt) = (
+            r.payload.remove("note").unwrap(),
+            r.payload_salts.remove("note").unwrap(),
+        );
+        r.sealed.insert("note".into(), format!("v1.{v}{salt}"));
+        r.subject_ref = Some("aa".into());
+    }
+    s.append(&acme, &recs, &[]).await.unwrap();
+    let back = s.scan(&acme, 0, 10).await.unwrap();
+    for (r, orig) in back.iter().zip(&recs) {
+        assert_eq!(r.sealed, orig.record.sealed);
+        assert_eq!(r.subject_ref, orig.record.subject_ref);
+        assert_eq!(r.payload, orig.record.payload);
+    }
+    let q = Query {
+        subject_ref: Some("aa".into()),
+        limit: 10,
+        ..Query::default()
+    };
+    let mine: Vec<i64> = s
+        .query(&acme, &q)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(mine, vec![3, 1]);
+    assert!(s.query(&globex, &q).await.unwrap().is_empty());
+    // Keys: the first candidate wins, later ones get the stored key.
+    let first = s
+        .ensure_subject_keys(&acme, &[("aa".into(), vec![1; 72])], at)
+        .await
+        .unwrap();
+    assert_eq!(first["aa"], vec![1; 72]);
+    let again = s
+        .ensure_subject_keys(
+            &acme,
+            &[("aa".into(), vec![2; 72]), ("bb".into(), vec![3; 72])],
+            at,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (again["aa"].clone(), again["bb"].clone()),
+        (vec![1; 72], vec![3; 72])
+    );
+    assert!(s
+        .subject_keys(&globex, &["aa".into()])
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(s.destroy_subject_key(&acme, "aa").await.unwrap());
+    assert!(!s.destroy_subject_key(&acme, "aa").await.unwrap());
+    let left = s
+        .subject_keys(&acme, &["aa".into(), "bb".into()])
+        .await
+        .unwrap();
+    assert_eq!(left.keys().collect::<Vec<_>>(), vec!["bb"]);
+    // A purge takes sealed members too.
+    assert_eq!(
+        s.purge_payloads(&acme, 1, 3, "none").await.unwrap().records,
+        3
+    );
+    assert!(s
+        .scan(&acme, 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| r.sealed.is_empty() && r.payload.is_empty()));
+}
+
+async fn reclaiming_space_after_a_purge_shrinks_the_database(e: Engine) {
+    let s = &e.store;
+    let t = tenant("acme");
+    // Records with big payloads, purged: the space comes back.
+    let mut head = s.head(&t).await.unwrap();
+    let mut recs = seal(&t, &mut head, 0, 0);
+    for i in 0..400u64 {
+        let e = EventInput::new(json!({
+            "occurred_at": "2026-11-22T10:00:00Z",
+            "actor": {"type": "user", "id": "u"},
+            "action": "blob.put",
+            "resource": {"type": "blob", "id": format!("b-{i}")},
+            "outcome": "success",
+            "source": {"service": "blobs"},
+            // Incompressible, so Postgres keeps it out of line (TOAST), as large payloads are.
+            "payload": {"text": (0..250).map(|_| format!("{:032x}", rand::random::<u128>())).collect::<String>(), "n": i},
+        }))
+        .validate(|| vigil_core::ids::EventId::from_uuid(uuid::Uuid::now_v7()))
+        .unwrap();
+        let r = Sealer::new(&t).seal(
+            &e,
+            head.seq + 1,
+            Timestamp::parse("2026-11-22T11:00:00Z").unwrap(),
+            &head.hash,
+            &mut rand::thread_rng(),
+        );
+        head = head.advance(&r);
+        recs.push(NewRecord {
+            content_hash: e.content_hash(),
+            record: r,
+        });
+    }
+    s.append(&t, &recs, &[]).await.unwrap();
+    let purged = s.purge_payloads(&t, 1, 400, "none").await.unwrap();
+    assert!(purged.bytes > 400 * 8_000, "{purged:?}");
+    let space = s.reclaim_space().await.unwrap();
+    // SQLite gives the free pages back; Postgres truncates the emptied out-of-line storage.
+    assert!(space.freed() > 1_000_000, "{space:?}");
+    // The records still read, hashes intact.
+    let back = s.scan(&t, 0, 1000).await.unwrap();
+    assert_eq!(back.len(), 400);
+    assert_eq!(back[399].chain_hash, recs[399].record.chain_hash);
 }
 
 macro_rules! contract {
@@ -401,6 +546,9 @@ contract!(
     one_tenant_never_sees_another,
     redaction_policies_are_kept_per_tenant,
     a_purge_removes_values_and_keeps_what_the_chain_needs,
+    retention_periods_are_kept_per_tenant,
+    sealed_members_and_subject_keys_round_trip,
+    reclaiming_space_after_a_purge_shrinks_the_database,
 );
 
 #[tokio::test]

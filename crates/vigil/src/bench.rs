@@ -227,6 +227,7 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
         Some(Arc::new(vigil_audit::redaction::Redactor::new(
             policy,
             [9; 32],
+            vigil_core::erasure::Kek::new([10; 32]),
             Arc::clone(&store),
             metrics.clone(),
         ))),

@@ -45,7 +45,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum RetentionCommand {
-    /// Purge one tenant now (`--dry-run`: say what would be purged).
+    /// Purge now: every tenant by its period, or one (`--dry-run`: say what would be purged).
     Run(retention::RetentionArgs),
 }
 
@@ -107,6 +107,10 @@ enum Command {
     /// tenant's chain (vigil verify then names the purge instead of calling it tampering).
     #[command(subcommand)]
     Retention(RetentionCommand),
+    /// Erase one data subject: destroy its key after a signed receipt in the tenant's chain,
+    /// leaving its sealed fields unreadable and every record verifiable. Exit 2 when nothing
+    /// is stored about the subject.
+    Erase(retention::EraseArgs),
     /// Re-submit dead-lettered Kafka messages to their topic after a fix (idempotent).
     Replay(pipeline::ReplayArgs),
     /// Follow a tenant's new events (human lines on a terminal, NDJSON in pipes).
@@ -220,7 +224,8 @@ struct ServeArgs {
     #[arg(long, env = "VIGIL_REDACTION_POLICY", value_name = "FILE")]
     redaction_policy: Option<PathBuf>,
     /// Purge payload values older than this many days (a signed manifest in each tenant's
-    /// chain makes the purge verifiable); 0 keeps everything.
+    /// chain makes the purge verifiable); 0 keeps everything. A tenant's own period
+    /// (PUT /v1/retention-policy) comes first.
     #[arg(long, env = "AUDIT_RETENTION_DAYS", default_value_t = 30)]
     retention_days: u64,
     /// How often the retention job runs.
@@ -465,6 +470,7 @@ fn main() -> ExitCode {
             Command::Bench { command } => bench::run(command).await.map(|_| ExitCode::SUCCESS),
             Command::Backfill(args) => pipeline::backfill(args).await,
             Command::Retention(RetentionCommand::Run(args)) => retention::run(args).await,
+            Command::Erase(args) => retention::erase(args).await,
             Command::Replay(args) => pipeline::replay(args).await,
             Command::Tail(args) => pipeline::tail(args, shutdown_signal()).await,
             Command::ExampleService(args) => example_service::run(args, shutdown_signal())

@@ -1,5 +1,6 @@
-//! `vigil retention run`: purge the payload values of a tenant's records older than the
-//! retention period, with a signed manifest in its chain (docs/governance.md).
+//! `vigil retention run`: purge the payload values of tenants' records older than their
+//! retention period, with a signed manifest in each chain, then give the space back to the
+//! file system; and `vigil erase`: erase one data subject (docs/governance.md).
 
 use anyhow::Context;
 use clap::Args;
@@ -16,17 +17,16 @@ pub(crate) struct RetentionArgs {
     /// Holds the checkpoint key that signs the manifest (the service's data directory).
     #[arg(long, env = "VIGIL_DATA_DIR", default_value = ".vigil")]
     data_dir: PathBuf,
-    /// The tenant.
+    /// Only this tenant (else every tenant with records).
     #[arg(long)]
-    tenant: String,
-    /// Keep this many days (at least 1): records received earlier lose their values.
-    #[arg(
-        long,
-        env = "AUDIT_RETENTION_DAYS",
-        default_value_t = 30,
-        conflicts_with = "before"
-    )]
-    days: i64,
+    tenant: Option<String>,
+    /// Keep this many days (1 to 36500) for every tenant named, whatever its own period.
+    #[arg(long, conflicts_with = "before")]
+    days: Option<i64>,
+    /// The period of tenants without one of their own (a tenant's own, set through
+    /// PUT /v1/retention-policy, comes first); 0 keeps their records.
+    #[arg(long, env = "AUDIT_RETENTION_DAYS", default_value_t = 30)]
+    default_days: i64,
     /// Purge what was received before this instant instead (RFC 3339).
     #[arg(long)]
     before: Option<String>,
@@ -38,60 +38,153 @@ pub(crate) struct RetentionArgs {
     dry_run: bool,
 }
 
+fn days_arg(flag: &str, d: i64) -> anyhow::Result<std::time::Duration> {
+    let max = i64::from(vigil_audit::retention::MAX_DAYS);
+    anyhow::ensure!(
+        (1..=max).contains(&d),
+        "{flag} must be 1 to {max} days (got {d})"
+    );
+    Ok(std::time::Duration::from_secs(d as u64 * 86_400))
+}
+
 pub(crate) async fn run(a: RetentionArgs) -> anyhow::Result<ExitCode> {
-    let tenant = TenantId::parse(&a.tenant).map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
-    let (cutoff, reason) = match &a.before {
-        Some(t) => (
-            Timestamp::parse(t).map_err(|e| anyhow::anyhow!("--before: {e}"))?,
-            a.reason
-                .clone()
-                .unwrap_or_else(|| format!("retention: before {t}")),
-        ),
-        None => {
-            anyhow::ensure!(a.days >= 1, "--days must be at least 1 (got {})", a.days);
-            let us = Timestamp::now().micros() - a.days * 86_400_000_000;
-            (
-                Timestamp::from_micros(us).map_err(|e| anyhow::anyhow!("--days: {e}"))?,
-                a.reason
-                    .clone()
-                    .unwrap_or_else(|| format!("retention: {} days", a.days)),
-            )
-        }
+    let only = a
+        .tenant
+        .as_deref()
+        .map(TenantId::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
+    let before = a
+        .before
+        .as_deref()
+        .map(Timestamp::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--before: {e}"))?;
+    let forced = a.days.map(|d| days_arg("--days", d)).transpose()?;
+    let fleet = match a.default_days {
+        0 => None,
+        d => Some(days_arg("--default-days (AUDIT_RETENTION_DAYS)", d)?),
     };
     let mut s = vigil_audit::AuditSettings::embedded(a.data_dir.clone());
     s.database_url = a.database_url.clone();
     let w = vigil_audit::app::Writer::open(&s)
         .await
         .context("opening the audit store")?;
-    let r = vigil_audit::retention::purge(
+    let tenants = match only {
+        Some(t) => vec![t],
+        None => w.store.tenants().await?,
+    };
+    let now = Timestamp::now();
+    let mut purged = 0;
+    for tenant in tenants {
+        let (cutoff, reason) = match (before, forced) {
+            (Some(b), _) => (b, format!("retention: before {}", b.to_rfc3339())),
+            (None, Some(keep)) => vigil_audit::retention::cutoff_for(keep, now)
+                .context("--days reaches before 1970")?,
+            (None, None) => {
+                match vigil_audit::retention::period_for(&w.store, &tenant, fleet).await? {
+                    Some(keep) => vigil_audit::retention::cutoff_for(keep, now)
+                        .context("the period reaches before 1970")?,
+                    None => {
+                        println!("{tenant}: kept (no retention period)");
+                        continue;
+                    }
+                }
+            }
+        };
+        let reason = a.reason.clone().unwrap_or(reason);
+        let r = vigil_audit::retention::purge(
+            &w.store,
+            &w.checkpointer,
+            &w.sequencer,
+            &tenant,
+            cutoff,
+            &reason,
+            a.dry_run,
+        )
+        .await?;
+        purged += r.records;
+        let cutoff = cutoff.to_rfc3339();
+        if r.to_seq < r.from_seq {
+            println!("{tenant}: nothing to purge before {cutoff}");
+        } else if r.dry_run {
+            println!(
+                "{tenant}: would purge seq {}..{} ({} records) received before {cutoff}",
+                r.from_seq, r.to_seq, r.records
+            );
+        } else {
+            println!(
+                "{tenant}: purged seq {}..{} ({} records, {} bytes of values) received before {cutoff}; manifest signed and appended",
+                r.from_seq, r.to_seq, r.records, r.bytes
+            );
+        }
+    }
+    if purged > 0 && !a.dry_run {
+        let space = w.store.reclaim_space().await?;
+        println!(
+            "database: {} -> {} bytes ({} bytes returned to the file system)",
+            space.before,
+            space.after,
+            space.freed()
+        );
+    }
+    w.sequencer.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct EraseArgs {
+    /// The audit store: sqlite://PATH or postgres://…
+    #[arg(long, env = "VIGIL_DATABASE_URL")]
+    database_url: vigil_core::DatabaseUrl,
+    /// The service's data directory (the checkpoint key signs the receipt; the subject
+    /// references are keyed by its secret).
+    #[arg(long, env = "VIGIL_DATA_DIR", default_value = ".vigil")]
+    data_dir: PathBuf,
+    /// The tenant.
+    #[arg(long)]
+    tenant: String,
+    /// The data subject's id, as events carry it at the policy's subject path.
+    #[arg(long)]
+    subject: String,
+}
+
+pub(crate) async fn erase(a: EraseArgs) -> anyhow::Result<ExitCode> {
+    let tenant = TenantId::parse(&a.tenant).map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
+    let mut s = vigil_audit::AuditSettings::embedded(a.data_dir.clone());
+    s.database_url = a.database_url.clone();
+    let w = vigil_audit::app::Writer::open(&s)
+        .await
+        .context("opening the audit store")?;
+    let done = vigil_audit::erasure::erase(
+        &w.redactor,
         &w.store,
         &w.checkpointer,
         &w.sequencer,
         &tenant,
-        cutoff,
-        &reason,
-        a.dry_run,
+        &a.subject,
     )
-    .await?;
+    .await;
     w.sequencer.shutdown().await;
-    if r.to_seq < r.from_seq {
-        println!("{tenant}: nothing to purge before {}", cutoff.to_rfc3339());
-    } else if r.dry_run {
-        println!(
-            "{tenant}: would purge seq {}..{} ({} records) received before {}",
-            r.from_seq,
-            r.to_seq,
-            r.records,
-            cutoff.to_rfc3339()
-        );
-    } else {
-        println!(
-            "{tenant}: purged seq {}..{} ({} records) received before {}; manifest signed and appended",
-            r.from_seq,
-            r.to_seq,
-            r.records,
-            cutoff.to_rfc3339()
-        );
+    match done {
+        Ok(d) => {
+            println!(
+                "{tenant}: subject {} {} ({} records); receipt:\n{}",
+                d.subject_ref,
+                if d.already {
+                    "was already erased"
+                } else {
+                    "erased"
+                },
+                d.statement.seqs.len(),
+                d.receipt
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(vigil_audit::erasure::ErasureError::Unknown) => {
+            eprintln!("{tenant}: nothing is stored about this subject");
+            Ok(ExitCode::from(2))
+        }
+        Err(e) => Err(e.into()),
     }
-    Ok(ExitCode::SUCCESS)
 }

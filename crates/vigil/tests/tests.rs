@@ -12,6 +12,8 @@ mod auth;
 mod contract;
 #[path = "suite/crash.rs"]
 mod crash;
+#[path = "suite/erasure.rs"]
+mod erasure;
 #[path = "suite/gateway.rs"]
 mod gateway;
 #[path = "suite/http_api.rs"]

@@ -221,6 +221,8 @@ fn parse_params(p: EventsParams) -> Result<(Query, Option<String>), ApiError> {
                     .map_err(|e| bad("trace_id", e))
             })
             .transpose()?,
+        // Not a filter of this endpoint: a subject's records are the export's.
+        subject_ref: None,
         before_seq: None,
         limit,
     };
@@ -274,6 +276,10 @@ pub(super) async fn list_events(
         None
     };
     let view = View::for_caller(&app, &ctx, include, "list", None).await?;
+    app.redactor
+        .open_sealed(&ctx.tenant_id, &mut events)
+        .await
+        .map_err(store_error)?;
     view.apply(&app, &mut events);
     Ok(Json(EventsPage {
         events,
@@ -389,6 +395,10 @@ pub(super) async fn get_event(
         .ok_or_else(|| ApiError::NotFound(format!("no event {id} in this tenant")))?;
     let view = View::for_caller(&app, &ctx, include, "get", Some(&id.to_string())).await?;
     let mut one = [record];
+    app.redactor
+        .open_sealed(&ctx.tenant_id, &mut one)
+        .await
+        .map_err(store_error)?;
     view.apply(&app, &mut one);
     let [record] = one;
     Ok(Json(record))

@@ -366,6 +366,44 @@ pub fn independent_verify(addr: SocketAddr, tenant: &str, extra: &[&str]) -> (Op
     )
 }
 
+/// Everything the store holds, as text: every file of a SQLite database (WAL included), or
+/// every row of every Vigil table on Postgres.
+pub async fn raw_store(app: &TestApp) -> String {
+    if app.db_url.starts_with("sqlite:") {
+        let path = app.db_url.trim_start_matches("sqlite://");
+        let dir = std::path::Path::new(path).parent().unwrap();
+        let mut all = String::new();
+        for f in std::fs::read_dir(dir).unwrap() {
+            let f = f.unwrap().path();
+            if f.is_file() {
+                // Read by another process: closing a descriptor of the database file here
+                // would drop every POSIX lock this process (the service's SQLite) holds on it.
+                let out = std::process::Command::new("cat").arg(&f).output().unwrap();
+                all.push_str(&String::from_utf8_lossy(&out.stdout));
+            }
+        }
+        all
+    } else {
+        let pool = sqlx::PgPool::connect(&app.db_url).await.unwrap();
+        let mut all = String::new();
+        for table in [
+            "events",
+            "checkpoints",
+            "producers",
+            "tenants",
+            "subject_keys",
+            "redaction_policies",
+        ] {
+            let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT t::text FROM {table} t"))
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            all.push_str(&rows.join("\n"));
+        }
+        all
+    }
+}
+
 pub fn run_verify(db_url: &str, extra: &[&str]) -> (i32, String) {
     let out = Command::new(vigil_bin())
         .args(["verify", "--database-url", db_url])

@@ -32,34 +32,6 @@ fn order(i: u64, card: &str) -> Value {
     e
 }
 
-/// Everything the store holds, as text: every file of a SQLite database (WAL included), or
-/// every row of every Vigil table on Postgres.
-async fn raw_store(app: &TestApp) -> String {
-    if app.db_url.starts_with("sqlite:") {
-        let path = app.db_url.trim_start_matches("sqlite://");
-        let dir = std::path::Path::new(path).parent().unwrap();
-        let mut all = String::new();
-        for f in std::fs::read_dir(dir).unwrap() {
-            let f = f.unwrap().path();
-            if f.is_file() {
-                all.push_str(&String::from_utf8_lossy(&std::fs::read(&f).unwrap()));
-            }
-        }
-        all
-    } else {
-        let pool = sqlx::PgPool::connect(&app.db_url).await.unwrap();
-        let mut all = String::new();
-        for table in ["events", "checkpoints", "producers", "tenants"] {
-            let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT t::text FROM {table} t"))
-                .fetch_all(&pool)
-                .await
-                .unwrap();
-            all.push_str(&rows.join("\n"));
-        }
-        all
-    }
-}
-
 /// The stored record of event `e`, as the API serves it.
 async fn read_back(app: &TestApp, tenant: &str, e: &Value) -> Value {
     let id = e["event_id"].as_str().unwrap();

@@ -35,7 +35,7 @@ async fn a_purge_with_its_manifest_verifies_and_anything_else_is_tampering(engin
     // Bad input changes nothing.
     let (code, out) = retention(&app.db_url, &data, &["--days", "0"]);
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("at least 1"), "{out}");
+    assert!(out.contains("must be 1 to 36500"), "{out}");
     // A dry run says what it would do, and does nothing.
     let (code, out) = retention(&app.db_url, &data, &["--before", future, "--dry-run"]);
     assert_eq!(code, 0, "{out}");
@@ -50,7 +50,8 @@ async fn a_purge_with_its_manifest_verifies_and_anything_else_is_tampering(engin
         &["--before", future, "--reason", "GDPR retention: 30 days"],
     );
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("purged seq 1..6 (6 records)"), "{out}");
+    assert!(out.contains("purged seq 1..6 (6 records, "), "{out}");
+    assert!(out.contains("bytes returned to the file system"), "{out}");
     let (code, out) = run_verify(&app.db_url, &[]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("seq 1..6 purged by policy on"), "{out}");
@@ -135,7 +136,88 @@ async fn the_scheduled_job_purges_every_tenant_and_counts_it(engine: Engine) {
     assert!(out.contains("globex: intact"), "{out}");
 }
 
+/// Each tenant's own period comes before the service's; a pass purges what each lets go and
+/// nothing else, and the store verifies afterwards. Records are back-dated as they are
+/// received (received_at is hashed: it cannot be changed afterwards).
+async fn each_tenant_is_purged_by_its_own_period_before_the_services(engine: Engine) {
+    use std::time::Duration;
+    use vigil_core::ids::TenantId;
+    use vigil_core::time::Timestamp;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = vigil_audit::AuditSettings::embedded(dir.path().join("data"));
+    s.database_url = fresh_db(engine, dir.path()).await.into();
+    let w = vigil_audit::app::Writer::open(&s).await.unwrap();
+    let day = 86_400_000_000i64;
+    let ten_days_ago = Timestamp::from_micros(Timestamp::now().micros() - 10 * day).unwrap();
+    let (acme, globex, initech) = (
+        TenantId::parse("acme").unwrap(),
+        TenantId::parse("globex").unwrap(),
+        TenantId::parse("initech").unwrap(),
+    );
+    let valid = |from, n| -> Vec<vigil_core::event::Event> {
+        events(from, n)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                vigil_core::event::EventInput::new(e.clone())
+                    .validate(|| unreachable!())
+                    .unwrap()
+            })
+            .collect()
+    };
+    for t in [&acme, &globex, &initech] {
+        w.sequencer
+            .submit(t, valid(0, 3), ten_days_ago)
+            .await
+            .unwrap();
+        w.sequencer
+            .submit(t, valid(10, 2), Timestamp::now())
+            .await
+            .unwrap();
+    }
+    let at = Timestamp::now();
+    w.store
+        .set_retention_days(&acme, Some(5), at)
+        .await
+        .unwrap();
+    w.store
+        .set_retention_days(&globex, Some(20), at)
+        .await
+        .unwrap();
+    // The service keeps all: only acme's own period lets anything go.
+    let once = |fleet| {
+        vigil_audit::retention::run_once(&w.store, &w.checkpointer, &w.sequencer, &w.metrics, fleet)
+    };
+    let (purged, _) = once(None).await;
+    assert_eq!(purged, 3);
+    // The service keeps 7 days: initech (no period of its own) goes too; globex keeps 20.
+    let (purged, _) = once(Some(Duration::from_secs(7 * 86_400))).await;
+    assert_eq!(purged, 3);
+    let (purged, _) = once(Some(Duration::from_secs(7 * 86_400))).await;
+    assert_eq!(purged, 0, "nothing twice");
+    for (t, cleared) in [(&acme, true), (&globex, false), (&initech, true)] {
+        let recs = w.store.scan(t, 0, 100).await.unwrap();
+        for r in &recs[..3] {
+            assert_eq!(r.payload.is_empty(), cleared, "{t} seq {}", r.seq);
+        }
+        assert!(
+            recs[3..5].iter().all(|r| !r.payload.is_empty()),
+            "{t}: recent records kept"
+        );
+    }
+    w.sequencer.shutdown().await;
+    let (code, out) = run_verify(s.database_url.expose(), &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("acme: intact") && out.contains("initech: intact"),
+        "{out}"
+    );
+    assert_eq!(out.matches("manifest valid").count(), 2, "{out}");
+}
+
 on_both_engines!(
+    each_tenant_is_purged_by_its_own_period_before_the_services,
     a_purge_with_its_manifest_verifies_and_anything_else_is_tampering,
     the_scheduled_job_purges_every_tenant_and_counts_it,
 );

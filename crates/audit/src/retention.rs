@@ -228,7 +228,7 @@ pub async fn run_once(
     }
     let mut space = vigil_store::Space::default();
     if purged > 0 {
-        match store.reclaim_space().await {
+        match store.reclaim_space(false).await {
             Ok(s) => {
                 metrics.retention_bytes_freed.inc_by(s.freed());
                 space = s;

@@ -208,10 +208,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         keep_action: &str,
     ) -> Result<Purged, StoreError>;
 
-    /// Returns free space to the file system (SQLite: incremental vacuum, or one full VACUUM
-    /// for a file made without it; Postgres: VACUUM of the events table), in slices that keep
-    /// writers waiting briefly, and says how much the database shrank.
-    async fn reclaim_space(&self) -> Result<Space, StoreError>;
+    /// Returns free space to the file system and says how much the database shrank. Online
+    /// (`full` false): SQLite's free pages go back a slice at a time (whole pages only: those
+    /// of large values; space freed inside pages is reused by new records), Postgres runs a
+    /// plain VACUUM (reusable space, empty trailing pages returned); writers wait briefly.
+    /// `full`: the database is rewritten compactly (SQLite VACUUM, Postgres VACUUM FULL),
+    /// which holds writers off for its duration: maintenance, not the schedule.
+    async fn reclaim_space(&self, full: bool) -> Result<Space, StoreError>;
 
     /// The tenant's own retention period in days, when it has one (else the service's applies).
     async fn retention_days(&self, tenant: &TenantId) -> Result<Option<u32>, StoreError>;

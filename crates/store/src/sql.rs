@@ -554,7 +554,7 @@ impl Store for SqlStore {
         Ok(out)
     }
 
-    async fn reclaim_space(&self) -> Result<Space, StoreError> {
+    async fn reclaim_space(&self, full: bool) -> Result<Space, StoreError> {
         let op = "reclaiming space";
         match &self.pool {
             Pool::Sqlite { pool, write } => {
@@ -563,7 +563,7 @@ impl Store for SqlStore {
                     .fetch_one(pool)
                     .await
                     .map_err(|e| StoreError::from_sqlx(op, e))?;
-                if mode == 2 {
+                if mode == 2 && !full {
                     // Incremental: free pages go back to the file system a slice at a time,
                     // so writers wait for one slice at most.
                     loop {
@@ -605,10 +605,14 @@ impl Store for SqlStore {
                 let before = postgres_size(pool).await?;
                 // Plain VACUUM: dead rows' space becomes reusable and empty pages at the end
                 // are returned; it takes no lock that writers wait for.
-                sqlx::raw_sql("VACUUM events")
-                    .execute(pool)
-                    .await
-                    .map_err(|e| StoreError::from_sqlx(op, e))?;
+                sqlx::raw_sql(if full {
+                    "VACUUM FULL events"
+                } else {
+                    "VACUUM events"
+                })
+                .execute(pool)
+                .await
+                .map_err(|e| StoreError::from_sqlx(op, e))?;
                 Ok(Space {
                     before,
                     after: postgres_size(pool).await?,

@@ -49,6 +49,9 @@ pub(crate) enum BenchCommand {
     Pipeline(crate::bench_pipeline::PipelineArgs),
     /// A backlog in the topic stored by the consumer vs the same events ingested directly.
     CatchUp(crate::bench_pipeline::CatchUpArgs),
+    /// A retention purge of expired events (seconds, bytes freed) and live ingest p99 while
+    /// it runs vs without.
+    Retention(crate::bench_retention::RetentionArgs),
 }
 
 #[derive(Args, Debug)]
@@ -118,6 +121,7 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Emit(a) => crate::bench_pipeline::emit(a).await,
         BenchCommand::Pipeline(a) => crate::bench_pipeline::pipeline(a).await,
         BenchCommand::CatchUp(a) => crate::bench_pipeline::catch_up(a).await,
+        BenchCommand::Retention(a) => crate::bench_retention::run(a).await,
     }
 }
 
@@ -140,7 +144,7 @@ const OUTCOMES: [&str; 5] = ["success", "success", "success", "failure", "denied
 const SEVERITIES: [&str; 6] = ["info", "info", "info", "notice", "warning", "security"];
 
 /// A realistic event: ~600 bytes of JSON with a five-field payload.
-fn bench_event(rng: &mut impl Rng, i: u64, producer: &str) -> Value {
+pub(crate) fn bench_event(rng: &mut impl Rng, i: u64, producer: &str) -> Value {
     json!({
         "event_id": uuid::Uuid::from_u64_pair(rng.gen(), i).to_string(),
         "occurred_at": Timestamp::from_micros(1_790_000_000_000_000 + (i as i64) * 2_500_000 + rng.gen_range(0..1_000_000)).unwrap().to_rfc3339(),
@@ -161,7 +165,7 @@ fn bench_event(rng: &mut impl Rng, i: u64, producer: &str) -> Value {
     })
 }
 
-fn validate(v: Value) -> Event {
+pub(crate) fn validate(v: Value) -> Event {
     EventInput::new(v)
         .validate(|| EventId::from_uuid(uuid::Uuid::now_v7()))
         .expect("bench events are valid")
@@ -364,7 +368,7 @@ async fn chained_run(
     Ok(started.elapsed())
 }
 
-async fn fill(store: &Arc<dyn Store>, events: u64, tenants: u64) -> anyhow::Result<()> {
+pub(crate) async fn fill(store: &Arc<dyn Store>, events: u64, tenants: u64) -> anyhow::Result<()> {
     let per_tenant = events / tenants;
     let mut have = 0u64;
     for t in 0..tenants {

@@ -7,6 +7,7 @@ mod bench;
 mod bench_gateway;
 mod bench_jwt;
 mod bench_pipeline;
+mod bench_retention;
 mod duration_arg;
 mod example_service;
 mod pipeline;

@@ -36,6 +36,10 @@ pub(crate) struct RetentionArgs {
     /// Say what would be purged; change nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Rewrite the database compactly afterwards (SQLite VACUUM, Postgres VACUUM FULL): the
+    /// file shrinks by all the purge freed, but writers wait for the whole rewrite.
+    #[arg(long)]
+    vacuum: bool,
 }
 
 fn days_arg(flag: &str, d: i64) -> anyhow::Result<std::time::Duration> {
@@ -119,8 +123,8 @@ pub(crate) async fn run(a: RetentionArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    if purged > 0 && !a.dry_run {
-        let space = w.store.reclaim_space().await?;
+    if (purged > 0 || a.vacuum) && !a.dry_run {
+        let space = w.store.reclaim_space(a.vacuum).await?;
         println!(
             "database: {} -> {} bytes ({} bytes returned to the file system)",
             space.before,

@@ -5,7 +5,8 @@ SHA-256 from hashlib, Ed25519 from `cryptography`.
 usage: independent_verify.py BASE_URL TENANT [full]
 (full: the view with sensitive fields, include_redacted=true; the default is the redacted view)
 Checks every visible payload field against its commitment (a field without its value must be
-named as withheld by the view), recomputes leaf_hash and
+named as withheld by the view, or covered by a signed purge manifest; one withheld as erased
+must be covered by a signed erasure receipt), recomputes leaf_hash and
 chain_hash from seq 1, compares the head, and checks the latest checkpoint's signed note.
 """
 import base64
@@ -70,6 +71,27 @@ def purges(records, keys, tenant):
     return out
 
 
+def erasures(records, keys, tenant):
+    """(subject_ref, seqs, erased_at) of every erasure receipt signed by a key; a receipt
+    record whose note does not open is tampering (unless a purge took its value)."""
+    out = []
+    for r in records:
+        if r["action"] != "audit.subject.erased" or "receipt" not in r["payload"]:
+            continue
+        text = signed_text(r["payload"]["receipt"], keys)
+        lines = text.rstrip("\n").split("\n") if text else []
+        assert len(lines) == 5 and lines[0] == "vigil.dev/erasure/v1" and lines[1] == tenant, \
+            f"seq {r['seq']}: erasure receipt invalid or signed by an untrusted key"
+        count, _, ranges = lines[3].partition(" ")
+        seqs = set()
+        for part in filter(None, ranges.split(",")):
+            a, _, b = part.partition("-")
+            seqs.update(range(int(a), int(b or a) + 1))
+        assert len(seqs) == int(count), f"seq {r['seq']}: erasure receipt miscounts its records"
+        out.append((lines[2], seqs, lines[4]))
+    return out
+
+
 def main(base, tenant, full=False):
     records, cursor = [], None
     view = "&include_redacted=true" if full else ""
@@ -82,6 +104,7 @@ def main(base, tenant, full=False):
     records.sort(key=lambda r: r["seq"])
     keys = get(base, tenant, "/v1/keys")["keys"]
     purged = purges(records, keys, tenant)
+    erased = erasures(records, keys, tenant)
     prev = bytes(32)
     withheld = 0
     chain_at = {}
@@ -95,7 +118,11 @@ def main(base, tenant, full=False):
         covered = any(frm <= r["seq"] <= to for frm, to, *_ in purged)
         for field in r["payload_commitments"]:
             if field not in r["payload"] and not covered:
-                assert field in r.get("withheld", {}), f"seq {r['seq']}: payload field {field} removed"
+                why = r.get("withheld", {}).get(field)
+                assert why is not None, f"seq {r['seq']}: payload field {field} removed"
+                # Erased is a claim only a signed receipt can back.
+                assert why != "erased" or any(r["seq"] in seqs for _, seqs, _ in erased), \
+                    f"seq {r['seq']}: payload field {field} withheld as erased, but no erasure receipt covers it"
                 withheld += 1
         # The hashed form, as DESIGN.md lists it (a view's extra members are not part of it).
         hashed = {k: r[k] for k in HASHED if k in r}
@@ -113,6 +140,8 @@ def main(base, tenant, full=False):
     for frm, to, boundary, purged_at, reason in purged:
         assert chain_at.get(to, b"").hex() == boundary, f"the purge manifest of seq {frm}..{to} does not match the chain"
         print(f"seq {frm}..{to} purged by policy on {purged_at[:10]} ({reason}), manifest valid")
+    for subject_ref, seqs, erased_at in erased:
+        print(f"subject {subject_ref[:16]} erased on {erased_at[:10]} ({len(seqs)} records), receipt valid")
     print(f"{len(records)} records verified ({withheld} fields withheld by the view), head {prev.hex()}")
 
     cp = get(base, tenant, "/v1/checkpoints/latest")

@@ -257,6 +257,7 @@ async fn erasing_a_subject_leaves_its_fields_unreadable_and_every_record_verifia
     wait_for_checkpoint(&app).await;
     let (code, text) = independent_verify(app.addr, "acme", &[]);
     assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("(3 records), receipt valid"), "{text}");
     let (code, out) = run_verify(&app.db_url, &[]);
     assert_eq!(code, 0, "{out}");
     assert!(

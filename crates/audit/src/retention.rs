@@ -101,9 +101,7 @@ pub async fn purge(
     // run finishes its purge before a later run writes a manifest, so only the last can be
     // unfinished).
     if let Some(m) = earlier.last() {
-        store
-            .purge_payloads(tenant, m.from_seq, m.to_seq, PURGE_ACTION)
-            .await?;
+        paced_purge(store, tenant, m.from_seq, m.to_seq).await?;
     }
     if to_seq < from_seq {
         return Ok(report);
@@ -149,12 +147,38 @@ pub async fn purge(
             ],
         )
         .await?;
-    let purged = store
-        .purge_payloads(tenant, from_seq, to_seq, PURGE_ACTION)
-        .await?;
+    let purged = paced_purge(store, tenant, from_seq, to_seq).await?;
     report.records = purged.records;
     report.bytes = purged.bytes;
     Ok(report)
+}
+
+/// Records purged per step of a paced purge.
+const PURGE_STEP: i64 = 2_000;
+
+/// Purges `from..=to` in steps of [`PURGE_STEP`] records, resting after each step as long as
+/// it took: the purge takes at most half of the store's time, so ingest keeps its latency
+/// while a large backlog of expired records is cleared.
+async fn paced_purge(
+    store: &Arc<dyn Store>,
+    tenant: &TenantId,
+    from: i64,
+    to: i64,
+) -> Result<vigil_store::Purged, StoreError> {
+    let mut total = vigil_store::Purged::default();
+    let mut at = from;
+    while at <= to {
+        let end = (at + PURGE_STEP - 1).min(to);
+        let started = std::time::Instant::now();
+        let p = store.purge_payloads(tenant, at, end, PURGE_ACTION).await?;
+        total.records += p.records;
+        total.bytes += p.bytes;
+        if end < to {
+            tokio::time::sleep(started.elapsed()).await;
+        }
+        at = end + 1;
+    }
+    Ok(total)
 }
 
 /// The longest retention period taken (100 years), in days.

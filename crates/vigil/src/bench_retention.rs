@@ -90,6 +90,14 @@ pub(crate) async fn run(a: RetentionArgs) -> anyhow::Result<()> {
     let cutoff = Timestamp::parse("2026-11-01T00:00:00Z")?;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
 
+    // Settle what the fill left behind (the write-ahead log, checkpoint catch-up), then warm
+    // the live tenants up, so the baseline measures steady ingest.
+    w.store.reclaim_space(false).await?;
+    let warm = tokio::spawn(live_load(w.sequencer.clone(), a.clients, Arc::clone(&stop)));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    warm.await?;
+    stop.store(false, std::sync::atomic::Ordering::Relaxed);
     println!(
         "live ingest: {} clients x 10 events every 10 ms, {} s without a purge",
         a.clients,
@@ -125,6 +133,12 @@ pub(crate) async fn run(a: RetentionArgs) -> anyhow::Result<()> {
     let reclaim_s = reclaim_started.elapsed().as_secs_f64();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let during = load.await?;
+    // The same ingest again, after: the baseline on both sides of the purge.
+    stop.store(false, std::sync::atomic::Ordering::Relaxed);
+    let load = tokio::spawn(live_load(w.sequencer.clone(), a.clients, Arc::clone(&stop)));
+    tokio::time::sleep(a.baseline).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let after = load.await?;
     // Maintenance, without live load: the full rewrite.
     let full_started = Instant::now();
     let full = w.store.reclaim_space(true).await?;
@@ -152,8 +166,9 @@ pub(crate) async fn run(a: RetentionArgs) -> anyhow::Result<()> {
     println!("| live ingest (batch of 10) | requests | p50 ms | p99 ms |");
     println!("|---|---|---|---|");
     for (name, lat) in [
-        ("without a purge", &without),
-        ("while the purge runs", &during),
+        ("without a purge, before", &without),
+        ("while the purge and the online reclaim run", &during),
+        ("without a purge, after", &after),
     ] {
         println!(
             "| {name} | {} | {:.2} | {:.2} |",
@@ -162,9 +177,10 @@ pub(crate) async fn run(a: RetentionArgs) -> anyhow::Result<()> {
             p(lat, 0.99)
         );
     }
+    let worse = p(&without, 0.99).min(p(&after, 0.99));
     println!(
-        "p99 ratio (during / without): {:.2} (target ≤ 1.5)",
-        p(&during, 0.99) / p(&without, 0.99)
+        "p99 ratio, during / the lower of before and after: {:.2} (target ≤ 1.5)",
+        p(&during, 0.99) / worse
     );
     Ok(())
 }

@@ -136,6 +136,11 @@ impl Application {
             metrics,
         } = Writer::open(&settings).await?;
         let guard = Guard::new(policy, metrics.registry());
+        let pool: vigil_security::runtime_metrics::PoolReading = {
+            let store = Arc::clone(&store);
+            Arc::new(move || store.pool_stats().reading())
+        };
+        vigil_security::runtime_metrics::register(metrics.registry(), "audit", Some(pool));
         let bearer = match &settings.jwks {
             Some(cfg) => {
                 let v = vigil_auth::JwksVerifier::start(cfg.clone(), metrics.registry());

@@ -79,6 +79,11 @@ impl Application {
         };
         let store = open_store(&settings.database_url).await?;
         let registry = prometheus::Registry::new();
+        let pool: vigil_security::runtime_metrics::PoolReading = {
+            let store = store.clone();
+            Arc::new(move || store.pool_stats().reading())
+        };
+        vigil_security::runtime_metrics::register(&registry, "auth", Some(pool));
         // The service's own tokens (management API) are verified against its own keys.
         let mut own = JwksConfig::new(String::new(), issuer.clone(), settings.audience.clone());
         own.leeway = Duration::from_secs(5);

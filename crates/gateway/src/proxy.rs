@@ -62,6 +62,7 @@ impl Gateway {
     pub async fn build(config: GatewayConfig) -> Result<Gateway, GatewayError> {
         config.check()?;
         let registry = Registry::new();
+        vigil_security::runtime_metrics::register(&registry, "gateway", None);
         let metrics = Metrics::new(&registry);
         let audit = GatewayAudit::start(
             config.audit_url.as_deref(),

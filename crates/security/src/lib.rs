@@ -22,6 +22,7 @@ pub mod context;
 pub mod error;
 pub mod extract;
 pub mod http_metrics;
+pub mod runtime_metrics;
 pub mod shape;
 pub mod token;
 pub mod trace;

@@ -15,6 +15,23 @@ use std::time::Duration;
 /// How long a request waits for a connection before the store counts as unavailable.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Waits for a pooled connection that ran out of time, in this process (every pool).
+pub(crate) static POOL_TIMEOUTS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+
+/// A connection pool's state now, for the `vigil_db_pool_*` metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Open connections.
+    pub size: u32,
+    /// Open connections not in use.
+    pub idle: u32,
+    /// The most connections the pool opens.
+    pub max: u32,
+    /// Waits for a connection that timed out, in this process so far (every pool).
+    pub timeouts: u64,
+}
+
 /// A pool of either engine.
 #[derive(Debug, Clone)]
 pub enum Database {
@@ -37,7 +54,41 @@ macro_rules! with_db {
     };
 }
 
+impl PoolStats {
+    /// (size, idle, max, timeouts), what vigil-security's pool metrics read.
+    pub fn reading(&self) -> (u64, u64, u64, u64) {
+        (
+            u64::from(self.size),
+            u64::from(self.idle),
+            u64::from(self.max),
+            self.timeouts,
+        )
+    }
+}
+
 impl Database {
+    /// The pool's state now.
+    pub fn pool_stats(&self) -> PoolStats {
+        let (size, idle, max) = match self {
+            Database::Sqlite(p) => (
+                p.size(),
+                p.num_idle() as u32,
+                p.options().get_max_connections(),
+            ),
+            Database::Postgres(p) => (
+                p.size(),
+                p.num_idle() as u32,
+                p.options().get_max_connections(),
+            ),
+        };
+        PoolStats {
+            size,
+            idle,
+            max,
+            timeouts: POOL_TIMEOUTS.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
     /// Opens the database at `url` and applies the migrations for its engine. A new SQLite
     /// file is created readable by its owner only (it may hold secrets).
     pub async fn open(

@@ -38,6 +38,9 @@ pub enum StoreError {
 impl StoreError {
     /// Classifies a driver error raised while doing `op`.
     pub fn from_sqlx(op: &'static str, e: sqlx::Error) -> StoreError {
+        if matches!(e, sqlx::Error::PoolTimedOut) {
+            crate::db::POOL_TIMEOUTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let message = e.to_string();
         match &e {
             sqlx::Error::Database(db) if db.is_unique_violation() => {

@@ -488,6 +488,9 @@ pub trait IdentityStore: Send + Sync + std::fmt::Debug {
     /// Is the database reachable?
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// The connection pool's state now (for metrics).
+    fn pool_stats(&self) -> crate::PoolStats;
+
     // ----- signing keys -----
     /// Every key, newest first.
     async fn keys(&self) -> Result<Vec<StoredKey>, StoreError>;
@@ -638,6 +641,10 @@ pub async fn open(url: &str, service: &str) -> Result<Arc<dyn IdentityStore>, St
 
 #[async_trait]
 impl IdentityStore for SqlIdentityStore {
+    fn pool_stats(&self) -> crate::PoolStats {
+        self.db.pool_stats()
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         with_db!(&self.db, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()).map_err(err("checking the database")))
     }

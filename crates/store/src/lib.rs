@@ -26,6 +26,7 @@ mod sql;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use db::PoolStats;
 pub use error::StoreError;
 pub use query::{ActionFilter, Query};
 pub use sql::SqlStore;
@@ -118,6 +119,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Cheap round trip to the database: is it reachable now?
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The connection pool's state now (for metrics).
+    fn pool_stats(&self) -> db::PoolStats;
 
     /// The tenant's chain head (genesis when it has no records).
     async fn head(&self, tenant: &TenantId) -> Result<ChainHead, StoreError>;

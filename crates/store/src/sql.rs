@@ -205,6 +205,13 @@ impl Store for SqlStore {
         }
     }
 
+    fn pool_stats(&self) -> crate::PoolStats {
+        match &self.pool {
+            Pool::Sqlite { pool, .. } => Database::Sqlite(pool.clone()).pool_stats(),
+            Pool::Postgres(pool) => Database::Postgres(pool.clone()).pool_stats(),
+        }
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         with_pool!(self, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()))
             .map_err(|e| StoreError::from_sqlx("checking the store", e))

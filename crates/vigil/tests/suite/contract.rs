@@ -750,3 +750,79 @@ async fn schemathesis_finds_nothing_in_the_gateways_own_endpoints() {
         .await
         .unwrap();
 }
+
+/// docs/metrics.md names every metric the three services expose, and nothing no code defines.
+#[tokio::test]
+async fn the_metrics_doc_names_every_metric_the_services_expose() {
+    let d = dev().await;
+    let http = Client::new();
+    // Some traffic first: a login, a read, a proxied request.
+    let token = admin_token(&http, &d).await;
+    http.get(format!("{}/v1/events", d.gateway))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let doc = std::fs::read_to_string(repo_root().join("docs/metrics.md")).unwrap();
+    let documented: std::collections::BTreeSet<String> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `")?.split('`').next().map(str::to_owned))
+        .collect();
+    let mut exposed = std::collections::BTreeMap::<String, Vec<&str>>::new();
+    for (service, url) in [
+        ("audit", format!("{}/metrics", d.audit)),
+        ("auth", format!("{}/metrics", d.auth)),
+        ("gateway", format!("{}/gateway/metrics", d.gateway)),
+    ] {
+        let text = get_text(&http, url).await;
+        for name in text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next())
+        {
+            exposed.entry(name.to_owned()).or_default().push(service);
+        }
+        for must in [
+            "vigil_build_info",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+        ] {
+            assert!(text.contains(must), "{service} does not expose {must}");
+        }
+        if service != "gateway" {
+            assert!(
+                text.contains("vigil_db_pool_connections{service=\"")
+                    && text.contains("state=\"in_use\""),
+                "{service}: no pool metrics"
+            );
+        }
+    }
+    let undocumented: Vec<_> = exposed
+        .iter()
+        .filter(|(n, _)| !documented.contains(*n))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "exposed but not in docs/metrics.md: {undocumented:?}"
+    );
+    // Every documented name is defined somewhere in the code (process_* by the client crate).
+    let mut source = String::new();
+    for dir in std::fs::read_dir(repo_root().join("crates")).unwrap() {
+        let src = dir.unwrap().path().join("src");
+        let mut stack = vec![src];
+        while let Some(p) = stack.pop() {
+            if p.is_dir() {
+                stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+            } else if p.extension().is_some_and(|e| e == "rs") {
+                source.push_str(&std::fs::read_to_string(&p).unwrap());
+            }
+        }
+    }
+    let stale: Vec<_> = documented
+        .iter()
+        .filter(|n| !n.starts_with("process_") && !source.contains(&format!("\"{n}\"")))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "in docs/metrics.md but defined nowhere: {stale:?}"
+    );
+}

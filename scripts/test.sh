@@ -12,6 +12,8 @@
 #   - A Kafka-protocol broker for the pipeline tests: tansu (crates.io), built once into
 #     ~/.cache/vigil-tools (VIGIL_TOOLS_DIR) when it is not there (about 9 minutes, cold); the
 #     tests start their own brokers from it on free loopback ports. Never skipped.
+#   - promtool (Debian's prometheus package), for `promtool check rules` and `promtool test
+#     rules` on deploy/prometheus/: installed with apt-get when running as root. Never skipped.
 #   - Python with the rfc8785, cryptography, PyJWT and schemathesis packages (PyPI), for the independent
 #     verification and JWT interoperability tests, in a virtualenv under the cargo target
 #     directory.
@@ -94,6 +96,18 @@ The gateway's Redis tests are part of the suite and are not skipped."
   export VIGIL_TEST_REDIS_URL="${VIGIL_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 }
 
+ensure_promtool() {
+  if ! command -v promtool >/dev/null; then
+    [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+      || die "promtool is not installed and cannot be installed here (need root and apt-get).
+The alert-rule tests (deploy/prometheus/) are part of the suite and are not skipped."
+    say "installing Prometheus (for promtool) with apt-get"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    command -v promtool >/dev/null || die "apt-get installed prometheus but there is no promtool"
+  fi
+}
+
 ensure_python() {
   local py=python3
   if ! "$py" -c 'import rfc8785, cryptography, jwt, schemathesis' 2>/dev/null; then
@@ -129,6 +143,8 @@ ensure_postgres
 echo "Postgres: $VIGIL_TEST_POSTGRES_URL"
 ensure_redis
 echo "Redis: $VIGIL_TEST_REDIS_URL (and redis-server for the outage test)"
+ensure_promtool
+echo "promtool: $(command -v promtool)"
 ensure_python
 echo "Python for independent verification and JWT interop: $VIGIL_PYTHON"
 ensure_kafka_broker

@@ -6,6 +6,8 @@
 #[path = "suite/common.rs"]
 mod common;
 
+#[path = "suite/alerts.rs"]
+mod alerts;
 #[path = "suite/auth.rs"]
 mod auth;
 #[path = "suite/contract.rs"]

@@ -70,6 +70,14 @@ macro_rules! bind_all {
 }
 
 impl SqlStore {
+    /// SQLite's one-writer queue (see [`Pool::Sqlite`]); nothing on Postgres.
+    async fn write_guard(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.pool {
+            Pool::Sqlite { write, .. } => Some(write.lock().await),
+            Pool::Postgres(_) => None,
+        }
+    }
+
     /// Opens and migrates the store at `url`.
     pub async fn open(url: &str) -> Result<SqlStore, StoreError> {
         let pool = match Database::open(url, &SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await? {
@@ -311,10 +319,7 @@ impl Store for SqlStore {
             return Ok(());
         }
         let op = "appending records";
-        let _guard = match &self.pool {
-            Pool::Sqlite { write, .. } => Some(write.lock().await),
-            Pool::Postgres(_) => None,
-        };
+        let _guard = self.write_guard().await;
         let first_seq = records[0].record.seq;
         with_pool!(self, p => {
             let mut tx = p.begin().await.map_err(|e| StoreError::from_sqlx(op, e))?;
@@ -537,10 +542,7 @@ impl Store for SqlStore {
         let mut at = from_seq;
         while at <= to_seq {
             let end = (at + SLICE - 1).min(to_seq);
-            let _guard = match &self.pool {
-                Pool::Sqlite { write, .. } => Some(write.lock().await),
-                Pool::Postgres(_) => None,
-            };
+            let _guard = self.write_guard().await;
             // Measured, then cleared: nothing else writes these rows (appends take other seqs,
             // and a purge of the same range finds them cleared), so no transaction is needed
             // (on SQLite, one opened by the read would fail to become a write transaction if
@@ -679,10 +681,7 @@ impl Store for SqlStore {
                            VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
         let op = "storing subject keys";
         {
-            let _guard = match &self.pool {
-                Pool::Sqlite { write, .. } => Some(write.lock().await),
-                Pool::Postgres(_) => None,
-            };
+            let _guard = self.write_guard().await;
             with_pool!(self, p => {
                 let mut tx = p.begin().await.map_err(|e| StoreError::from_sqlx(op, e))?;
                 for (r, wrapped) in candidates {
@@ -729,38 +728,28 @@ impl Store for SqlStore {
     ) -> Result<bool, StoreError> {
         const SQL: &str = "DELETE FROM subject_keys WHERE tenant_id = $1 AND subject_ref = $2";
         let op = "destroying a subject key";
-        let gone = match &self.pool {
-            Pool::Sqlite { pool, write } => {
-                let guard = write.lock().await;
-                let n = sqlx::query(SQL)
-                    .bind(tenant.as_str())
-                    .bind(subject_ref)
-                    .execute(pool)
-                    .await
-                    .map_err(|e| StoreError::from_sqlx(op, e))?
-                    .rows_affected();
-                drop(guard);
-                // secure_delete zeroes the row in its page; the checkpoint takes the old page
-                // out of the write-ahead log.
-                checkpoint_wal(pool).await?;
-                n
-            }
+        let gone = {
+            let _guard = self.write_guard().await;
+            with_pool!(self, p => sqlx::query(SQL)
+                .bind(tenant.as_str())
+                .bind(subject_ref)
+                .execute(p)
+                .await
+                .map(|r| r.rows_affected()))
+            .map_err(|e| StoreError::from_sqlx(op, e))?
+        };
+        match &self.pool {
+            // secure_delete zeroed the row in its page; the checkpoint takes the old page out
+            // of the write-ahead log.
+            Pool::Sqlite { pool, .. } => checkpoint_wal(pool).await?,
+            // The dead row's bytes are cleared by VACUUM, not by the DELETE.
             Pool::Postgres(pool) => {
-                let n = sqlx::query(SQL)
-                    .bind(tenant.as_str())
-                    .bind(subject_ref)
-                    .execute(pool)
-                    .await
-                    .map_err(|e| StoreError::from_sqlx(op, e))?
-                    .rows_affected();
-                // The dead row's bytes are cleared by VACUUM, not by the DELETE.
                 sqlx::raw_sql("VACUUM subject_keys")
                     .execute(pool)
                     .await
                     .map_err(|e| StoreError::from_sqlx(op, e))?;
-                n
             }
-        };
+        }
         Ok(gone > 0)
     }
 

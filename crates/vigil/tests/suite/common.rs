@@ -349,6 +349,24 @@ pub async fn execute_sql(engine: Engine, db: &str, sql: &str) {
     }
 }
 
+/// The one number `sql` selects from the test store.
+pub async fn count_sql(engine: Engine, db: &str, sql: &str) -> i64 {
+    match engine {
+        Engine::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(db).await.unwrap();
+            let n = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+            pool.close().await;
+            n
+        }
+        Engine::Postgres => {
+            let pool = sqlx::PgPool::connect(db).await.unwrap();
+            let n = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+            pool.close().await;
+            n
+        }
+    }
+}
+
 /// `scripts/independent_verify.py` (no Vigil code) against `tenant` of the service at `addr`,
 /// with `extra` arguments; (exit code, stdout and stderr).
 pub fn independent_verify(addr: SocketAddr, tenant: &str, extra: &[&str]) -> (Option<i32>, String) {

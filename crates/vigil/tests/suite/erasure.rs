@@ -330,23 +330,6 @@ async fn wait_for_checkpoint(app: &TestApp) {
     panic!("no checkpoint covers the head");
 }
 
-async fn count_sql(engine: Engine, db: &str, sql: &str) -> i64 {
-    match engine {
-        Engine::Sqlite => {
-            let pool = sqlx::SqlitePool::connect(db).await.unwrap();
-            let n = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
-            pool.close().await;
-            n
-        }
-        Engine::Postgres => {
-            let pool = sqlx::PgPool::connect(db).await.unwrap();
-            let n = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
-            pool.close().await;
-            n
-        }
-    }
-}
-
 async fn a_tenants_own_retention_period_is_kept_checked_and_audited(engine: Engine) {
     let app = spawn_app(engine).await;
     let get = || {

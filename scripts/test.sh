@@ -12,11 +12,12 @@
 #   - A Kafka-protocol broker for the pipeline tests: tansu (crates.io), built once into
 #     ~/.cache/vigil-tools (VIGIL_TOOLS_DIR) when it is not there (about 9 minutes, cold); the
 #     tests start their own brokers from it on free loopback ports. Never skipped.
-#   - promtool (Debian's prometheus package), for `promtool check rules` and `promtool test
-#     rules` on deploy/prometheus/: installed with apt-get when running as root. Never skipped.
-#   - Python with the rfc8785, cryptography, PyJWT and schemathesis packages (PyPI), for the independent
-#     verification and JWT interoperability tests, in a virtualenv under the cargo target
-#     directory.
+#   - Prometheus with promtool and Alertmanager (Debian's prometheus and prometheus-alertmanager
+#     packages), for the rule and dashboard checks and the real-Prometheus alert test:
+#     installed with apt-get when running as root. Never skipped.
+#   - Python with the rfc8785, cryptography, PyJWT, schemathesis and standardwebhooks packages
+#     (PyPI), for the independent verification, JWT interoperability, API fuzzing and webhook
+#     receiver tests, in a virtualenv under the cargo target directory.
 # The cargo target directory lives outside the clone (reused between CI runs when present):
 # ./target is made a link to ~/.cache/vigil-target when missing, so `cargo run -p vigil -- dev`
 # and this script share one build instead of compiling everything twice.
@@ -96,27 +97,32 @@ The gateway's Redis tests are part of the suite and are not skipped."
   export VIGIL_TEST_REDIS_URL="${VIGIL_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 }
 
-ensure_promtool() {
-  if ! command -v promtool >/dev/null; then
+ensure_prometheus() {
+  if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null \
+    || ! command -v prometheus-alertmanager >/dev/null; then
     [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-      || die "promtool is not installed and cannot be installed here (need root and apt-get).
-The alert-rule tests (deploy/prometheus/) are part of the suite and are not skipped."
-    say "installing Prometheus (for promtool) with apt-get"
+      || die "Prometheus, promtool and Alertmanager are not installed and cannot be installed here
+(need root and apt-get). The alert-rule, dashboard and real-Prometheus tests are part of the
+suite and are not skipped."
+    say "installing Prometheus (with promtool) and Alertmanager with apt-get"
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-    command -v promtool >/dev/null || die "apt-get installed prometheus but there is no promtool"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      prometheus prometheus-alertmanager >/dev/null
+    for b in promtool prometheus prometheus-alertmanager; do
+      command -v "$b" >/dev/null || die "apt-get ran but there is no $b"
+    done
   fi
 }
 
 ensure_python() {
   local py=python3
-  if ! "$py" -c 'import rfc8785, cryptography, jwt, schemathesis' 2>/dev/null; then
+  if ! "$py" -c 'import rfc8785, cryptography, jwt, schemathesis, standardwebhooks' 2>/dev/null; then
     local venv="$CARGO_TARGET_DIR/vigil-venv"
-    if ! [ -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import rfc8785, cryptography, jwt, schemathesis' 2>/dev/null; then
-      say "installing rfc8785, cryptography, PyJWT and schemathesis from PyPI into $venv"
+    if ! [ -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import rfc8785, cryptography, jwt, schemathesis, standardwebhooks' 2>/dev/null; then
+      say "installing rfc8785, cryptography, PyJWT, schemathesis and standardwebhooks from PyPI into $venv"
       [ -x "$venv/bin/python" ] || python3 -m venv "$venv" || die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
-      "$venv/bin/pip" install -q rfc8785 cryptography PyJWT schemathesis \
-        || die "pip could not install rfc8785, cryptography, PyJWT and schemathesis"
+      "$venv/bin/pip" install -q rfc8785 cryptography PyJWT schemathesis standardwebhooks \
+        || die "pip could not install rfc8785, cryptography, PyJWT, schemathesis and standardwebhooks"
     fi
     py="$venv/bin/python"
   fi
@@ -143,8 +149,8 @@ ensure_postgres
 echo "Postgres: $VIGIL_TEST_POSTGRES_URL"
 ensure_redis
 echo "Redis: $VIGIL_TEST_REDIS_URL (and redis-server for the outage test)"
-ensure_promtool
-echo "promtool: $(command -v promtool)"
+ensure_prometheus
+echo "Prometheus, promtool, Alertmanager: $(command -v prometheus) $(command -v promtool) $(command -v prometheus-alertmanager)"
 ensure_python
 echo "Python for independent verification and JWT interop: $VIGIL_PYTHON"
 ensure_kafka_broker

@@ -26,6 +26,8 @@ pub struct Application {
     state: Arc<AppState>,
     router: Router,
     retention: Option<tokio::task::JoinHandle<()>>,
+    verifier: Option<tokio::task::JoinHandle<()>>,
+    webhook_worker: tokio::task::JoinHandle<()>,
 }
 
 /// What writes to the audit store: the store, the checkpointer with its key, the sequencer.
@@ -141,6 +143,11 @@ impl Application {
             Arc::new(move || store.pool_stats().reading())
         };
         vigil_security::runtime_metrics::register(metrics.registry(), "audit", Some(pool));
+        vigil_security::runtime_metrics::register_disk(
+            metrics.registry(),
+            "audit",
+            &settings.data_dir,
+        );
         let bearer = match &settings.jwks {
             Some(cfg) => {
                 let v = vigil_auth::JwksVerifier::start(cfg.clone(), metrics.registry());
@@ -173,6 +180,25 @@ impl Application {
             settings.retention,
             settings.retention_interval,
         )));
+        let webhook_key = crate::keys::load_or_create_secret(
+            &settings.data_dir,
+            crate::webhooks::SECRET_KEY_FILE,
+        )?;
+        let webhooks = Arc::new(crate::webhooks::Webhooks::new(
+            Arc::clone(&store),
+            vigil_core::webhook::SecretKey::new(webhook_key),
+            settings.webhooks.clone(),
+            metrics.clone(),
+        ));
+        let webhook_worker = tokio::spawn(Arc::clone(&webhooks).run());
+        let verifier = settings.verify_every.map(|every| {
+            tokio::spawn(crate::verification::run_schedule(
+                Arc::clone(&store),
+                metrics.clone(),
+                every,
+                Some(Arc::clone(&webhooks)),
+            ))
+        });
         let kafka = match &settings.kafka {
             Some(k) => Some(
                 crate::kafka::KafkaIngest::start(k.clone(), sequencer.clone(), metrics.clone())
@@ -190,6 +216,7 @@ impl Application {
             metrics,
             bearer: bearer.clone(),
             retention: settings.retention,
+            webhooks,
         });
         let source = IdentitySource {
             trusted_headers: settings
@@ -213,6 +240,8 @@ impl Application {
             state,
             router: app,
             retention,
+            verifier,
+            webhook_worker,
         })
     }
 
@@ -249,9 +278,10 @@ impl Application {
                 what: "serving HTTP".into(),
                 source,
             })?;
-        if let Some(r) = &self.retention {
-            r.abort();
+        for task in [&self.retention, &self.verifier].into_iter().flatten() {
+            task.abort();
         }
+        self.webhook_worker.abort();
         if let Some(k) = &self.state.kafka {
             k.stop().await;
         }

@@ -5,6 +5,7 @@ mod governance;
 mod ingest;
 mod ops;
 mod query;
+mod webhooks;
 
 use crate::checkpointer::Checkpointer;
 use crate::metrics::AuditMetrics;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub bearer: Option<Arc<dyn vigil_security::token::TokenVerifier>>,
     /// The service's retention period, for tenants without their own (`None`: keep all).
     pub retention: Option<std::time::Duration>,
+    /// Webhook subscriptions and deliveries.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
 }
 
 /// The audit service's routes (without the identity layer, which [`crate::app`] adds).
@@ -46,6 +49,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(query::router())
         .merge(ops::router())
         .merge(governance::router())
+        .merge(webhooks::router())
         .with_state(state)
 }
 
@@ -119,6 +123,12 @@ pub(crate) fn store_error(e: StoreError) -> ApiError {
         governance::delete_retention,
         governance::erase_subject,
         governance::export_subject,
+        webhooks::create,
+        webhooks::list,
+        webhooks::remove,
+        webhooks::rotate,
+        webhooks::deliveries,
+        webhooks::retry,
     ),
     components(schemas(
         ingest::IngestResponse,
@@ -134,6 +144,13 @@ pub(crate) fn store_error(e: StoreError) -> ApiError {
         governance::RetentionBody,
         governance::ErasureView,
         governance::SubjectExport,
+        webhooks::NewWebhook,
+        webhooks::WebhookView,
+        webhooks::WebhookList,
+        webhooks::Rotated,
+        webhooks::DeliveryView,
+        webhooks::DeliveryLog,
+        webhooks::DeliveryStatus,
         ErrorBody
     ))
 )]
@@ -169,18 +186,18 @@ pub fn openapi_document() -> serde_json::Value {
             "rules": {"type": "array", "maxItems": vigil_core::redaction::MAX_RULES, "items": {
                 "type": "object", "additionalProperties": false, "required": ["path", "action"],
                 "properties": {
-                    "path": {"type": "string", "pattern": "^payload(\\.[^.\\[\\]\\u0000-\\u001f\\u007f-\\u009f]+(\\[\\*\\])*)+$", "maxLength": 1024},
+                    "path": {"type": "string", "pattern": "^payload(\\.[^.\\[\\]\\u0000-\\u001f\\u007f-\\u009f]+(\\[\\*\\])*)+$", "maxLength": vigil_core::redaction::MAX_PATH_CHARS},
                     "action": {"enum": ["mask", "hmac", "drop"]}
                 }
             }},
             "sensitive": {"type": "array", "maxItems": vigil_core::redaction::MAX_RULES, "uniqueItems": true, "items": {
-                "type": "string", "pattern": "^payload\\.[^.\\[\\]\\u0000-\\u001f\\u007f-\\u009f]+$", "maxLength": 1024
+                "type": "string", "pattern": "^payload\\.[^.\\[\\]\\u0000-\\u001f\\u007f-\\u009f]+$", "maxLength": vigil_core::redaction::MAX_PATH_CHARS
             }},
             "personal": {"type": ["object", "null"], "additionalProperties": false, "required": ["subject", "members"],
                 "properties": {
-                    "subject": {"type": "string", "pattern": "^payload(\\.[^.\\[\\]\\u0000-\\u001f\\u007f-\\u009f]+)+$", "maxLength": 1024},
+                    "subject": {"type": "string", "pattern": "^payload(\\.[^.\\[\\]\\u0000-\\u001f\\u007f-\\u009f]+)+$", "maxLength": vigil_core::redaction::MAX_PATH_CHARS},
                     "members": {"type": "array", "minItems": 1, "maxItems": vigil_core::redaction::MAX_RULES, "uniqueItems": true, "items": {
-                        "type": "string", "pattern": "^payload\\.[^.\\[\\]\\u0000-\\u001f\\u007f-\\u009f]+$", "maxLength": 1024
+                        "type": "string", "pattern": "^payload\\.[^.\\[\\]\\u0000-\\u001f\\u007f-\\u009f]+$", "maxLength": vigil_core::redaction::MAX_PATH_CHARS
                     }}
                 }}
         }

@@ -625,6 +625,7 @@ impl Worker {
 
     /// Stores one tenant's events of a batch, retrying while the store fails (until told to
     /// stop: `None`). Returns the messages refused for good, for the dead-letter topic.
+    #[tracing::instrument(name = "kafka.consume", skip_all, fields(otel.kind = "consumer", tenant = %tenant, vigil.events = events.len()))]
     async fn store_group(
         &self,
         tenant: &TenantId,

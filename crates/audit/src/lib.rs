@@ -25,6 +25,7 @@ pub mod retention;
 pub mod sequencer;
 pub mod settings;
 pub mod verification;
+pub mod webhooks;
 
 pub use app::Application;
 pub use error::AuditError;

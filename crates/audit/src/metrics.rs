@@ -53,6 +53,16 @@ pub struct AuditMetrics {
     pub retention_bytes_freed: IntCounter,
     /// `audit_subjects_erased_total`: data subjects whose key was destroyed.
     pub subjects_erased: IntCounter,
+    /// `audit_verifications_total{result}`: background verifications of a tenant's chain, by
+    /// result (intact, damaged, error).
+    pub verifications: IntCounterVec,
+    /// `audit_verification_damaged_tenants`: tenants whose last verification found damage.
+    pub damaged_tenants: prometheus::IntGauge,
+    /// `audit_verification_last_run_timestamp_seconds`: when every tenant was last verified.
+    pub verification_last_run: Gauge,
+    /// `audit_webhook_deliveries_total{result}`: webhook delivery attempts, by result
+    /// (delivered, failed: tried again later, dead: dead-lettered).
+    pub webhook_deliveries: IntCounterVec,
 }
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
@@ -187,12 +197,38 @@ impl AuditMetrics {
             "Bytes the database returned to the file system after retention purges",
         )
         .expect("valid metric");
+        let verifications = IntCounterVec::new(
+            Opts::new(
+                "audit_verifications_total",
+                "Background verifications of a tenant's chain and checkpoints, by result (intact, damaged, error)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let damaged_tenants = prometheus::IntGauge::new(
+            "audit_verification_damaged_tenants",
+            "Tenants whose last background verification found damage",
+        )
+        .expect("valid metric");
+        let verification_last_run = Gauge::new(
+            "audit_verification_last_run_timestamp_seconds",
+            "Unix time the background verification last went over every tenant",
+        )
+        .expect("valid metric");
+        let webhook_deliveries = IntCounterVec::new(
+            Opts::new(
+                "audit_webhook_deliveries_total",
+                "Webhook delivery attempts by result (delivered, failed: tried again later, dead: dead-lettered)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         let subjects_erased = IntCounter::new(
             "audit_subjects_erased_total",
             "Data subjects erased: their key destroyed, a signed receipt in the chain",
         )
         .expect("valid metric");
-        let collectors: [Box<dyn prometheus::core::Collector>; 20] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 24] = [
             Box::new(processed.clone()),
             Box::new(chain_gap.clone()),
             Box::new(batch_size.clone()),
@@ -213,6 +249,10 @@ impl AuditMetrics {
             Box::new(retention_last_run.clone()),
             Box::new(retention_bytes_freed.clone()),
             Box::new(subjects_erased.clone()),
+            Box::new(verifications.clone()),
+            Box::new(damaged_tenants.clone()),
+            Box::new(verification_last_run.clone()),
+            Box::new(webhook_deliveries.clone()),
         ];
         for c in collectors {
             registry
@@ -258,6 +298,10 @@ impl AuditMetrics {
             retention_last_run,
             retention_bytes_freed,
             subjects_erased,
+            verifications,
+            damaged_tenants,
+            verification_last_run,
+            webhook_deliveries,
         }
     }
 

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 use vigil_core::chain::ChainHead;
 use vigil_core::event::Event;
 use vigil_core::hash::Hash32;
@@ -354,6 +355,38 @@ struct InFlight {
     plan: Plan,
     started: Instant,
     task: JoinHandle<Result<(), StoreError>>,
+    /// One span per appended event, in the trace that produced it; they end with the commit.
+    _appends: Vec<tracing::Span>,
+}
+
+/// When spans are exported: for each record that names a trace, an `audit.append` span in
+/// that trace, the child of the span its service emitted it under (see
+/// [`vigil_security::trace::event_span_id`]) and linked to the group commit it rode in.
+fn append_spans(records: &[NewRecord], commit: &tracing::Span) -> Vec<tracing::Span> {
+    use vigil_security::trace;
+    if !vigil_security::telemetry::exporting() {
+        return Vec::new();
+    }
+    records
+        .iter()
+        .filter_map(|r| {
+            let r = &r.record;
+            let t = vigil_core::ids::TraceId::parse(r.trace_id.as_deref()?).ok()?;
+            let span = tracing::info_span!(
+                parent: None,
+                "audit.append",
+                otel.kind = "consumer",
+                tenant = %r.tenant_id,
+                vigil.seq = r.seq,
+                vigil.event_id = %r.event_id,
+                vigil.action = %r.action,
+            );
+            trace::set_remote_parent(&span, &t, trace::event_span_id(&r.event_id));
+            trace::link(&span, commit);
+            trace::start_in_trace(&span, &t, None);
+            Some(span)
+        })
+        .collect()
 }
 
 impl TenantWriter {
@@ -462,12 +495,22 @@ impl TenantWriter {
             .map(|(k, v)| (k.clone(), *v))
             .collect();
         self.inner.metrics.group_size.observe(records.len() as f64);
-        let task = tokio::spawn(async move { store.append(&tenant, &records, &producers).await });
+        let commit = tracing::info_span!(
+            "audit.commit",
+            tenant = %tenant,
+            vigil.records = records.len(),
+            vigil.jobs = jobs.len()
+        );
+        let appends = append_spans(&records, &commit);
+        let task = tokio::spawn(
+            async move { store.append(&tenant, &records, &producers).await }.instrument(commit),
+        );
         InFlight {
             jobs,
             plan,
             started: Instant::now(),
             task,
+            _appends: appends,
         }
     }
 

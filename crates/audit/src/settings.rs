@@ -41,6 +41,10 @@ pub struct AuditSettings {
     pub retention: Option<Duration>,
     /// How often the retention job runs.
     pub retention_interval: Duration,
+    /// Verify every tenant in the background this often (None: never).
+    pub verify_every: Option<Duration>,
+    /// How webhook deliveries are made.
+    pub webhooks: crate::webhooks::WebhookSettings,
 }
 
 impl AuditSettings {
@@ -63,6 +67,8 @@ impl AuditSettings {
             redaction: Default::default(),
             retention: None,
             retention_interval: Duration::from_secs(3600),
+            verify_every: Some(Duration::from_secs(3600)),
+            webhooks: Default::default(),
         }
     }
 }
@@ -86,6 +92,8 @@ impl std::fmt::Debug for AuditSettings {
             .field("redaction", &self.redaction)
             .field("retention", &self.retention)
             .field("retention_interval", &self.retention_interval)
+            .field("verify_every", &self.verify_every)
+            .field("webhooks", &self.webhooks)
             .finish()
     }
 }

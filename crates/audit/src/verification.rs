@@ -194,3 +194,91 @@ pub async fn resolve_keys(
             .collect(),
     })
 }
+
+/// Verifies every tenant's chain and checkpoints every `interval` (the first run one interval
+/// after start), against the keys the store records: damage is logged with the tenant and the
+/// first bad seq, and counted (`audit_verifications_total{result}`,
+/// `audit_verification_damaged_tenants`) for the alert that pages on it.
+pub async fn run_schedule(
+    store: Arc<dyn Store>,
+    metrics: crate::metrics::AuditMetrics,
+    interval: std::time::Duration,
+    alerts: Option<Arc<crate::webhooks::Webhooks>>,
+) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut damaged = std::collections::BTreeSet::<String>::new();
+    loop {
+        tick.tick().await;
+        let now: std::collections::BTreeSet<String> =
+            verify_all(&store, &metrics).await.into_iter().collect();
+        // Subscribers to the tenant's alerts hear of damage once, and of its end once.
+        if let Some(w) = &alerts {
+            let changes = now
+                .difference(&damaged)
+                .map(|t| (t, "firing"))
+                .chain(damaged.difference(&now).map(|t| (t, "resolved")));
+            for (tenant, status) in changes {
+                let Ok(t) = TenantId::parse(tenant) else {
+                    continue;
+                };
+                if let Err(e) = w
+                    .alert(&t, "chain_damaged", status, serde_json::json!({}))
+                    .await
+                {
+                    tracing::warn!(tenant = %t, error = %e, "could not enqueue a chain alert");
+                }
+            }
+        }
+        damaged = now;
+    }
+}
+
+/// One pass of [`run_schedule`]; returns the tenants found damaged.
+pub async fn verify_all(
+    store: &Arc<dyn Store>,
+    metrics: &crate::metrics::AuditMetrics,
+) -> Vec<String> {
+    use tracing::Instrument;
+    let span = tracing::info_span!("audit.verify");
+    async {
+        let count = |result: &str| metrics.verifications.with_label_values(&[result]).inc();
+        let listed = match resolve_keys(store, TrustedKeys::FromStore).await {
+            Ok(keys) => store.tenants().await.map(|t| (keys, t)),
+            Err(e) => Err(e),
+        };
+        let (keys, tenants) = match listed {
+            Ok(v) => v,
+            Err(e) => {
+                count("error");
+                tracing::warn!(error = %e, "background verification could not list tenants");
+                return Vec::new();
+            }
+        };
+        let mut damaged = Vec::new();
+        for tenant in tenants {
+            match verify_tenant(store, &tenant, &keys, &|_| {}).await {
+                Ok(r) => match &r.verdict {
+                    Verdict::Intact { .. } => count("intact"),
+                    Verdict::Tampered(f) => {
+                        count("damaged");
+                        tracing::error!(tenant = %tenant, seq = f.seq, damage = ?f.damage,
+                            "background verification found the chain damaged: see docs/runbooks/VigilAuditChainDamaged.md");
+                        damaged.push(tenant.to_string());
+                    }
+                },
+                Err(e) => {
+                    count("error");
+                    tracing::warn!(tenant = %tenant, error = %e, "background verification failed to read");
+                }
+            }
+        }
+        metrics.damaged_tenants.set(damaged.len() as i64);
+        metrics
+            .verification_last_run
+            .set(vigil_core::time::Timestamp::now().micros() as f64 / 1e6);
+        damaged
+    }
+    .instrument(span)
+    .await
+}

@@ -586,6 +586,7 @@ impl Inner {
         Ok(max_age)
     }
 
+    #[tracing::instrument(name = "jwks.fetch", skip_all, fields(url.full = %self.config.url))]
     async fn fetch_once(&self) -> Result<(KeySet, Option<Duration>), FetchError> {
         let fail = |reason: String| FetchError {
             url: self.config.url.clone(),

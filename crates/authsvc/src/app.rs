@@ -84,11 +84,28 @@ impl Application {
             Arc::new(move || store.pool_stats().reading())
         };
         vigil_security::runtime_metrics::register(&registry, "auth", Some(pool));
+        // An embedded store's directory fills up; a server's disk is the database's to watch.
+        if let Some(file) = settings.database_url.expose().strip_prefix("sqlite://") {
+            let dir = std::path::Path::new(file.split('?').next().unwrap_or(file))
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            vigil_security::runtime_metrics::register_disk(&registry, "auth", dir);
+        }
         // The service's own tokens (management API) are verified against its own keys.
         let mut own = JwksConfig::new(String::new(), issuer.clone(), settings.audience.clone());
         own.leeway = Duration::from_secs(5);
         let verifier = JwksVerifier::offline(own, &registry);
         let keys = KeyRing::load(store.clone(), key_policy(&settings)?, verifier.clone()).await?;
+        {
+            let keys = keys.clone();
+            vigil_security::runtime_metrics::register_gauge_fn(
+                &registry,
+                "auth_signing_key_activated_timestamp_seconds",
+                "Unix time the current signing key started signing",
+                Arc::new(move || keys.current_activated_at() as f64),
+            );
+        }
         let transport: Arc<dyn Transport> = match (transport, &settings.audit_url) {
             (Some(t), _) => t,
             (None, Some(url)) => {

@@ -121,6 +121,8 @@ pub async fn retire_due(store: &AuthStore, policy: &KeyPolicy) -> Result<Vec<Str
 
 struct Ring {
     signer: Arc<SigningKey>,
+    /// Unix seconds the current key started signing (created, for the first one).
+    activated_at: i64,
     jwks: axum::body::Bytes,
     fingerprint: String,
 }
@@ -182,6 +184,12 @@ impl KeyRing {
             policy,
             verifier,
         })
+    }
+
+    /// Unix seconds the current signing key started signing (its age on dashboards, the
+    /// key-rotation runbook).
+    pub fn current_activated_at(&self) -> i64 {
+        self.ring.load().activated_at
     }
 
     /// Re-reads the keys; swaps the ring in when they changed.
@@ -286,6 +294,7 @@ fn build(keys: &[StoredKey]) -> Result<Ring, ServiceError> {
     let jwks = serde_json::to_vec(&json!({"keys": published})).expect("JSON");
     Ok(Ring {
         signer: Arc::new(signer),
+        activated_at: current.activated_at.unwrap_or(current.created_at),
         jwks: jwks.into(),
         fingerprint: fingerprint(keys),
     })

@@ -49,7 +49,7 @@ impl fmt::Debug for Kek {
     }
 }
 
-fn seal(key: &[u8; 32], aad: &[u8], plain: &[u8]) -> Vec<u8> {
+pub(crate) fn seal(key: &[u8; 32], aad: &[u8], plain: &[u8]) -> Vec<u8> {
     let mut nonce = [0u8; 24];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
     let cipher = XChaCha20Poly1305::new(key.into());
@@ -62,7 +62,7 @@ fn seal(key: &[u8; 32], aad: &[u8], plain: &[u8]) -> Vec<u8> {
     out
 }
 
-fn open(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, Error> {
+pub(crate) fn open(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, Error> {
     if sealed.len() < 24 + 16 {
         return Err(Error::Sealed("too short"));
     }

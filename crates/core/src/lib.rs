@@ -48,6 +48,7 @@ pub mod redaction;
 pub mod retention;
 pub mod time;
 pub mod verify;
+pub mod webhook;
 
 pub use error::Error;
 

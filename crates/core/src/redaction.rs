@@ -95,6 +95,9 @@ enum Segment {
     Each,
 }
 
+/// The longest path, in characters (the OpenAPI document states it as `maxLength`).
+pub const MAX_PATH_CHARS: usize = 1024;
+
 /// A path into the payload: `payload.a.b`, `payload.items[*].email`.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct FieldPath {
@@ -106,6 +109,12 @@ impl FieldPath {
     /// Parses a path, refusing anything that is not `payload` followed by `.member` steps,
     /// each optionally followed by `[*]` (every item of an array).
     pub fn parse(text: &str) -> Result<FieldPath, Error> {
+        if text.chars().count() > MAX_PATH_CHARS {
+            return Err(Error::invalid(
+                "path",
+                format!("longer than {MAX_PATH_CHARS} characters"),
+            ));
+        }
         let bad = |why: &str| Error::invalid("path", format!("{text:?}: {why}"));
         let rest = text
             .strip_prefix("payload.")
@@ -686,6 +695,14 @@ mod tests {
         }
         let deep = format!("payload{}", ".a".repeat(MAX_PAYLOAD_DEPTH + 1));
         assert!(FieldPath::parse(&deep).is_err());
+        // The length is counted in characters, as JSON Schema's maxLength counts it.
+        let long = format!("payload.{}", "é".repeat(MAX_PATH_CHARS - 8));
+        assert!(FieldPath::parse(&long).is_ok());
+        let longer = format!("{long}é");
+        assert!(FieldPath::parse(&longer)
+            .unwrap_err()
+            .to_string()
+            .contains("longer than 1024"));
     }
 
     #[test]

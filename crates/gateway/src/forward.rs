@@ -210,8 +210,24 @@ pub(crate) async fn rate(
         return Ok(None);
     };
     let started = Instant::now();
-    let (decision, engine) = limiter.decide(&key, &limit).await;
-    metrics.decided(engine, started.elapsed(), &limit, &decision, rl.shadow);
+    let span = tracing::info_span!(
+        "rate_limit",
+        tenant,
+        vigil.engine = tracing::field::Empty,
+        vigil.allowed = tracing::field::Empty
+    );
+    let (decision, engine) =
+        tracing::Instrument::instrument(limiter.decide(&key, &limit), span.clone()).await;
+    span.record("vigil.engine", engine);
+    span.record("vigil.allowed", decision.allowed);
+    metrics.decided(
+        tenant,
+        engine,
+        started.elapsed(),
+        &limit,
+        &decision,
+        rl.shadow,
+    );
     if !decision.allowed {
         audit.breach(tenant);
         if !rl.shadow {
@@ -239,13 +255,13 @@ pub(crate) fn upstream_uri(route: &Route, upstream: &str, uri: &Uri) -> Result<U
 
 /// Stage 5b: the headers sent upstream. The client's identity, credential, hop-by-hop,
 /// tracing and forwarding headers are dropped; the verified identity, the peer the gateway
-/// saw (`X-Forwarded-For`), the client's `Host` (`X-Forwarded-Host`) and a `traceparent`
-/// continuing `trace` with a new span id are set.
+/// saw (`X-Forwarded-For`), the client's `Host` (`X-Forwarded-Host`) and the `traceparent`
+/// of the gateway's upstream call are set.
 pub(crate) fn upstream_headers(
     client: &HeaderMap,
     ctx: Option<&SecurityContext>,
     peer: Option<IpAddr>,
-    trace: &str,
+    traceparent: Option<HeaderValue>,
 ) -> HeaderMap {
     let mut headers = client.clone();
     for h in IDENTITY_HEADERS
@@ -283,9 +299,7 @@ pub(crate) fn upstream_headers(
             headers.insert(HeaderName::from_static("x-roles"), r);
         }
     }
-    if let Ok(v) =
-        HeaderValue::from_str(&format!("00-{trace}-{:016x}-01", rand::random::<u64>() | 1))
-    {
+    if let Some(v) = traceparent {
         headers.insert(HeaderName::from_static("traceparent"), v);
     }
     headers
@@ -592,8 +606,14 @@ mod tests {
             client.append(k, HeaderValue::from_static(v));
         }
         let trace = "0af7651916cd43dd8448eb211c80319c";
+        let ours = HeaderValue::from_str(&format!("00-{trace}-00f067aa0ba902b7-01")).unwrap();
         let ctx = caller("acme", "support").await;
-        let h = upstream_headers(&client, Some(&ctx), Some([192, 0, 2, 7].into()), trace);
+        let h = upstream_headers(
+            &client,
+            Some(&ctx),
+            Some([192, 0, 2, 7].into()),
+            Some(ours.clone()),
+        );
         assert_eq!(h["x-tenant-id"], "acme");
         assert_eq!(h["x-user-id"], "ana");
         assert_eq!(h["x-roles"], "support");
@@ -610,13 +630,10 @@ mod tests {
         ] {
             assert!(!h.contains_key(gone), "{gone} forwarded");
         }
-        let tp = h["traceparent"].to_str().unwrap();
-        assert!(
-            tp.starts_with(&format!("00-{trace}-")) && tp.ends_with("-01"),
-            "{tp}"
-        );
+        // The client's traceparent is replaced by the gateway's own.
+        assert_eq!(h["traceparent"], ours);
         // A public route forwards no identity at all.
-        let h = upstream_headers(&client, None, None, trace);
+        let h = upstream_headers(&client, None, None, None);
         for gone in IDENTITY_HEADERS {
             assert!(!h.contains_key(gone), "{gone} forwarded on a public route");
         }

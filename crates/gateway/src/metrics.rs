@@ -7,10 +7,16 @@ use prometheus::{
 };
 use std::time::Duration;
 
+/// Distinct tenants named in `gateway_tenant_rejections_total` before the rest are counted
+/// under `tenant="_other"`: tenants come from verified tokens, but the label stays bounded.
+pub(crate) const MAX_TENANT_LABELS: usize = 500;
+
 #[derive(Clone)]
 pub(crate) struct Metrics {
     pub(crate) checks: IntCounterVec,
     pub(crate) rejections: IntCounterVec,
+    pub(crate) tenant_rejections: IntCounterVec,
+    tenants_named: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     pub(crate) decision: HistogramVec,
     pub(crate) usage: Histogram,
     pub(crate) backend: IntGaugeVec,
@@ -35,6 +41,14 @@ impl Metrics {
                 "Requests refused (or, in shadow mode, that would be) by a rate limit",
             ),
             &["mode"],
+        )
+        .expect("valid");
+        let tenant_rejections = IntCounterVec::new(
+            Opts::new(
+                "gateway_tenant_rejections_total",
+                "Requests refused (or, in shadow mode, that would be) by a rate limit, by tenant (at most 500 named, the rest as _other)",
+            ),
+            &["tenant"],
         )
         .expect("valid");
         let decision = HistogramVec::new(
@@ -94,6 +108,7 @@ impl Metrics {
         for m in [
             Box::new(checks.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(rejections.clone()),
+            Box::new(tenant_rejections.clone()),
             Box::new(decision.clone()),
             Box::new(usage.clone()),
             Box::new(backend.clone()),
@@ -106,6 +121,8 @@ impl Metrics {
         Metrics {
             checks,
             rejections,
+            tenant_rejections,
+            tenants_named: Default::default(),
             decision,
             usage,
             backend,
@@ -142,6 +159,7 @@ impl Metrics {
     /// One rate-limit decision: its time, outcome, the burst in use, and (refused) the mode.
     pub(crate) fn decided(
         &self,
+        tenant: &str,
         engine: &str,
         took: Duration,
         limit: &Limit,
@@ -159,6 +177,19 @@ impl Metrics {
             self.rejections
                 .with_label_values(&[if shadow { "shadow" } else { "enforced" }])
                 .inc();
+            let label = {
+                let mut named = self
+                    .tenants_named
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if named.contains(tenant) || named.len() < MAX_TENANT_LABELS {
+                    named.insert(tenant.to_owned());
+                    tenant
+                } else {
+                    "_other"
+                }
+            };
+            self.tenant_rejections.with_label_values(&[label]).inc();
         }
     }
 

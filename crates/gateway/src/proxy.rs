@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tracing::Instrument;
 use vigil_auth::{JwksConfig, JwksVerifier};
 use vigil_security::capability::CapabilityPolicy;
 use vigil_security::context::{Guard, IdentitySource, SecurityConfig};
@@ -403,11 +404,19 @@ async fn forward(
         .extensions
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    let trace = vigil_security::trace::current()
-        .map(|t| t.to_string())
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-    let headers = forward::upstream_headers(&parts.headers, ctx.as_ref(), peer, &trace);
     forward::declared_length(&parts.headers, s.config.max_body_bytes)?;
+    // The upstream call is a span of its own (a client span): the service's request span is
+    // its child, through the traceparent sent.
+    let span = tracing::info_span!(
+        "upstream",
+        otel.name = %format!("{} {}", parts.method, route.prefix),
+        otel.kind = "client",
+        server.address = %uri.authority().map(|a| a.as_str()).unwrap_or(""),
+        vigil.route = %route.prefix,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let traceparent = span.in_scope(vigil_security::trace::traceparent);
+    let headers = forward::upstream_headers(&parts.headers, ctx.as_ref(), peer, traceparent);
     let out = Outgoing {
         method: parts.method.clone(),
         uri,
@@ -422,6 +431,8 @@ async fn forward(
         &s.metrics,
         &route.prefix,
     )
+    .instrument(span.clone())
     .await?;
+    span.record("http.response.status_code", res.status().as_u16());
     Ok(forward::finish(res, rate.as_ref()))
 }

@@ -73,6 +73,7 @@ impl HttpTransport {
 
     /// One request; besides the refusals, the ids of valid events the service did not store
     /// because others in the same request were invalid (a batch is validated as a whole).
+    #[tracing::instrument(name = "audit.send", skip_all, fields(otel.kind = "client", tenant = %tenant, vigil.events = events.len()))]
     async fn post(
         &self,
         tenant: &TenantId,
@@ -93,6 +94,9 @@ impl HttpTransport {
             .post(&self.url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
+        if let Some(tp) = vigil_security::trace::traceparent() {
+            req = req.header("traceparent", tp);
+        }
         req = match &self.auth {
             HttpAuth::TrustedHeaders => req
                 .header("X-Tenant-ID", tenant.as_str())

@@ -192,6 +192,7 @@ impl Transport for KafkaTransport {
         "kafka"
     }
 
+    #[tracing::instrument(name = "kafka.produce", skip_all, fields(otel.kind = "producer", vigil.events = batch.len()))]
     async fn send(&self, batch: &[TenantEvent]) -> Result<Delivery, TransportError> {
         let producer = self.current();
         if let Some((code, why)) = producer.client().fatal_error() {

@@ -36,6 +36,7 @@ use serde_json::{Map, Value};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use tracing::Instrument;
 use vigil_core::builder::EventBuilder;
 use vigil_core::event::{Actor, ActorType, Outcome, Resource, Severity};
 use vigil_core::ids::EventId;
@@ -253,8 +254,26 @@ where
             let id = EventId::from_uuid(uuid::Uuid::now_v7());
             let event = request_event(&ctx, &method, &route, resp.status(), details).event_id(id);
             let header = HeaderValue::from_str(&id.to_string()).expect("a UUID is a header value");
+            // The span the event is emitted under: the audit service appends it as this span's
+            // child (its id derives from the event id), so the trace runs on into the log.
+            let span = tracing::info_span!(
+                "audit.emit",
+                otel.kind = "producer",
+                tenant = %ctx.tenant_id,
+                vigil.event_id = %id,
+            );
+            vigil_security::trace::start_in_trace(
+                &span,
+                &ctx.trace_id,
+                Some(vigil_security::trace::event_span_id(&id.to_string())),
+            );
             if layer.acknowledged {
-                match layer.producer.emit_durable(&ctx.tenant_id, event).await {
+                match layer
+                    .producer
+                    .emit_durable(&ctx.tenant_id, event)
+                    .instrument(span)
+                    .await
+                {
                     Ok(()) => {
                         resp.headers_mut().insert(AUDIT_EVENT_HEADER, header);
                     }
@@ -264,7 +283,7 @@ where
                     }
                 }
             } else {
-                layer.producer.emit(&ctx.tenant_id, event);
+                span.in_scope(|| layer.producer.emit(&ctx.tenant_id, event));
                 resp.headers_mut().insert(AUDIT_EVENT_HEADER, header);
             }
             Ok(resp)

@@ -212,12 +212,9 @@ impl<S: Send + Sync> FromRequestParts<S> for SecurityContext {
             .ok_or_else(|| {
                 ApiError::Internal("no SecurityConfig in the request extensions".into())
             })?;
-        let trace_id = parts
-            .extensions
-            .get::<TraceId>()
-            .cloned()
-            .or_else(crate::trace::current)
-            .unwrap_or_else(|| TraceId::from_bytes([1; 16]));
+        // The trace layer settled it; outside one (a router without `harden`) the request
+        // gets a trace of its own, never one shared with another.
+        let trace_id = crate::trace::current().unwrap_or_else(crate::trace::new_trace_id);
         let source = &config.source;
         if let Some(auth) = parts.headers.get(axum::http::header::AUTHORIZATION) {
             let Some(verifier) = &source.bearer else {
@@ -244,6 +241,7 @@ impl<S: Send + Sync> FromRequestParts<S> for SecurityContext {
                     ApiError::InvalidToken("the bearer token does not verify".into())
                 }
             })?;
+            crate::trace::record_tenant(v.tenant_id.as_str());
             return Ok(SecurityContext {
                 tenant_id: v.tenant_id,
                 user_id: Some(v.subject),
@@ -290,6 +288,7 @@ impl<S: Send + Sync> FromRequestParts<S> for SecurityContext {
         let roles = single(&parts.headers, ROLES_HEADER)?
             .map(|r| RoleSet::from_names(r.split(',')))
             .unwrap_or_default();
+        crate::trace::record_tenant(tenant_id.as_str());
         Ok(SecurityContext {
             tenant_id,
             user_id,

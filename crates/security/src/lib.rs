@@ -24,6 +24,7 @@ pub mod extract;
 pub mod http_metrics;
 pub mod runtime_metrics;
 pub mod shape;
+pub mod telemetry;
 pub mod token;
 pub mod trace;
 

@@ -6,7 +6,9 @@
 //!   Prometheus client's process collector);
 //! - `vigil_db_pool_connections{service,state="idle|in_use"}`,
 //!   `vigil_db_pool_max_connections{service}` and `vigil_db_pool_timeouts_total{service}`
-//!   (waits for a connection that ran out of time), read from the pool at each scrape.
+//!   (waits for a connection that ran out of time), read from the pool at each scrape;
+//! - for services that keep files, `vigil_disk_free_bytes{service,path}` and
+//!   `vigil_disk_size_bytes{service,path}` of the file system holding their data directory.
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -107,5 +109,115 @@ impl Collector for PoolCollector {
         out.extend(self.max.collect());
         out.extend(self.timeouts.collect());
         out
+    }
+}
+
+/// Registers the disk-space gauges of the file system holding `dir` (read at each scrape).
+pub fn register_disk(registry: &Registry, service: &str, dir: &std::path::Path) {
+    let _ = registry.register(Box::new(DiskCollector::new(service, dir)));
+}
+
+struct DiskCollector {
+    dir: std::path::PathBuf,
+    free: IntGauge,
+    size: IntGauge,
+}
+
+impl DiskCollector {
+    fn new(service: &str, dir: &std::path::Path) -> DiskCollector {
+        let gauge = |name: &str, help: &str| {
+            IntGauge::with_opts(
+                Opts::new(name, help)
+                    .const_label("service", service)
+                    .const_label("path", dir.display().to_string()),
+            )
+            .expect("valid metric")
+        };
+        DiskCollector {
+            dir: dir.to_owned(),
+            free: gauge(
+                "vigil_disk_free_bytes",
+                "Bytes available to the service on the file system of its data directory",
+            ),
+            size: gauge(
+                "vigil_disk_size_bytes",
+                "Size of the file system of the service's data directory",
+            ),
+        }
+    }
+}
+
+impl Collector for DiskCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut d = self.free.desc();
+        d.extend(self.size.desc());
+        d
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        // Unreadable (the directory went away): no sample rather than a false zero.
+        let Ok(st) = rustix::fs::statvfs(&self.dir) else {
+            return Vec::new();
+        };
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.free
+            .set(clamp(st.f_bavail.saturating_mul(st.f_frsize)));
+        self.size
+            .set(clamp(st.f_blocks.saturating_mul(st.f_frsize)));
+        let mut out = self.free.collect();
+        out.extend(self.size.collect());
+        out
+    }
+}
+
+/// Registers a gauge read from `read` at each scrape (a value the service keeps elsewhere).
+pub fn register_gauge_fn(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    read: Arc<dyn Fn() -> f64 + Send + Sync>,
+) {
+    let gauge = prometheus::Gauge::new(name, help).expect("valid metric");
+    let _ = registry.register(Box::new(GaugeFn { gauge, read }));
+}
+
+struct GaugeFn {
+    gauge: prometheus::Gauge,
+    read: Arc<dyn Fn() -> f64 + Send + Sync>,
+}
+
+impl Collector for GaugeFn {
+    fn desc(&self) -> Vec<&Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.gauge.set((self.read)());
+        self.gauge.collect()
+    }
+}
+
+#[cfg(test)]
+mod disk_tests {
+    use super::*;
+
+    #[test]
+    fn the_data_directory_file_system_is_measured() {
+        let registry = Registry::new();
+        let dir = tempfile::tempdir().unwrap();
+        register_disk(&registry, "audit", dir.path());
+        let families = registry.gather();
+        let value = |name: &str| {
+            families
+                .iter()
+                .find(|f| f.get_name() == name)
+                .map(|f| f.get_metric()[0].get_gauge().get_value())
+                .unwrap_or_else(|| panic!("{name} missing"))
+        };
+        let (free, size) = (
+            value("vigil_disk_free_bytes"),
+            value("vigil_disk_size_bytes"),
+        );
+        assert!(size > 0.0 && free > 0.0 && free <= size, "{free} of {size}");
     }
 }

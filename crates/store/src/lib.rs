@@ -52,6 +52,97 @@ pub struct NewRecord {
     pub content_hash: Hash32,
 }
 
+/// A tenant's webhook subscription as stored (its secrets sealed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookSubscription {
+    /// Its id.
+    pub id: String,
+    /// The tenant whose records and alerts it is sent.
+    pub tenant_id: String,
+    /// Where deliveries are POSTed.
+    pub url: String,
+    /// What it is sent: `events` (records matching `filter`), `alerts` (Vigil's own).
+    pub kinds: Vec<String>,
+    /// Which records (JSON of `vigil_core::webhook::Filter`).
+    pub filter: String,
+    /// Its signing secrets, sealed, newest first (JSON, opaque to the store).
+    pub secrets: String,
+    /// The last seq of the tenant's chain matched against it.
+    pub cursor: i64,
+    /// When it was made (RFC 3339).
+    pub created_at: String,
+}
+
+/// A delivery to enqueue: one message for one subscription.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewDelivery {
+    /// Its id.
+    pub id: String,
+    /// The `webhook-id`: the same on every attempt.
+    pub message_id: String,
+    /// `audit.event`, `vigil.alert`, …
+    pub event_type: String,
+    /// The JSON body sent.
+    pub body: String,
+}
+
+/// A delivery with its state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// Its id.
+    pub id: String,
+    /// Its subscription.
+    pub subscription_id: String,
+    /// The subscription's tenant.
+    pub tenant_id: String,
+    /// The `webhook-id`.
+    pub message_id: String,
+    /// The message type.
+    pub event_type: String,
+    /// The JSON body.
+    pub body: String,
+    /// `pending`, `delivered` or `dead`.
+    pub status: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// When the next attempt is due (Unix ms; pending only).
+    pub next_attempt_at: i64,
+    /// The HTTP status of the last attempt, when it got one.
+    pub last_status: Option<i64>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// When it was enqueued (RFC 3339).
+    pub created_at: String,
+    /// When it was delivered (RFC 3339).
+    pub delivered_at: Option<String>,
+}
+
+/// What one delivery attempt came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    /// A 2xx answer.
+    Delivered {
+        /// The status.
+        status: i64,
+    },
+    /// Failed; tried again at `next_at` (Unix ms).
+    Retry {
+        /// When.
+        next_at: i64,
+        /// The status, if the receiver answered.
+        status: Option<i64>,
+        /// Why.
+        error: String,
+    },
+    /// Failed for the last time: dead-lettered.
+    Dead {
+        /// The status, if the receiver answered.
+        status: Option<i64>,
+        /// Why.
+        error: String,
+    },
+}
+
 /// The seq and content hash of a record that already exists.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Existing {
@@ -265,6 +356,67 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         policy: Option<&Policy>,
         at: Timestamp,
     ) -> Result<(), StoreError>;
+
+    /// Stores a new webhook subscription.
+    async fn create_webhook(&self, sub: &WebhookSubscription) -> Result<(), StoreError>;
+
+    /// A tenant's subscriptions, or every tenant's (`None`, for the delivery worker).
+    async fn webhooks(
+        &self,
+        tenant: Option<&TenantId>,
+    ) -> Result<Vec<WebhookSubscription>, StoreError>;
+
+    /// Deletes a subscription and its deliveries; false when the tenant has none by that id.
+    async fn delete_webhook(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError>;
+
+    /// Replaces a subscription's sealed secrets (rotation); false when there is none.
+    async fn set_webhook_secrets(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        secrets: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Enqueues `deliveries` for subscription `id` (a message already enqueued for it is not
+    /// enqueued again) and, with `cursor`, moves its cursor there — in one transaction.
+    async fn enqueue_deliveries(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        deliveries: &[NewDelivery],
+        cursor: Option<i64>,
+        at: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Pending deliveries due at `now` (Unix ms), oldest first.
+    async fn due_deliveries(&self, now: i64, limit: i64) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Records an attempt's outcome.
+    async fn record_attempt(
+        &self,
+        delivery_id: &str,
+        attempt: &Attempt,
+        at: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// A subscription's delivery log, newest first, optionally of one status.
+    async fn deliveries(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        status: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Puts a dead (or pending) delivery back in the queue, due at `now` with no attempts
+    /// counted; false when the tenant's subscription has no such delivery.
+    async fn retry_delivery(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        delivery_id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError>;
 }
 
 /// Opens (and migrates) the store a URL names: `sqlite://PATH`, `sqlite::memory:` or

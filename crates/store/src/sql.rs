@@ -4,7 +4,10 @@
 
 use crate::db::Database;
 use crate::query::{Bind, Query};
-use crate::{Existing, NewRecord, PublicKey, Purged, Space, Store, StoreError, StoredCheckpoint};
+use crate::{
+    Attempt, Delivery, Existing, NewDelivery, NewRecord, PublicKey, Purged, Space, Store,
+    StoreError, StoredCheckpoint, WebhookSubscription,
+};
 use async_trait::async_trait;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
@@ -54,6 +57,9 @@ macro_rules! with_pool {
         }
     };
 }
+
+#[path = "webhooks.rs"]
+mod webhooks;
 
 /// Binds `Bind`s in order onto a `sqlx::query`.
 macro_rules! bind_all {
@@ -225,6 +231,7 @@ impl Store for SqlStore {
             .map_err(|e| StoreError::from_sqlx("checking the store", e))
     }
 
+    #[tracing::instrument(name = "store.head", skip_all, fields(db.system.name = self.engine(), tenant = %tenant))]
     async fn head(&self, tenant: &TenantId) -> Result<ChainHead, StoreError> {
         const SQL: &str =
             "SELECT seq, chain_hash FROM events WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1";
@@ -309,6 +316,7 @@ impl Store for SqlStore {
         Ok(out)
     }
 
+    #[tracing::instrument(name = "store.append", skip_all, fields(db.system.name = self.engine(), tenant = %tenant))]
     async fn append(
         &self,
         tenant: &TenantId,
@@ -379,6 +387,7 @@ impl Store for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "store.get", skip_all, fields(db.system.name = self.engine(), tenant = %tenant))]
     async fn get(&self, tenant: &TenantId, event_id: &str) -> Result<Option<Record>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM events WHERE tenant_id = $1 AND event_id = $2");
         let op = "reading an event";
@@ -388,6 +397,7 @@ impl Store for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "store.query", skip_all, fields(db.system.name = self.engine(), tenant = %tenant))]
     async fn query(&self, tenant: &TenantId, q: &Query) -> Result<Vec<Record>, StoreError> {
         let (cond, binds) = q.where_clause();
         let sql = format!(
@@ -751,6 +761,74 @@ impl Store for SqlStore {
             }
         }
         Ok(gone > 0)
+    }
+
+    async fn create_webhook(&self, sub: &WebhookSubscription) -> Result<(), StoreError> {
+        self.wh_create(sub).await
+    }
+
+    async fn webhooks(
+        &self,
+        tenant: Option<&TenantId>,
+    ) -> Result<Vec<WebhookSubscription>, StoreError> {
+        self.wh_list(tenant).await
+    }
+
+    async fn delete_webhook(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
+        self.wh_delete(tenant, id).await
+    }
+
+    async fn set_webhook_secrets(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        secrets: &str,
+    ) -> Result<bool, StoreError> {
+        self.wh_set_secrets(tenant, id, secrets).await
+    }
+
+    async fn enqueue_deliveries(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        deliveries: &[NewDelivery],
+        cursor: Option<i64>,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.wh_enqueue(tenant, id, deliveries, cursor, at).await
+    }
+
+    async fn due_deliveries(&self, now: i64, limit: i64) -> Result<Vec<Delivery>, StoreError> {
+        self.wh_due(now, limit).await
+    }
+
+    async fn record_attempt(
+        &self,
+        delivery_id: &str,
+        attempt: &Attempt,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.wh_record(delivery_id, attempt, at).await
+    }
+
+    async fn deliveries(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        status: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.wh_deliveries(tenant, id, status, limit).await
+    }
+
+    async fn retry_delivery(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        delivery_id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        self.wh_retry(tenant, id, delivery_id, now).await
     }
 
     async fn redaction_policy(&self, tenant: &TenantId) -> Result<Option<Policy>, StoreError> {

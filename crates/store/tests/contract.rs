@@ -533,6 +533,143 @@ async fn reclaiming_space_after_a_purge_shrinks_the_database(e: Engine) {
     assert_eq!(s.scan(&t, 0, 1000).await.unwrap().len(), 400);
 }
 
+fn subscription(t: &str, id: &str, cursor: i64) -> vigil_store::WebhookSubscription {
+    vigil_store::WebhookSubscription {
+        id: id.into(),
+        tenant_id: t.into(),
+        url: "http://127.0.0.1:9/hook".into(),
+        kinds: vec!["events".into(), "alerts".into()],
+        filter: "{}".into(),
+        secrets: "[]".into(),
+        cursor,
+        created_at: "2026-11-30T10:00:00Z".into(),
+    }
+}
+
+fn delivery(n: u32) -> vigil_store::NewDelivery {
+    vigil_store::NewDelivery {
+        id: format!("dlv_{n}"),
+        message_id: format!("msg_{n}"),
+        event_type: "audit.event".into(),
+        body: format!("{{\"n\":{n}}}"),
+    }
+}
+
+async fn webhook_deliveries_queue_retry_and_dead_letter_per_tenant(e: Engine) {
+    use vigil_store::Attempt;
+    let s = &*e.store;
+    let (acme, other) = (tenant("acme"), tenant("other"));
+    s.create_webhook(&subscription("acme", "wh_a", 0))
+        .await
+        .unwrap();
+    s.create_webhook(&subscription("other", "wh_o", 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.webhooks(Some(&acme)).await.unwrap(),
+        vec![subscription("acme", "wh_a", 0)]
+    );
+    assert_eq!(s.webhooks(None).await.unwrap().len(), 2);
+    assert!(s.set_webhook_secrets(&acme, "wh_a", "[1]").await.unwrap());
+    assert!(
+        !s.set_webhook_secrets(&other, "wh_a", "[2]").await.unwrap(),
+        "another tenant's"
+    );
+
+    // Enqueueing moves the cursor with the deliveries; a message already queued is not
+    // queued twice; the cursor never goes back.
+    let at = Timestamp::parse("2026-11-30T10:00:00Z").unwrap();
+    let now = at.micros() / 1000;
+    s.enqueue_deliveries(&acme, "wh_a", &[delivery(1), delivery(2)], Some(7), at)
+        .await
+        .unwrap();
+    let mut again = delivery(2);
+    again.id = "dlv_2b".into();
+    s.enqueue_deliveries(&acme, "wh_a", &[again], Some(5), at)
+        .await
+        .unwrap();
+    let sub = s.webhooks(Some(&acme)).await.unwrap().remove(0);
+    assert_eq!((sub.cursor, sub.secrets.as_str()), (7, "[1]"));
+    let due = s.due_deliveries(now, 10).await.unwrap();
+    assert_eq!(
+        due.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        ["dlv_1", "dlv_2"]
+    );
+    assert!(
+        s.due_deliveries(now - 1, 10).await.unwrap().is_empty(),
+        "not due yet"
+    );
+
+    // Delivered, retried later, dead.
+    s.record_attempt("dlv_1", &Attempt::Delivered { status: 204 }, at)
+        .await
+        .unwrap();
+    s.record_attempt(
+        "dlv_2",
+        &Attempt::Retry {
+            next_at: now + 1000,
+            status: Some(503),
+            error: "busy".into(),
+        },
+        at,
+    )
+    .await
+    .unwrap();
+    assert!(s.due_deliveries(now, 10).await.unwrap().is_empty());
+    let later = s.due_deliveries(now + 1000, 10).await.unwrap();
+    assert_eq!((later[0].attempts, later[0].last_status), (1, Some(503)));
+    s.record_attempt(
+        "dlv_2",
+        &Attempt::Dead {
+            status: None,
+            error: "refused".into(),
+        },
+        at,
+    )
+    .await
+    .unwrap();
+    let dead = s.deliveries(&acme, "wh_a", Some("dead"), 10).await.unwrap();
+    assert_eq!(
+        (dead.len(), dead[0].attempts, dead[0].last_error.as_deref()),
+        (1, 2, Some("refused"))
+    );
+    assert_eq!(
+        s.deliveries(&acme, "wh_a", Some("delivered"), 10)
+            .await
+            .unwrap()[0]
+            .last_status,
+        Some(204)
+    );
+    assert_eq!(
+        s.deliveries(&acme, "wh_a", None, 10).await.unwrap().len(),
+        2
+    );
+    assert!(
+        s.deliveries(&other, "wh_a", None, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "another tenant's log"
+    );
+
+    // From the dead-letter queue back to the queue; a delivered one stays delivered.
+    assert!(!s
+        .retry_delivery(&other, "wh_a", "dlv_2", now)
+        .await
+        .unwrap());
+    assert!(!s.retry_delivery(&acme, "wh_a", "dlv_1", now).await.unwrap());
+    assert!(s.retry_delivery(&acme, "wh_a", "dlv_2", now).await.unwrap());
+    let due = s.due_deliveries(now, 10).await.unwrap();
+    assert_eq!((due.len(), due[0].attempts), (1, 0));
+
+    // Deleting the subscription takes its log with it.
+    assert!(!s.delete_webhook(&other, "wh_a").await.unwrap());
+    assert!(s.delete_webhook(&acme, "wh_a").await.unwrap());
+    assert!(s.webhooks(Some(&acme)).await.unwrap().is_empty());
+    assert!(s.due_deliveries(i64::MAX, 10).await.unwrap().is_empty());
+    assert_eq!(s.webhooks(None).await.unwrap().len(), 1);
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod on_sqlite { $( #[tokio::test] async fn $name() { super::$name(super::sqlite().await).await } )* }
@@ -553,6 +690,7 @@ contract!(
     retention_periods_are_kept_per_tenant,
     sealed_members_and_subject_keys_round_trip,
     reclaiming_space_after_a_purge_shrinks_the_database,
+    webhook_deliveries_queue_retry_and_dead_letter_per_tenant,
 );
 
 #[tokio::test]

@@ -399,9 +399,8 @@ pub(crate) async fn run(
 /// identity headers.
 pub(crate) async fn dev(
     data_dir: PathBuf,
-    listen: SocketAddr,
-    auth_listen: SocketAddr,
-    gateway_listen: SocketAddr,
+    [listen, auth_listen, gateway_listen]: [SocketAddr; 3],
+    verify_every: Option<Duration>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)
@@ -409,6 +408,7 @@ pub(crate) async fn dev(
     let issuer = format!("http://{auth_listen}");
     let mut audit = vigil_audit::AuditSettings::embedded(data_dir.clone());
     audit.listen = listen;
+    audit.verify_every = verify_every;
     let mut jwks = JwksConfig::new(
         format!("{issuer}/.well-known/jwks.json"),
         issuer.clone(),

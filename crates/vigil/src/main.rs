@@ -40,6 +40,16 @@ struct Cli {
     /// a key per flag; flags and VIGIL_* variables win over it.
     #[arg(long, global = true, env = "VIGIL_SETTINGS", value_name = "FILE")]
     settings: Option<PathBuf>,
+    /// Export traces over OTLP to this collector (base URL: http://host:4318 for HTTP, or
+    /// http://host:4317 with OTEL_EXPORTER_OTLP_PROTOCOL=grpc). Off when unset; the other
+    /// OTEL_* variables are honoured (docs/tracing.md).
+    #[arg(
+        long,
+        global = true,
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT",
+        value_name = "URL"
+    )]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -66,6 +76,9 @@ enum Command {
         /// Where the gateway listens (in front of the audit API).
         #[arg(long, env = "VIGIL_GATEWAY_LISTEN", default_value = "127.0.0.1:8000")]
         gateway_listen: SocketAddr,
+        /// How often the audit service verifies every chain in the background (0: never).
+        #[arg(long, env = "VIGIL_VERIFY_EVERY", default_value = "1h", value_parser = duration_arg::millis)]
+        verify_every: Duration,
     },
     /// The audit service.
     Audit {
@@ -232,6 +245,17 @@ struct ServeArgs {
     /// How often the retention job runs.
     #[arg(long, env = "VIGIL_RETENTION_INTERVAL", default_value = "1h", value_parser = duration_arg::secs)]
     retention_interval: Duration,
+    /// Verify every tenant's chain and checkpoints this often in the background (damage is
+    /// logged and counted for the VigilAuditChainDamaged alert); 0 turns it off.
+    #[arg(long, env = "VIGIL_VERIFY_EVERY", default_value = "1h", value_parser = duration_arg::millis)]
+    verify_every: Duration,
+    /// Wait this long after a webhook delivery's first failure; doubled after each (at most
+    /// an hour).
+    #[arg(long, env = "VIGIL_WEBHOOK_BACKOFF", default_value = "5s", value_parser = duration_arg::millis)]
+    webhook_backoff: Duration,
+    /// Attempts before a webhook delivery is dead-lettered.
+    #[arg(long, env = "VIGIL_WEBHOOK_MAX_ATTEMPTS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=50))]
+    webhook_max_attempts: u32,
     #[command(flatten)]
     kafka: KafkaArgs,
 }
@@ -313,6 +337,9 @@ impl ServeArgs {
         s.retention =
             (self.retention_days > 0).then(|| Duration::from_secs(self.retention_days * 86_400));
         s.retention_interval = self.retention_interval.max(Duration::from_secs(1));
+        s.verify_every = (!self.verify_every.is_zero()).then_some(self.verify_every);
+        s.webhooks.backoff = self.webhook_backoff.max(Duration::from_millis(10));
+        s.webhooks.max_attempts = self.webhook_max_attempts;
         if let Some(path) = &self.redaction_policy {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading the redaction policy {}", path.display()))?;
@@ -339,18 +366,15 @@ impl ServeArgs {
     }
 }
 
-fn init_logging() {
-    use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::io::stderr().is_terminal() {
-        builder.init();
-    } else {
-        builder.json().init();
+/// The `service.name` traces carry unless `OTEL_SERVICE_NAME` says otherwise.
+fn service_name(c: &Command) -> &'static str {
+    match c {
+        Command::Dev { .. } => "vigil-dev",
+        Command::Audit { .. } => "vigil-audit",
+        Command::Gateway { .. } => "vigil-gateway",
+        Command::Auth { .. } => "vigil-auth",
+        Command::ExampleService(_) => "vigil-example-service",
+        _ => "vigil",
     }
 }
 
@@ -419,11 +443,23 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
-    init_logging();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("starting the runtime");
+    // Inside the runtime: the gRPC exporter starts its connection task on it.
+    let telemetry = match rt.block_on(async {
+        vigil_security::telemetry::init(&vigil_security::telemetry::TelemetryConfig {
+            otlp_endpoint: cli.otlp_endpoint.clone(),
+            service_name: service_name(&cli.command).to_owned(),
+        })
+    }) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let result: anyhow::Result<ExitCode> = rt.block_on(async {
         match cli.command {
             Command::Dev {
@@ -431,11 +467,11 @@ fn main() -> ExitCode {
                 listen,
                 auth_listen,
                 gateway_listen,
+                verify_every,
             } => auth::dev(
                 data_dir,
-                listen,
-                auth_listen,
-                gateway_listen,
+                [listen, auth_listen, gateway_listen],
+                (!verify_every.is_zero()).then_some(verify_every),
                 shutdown_signal(),
             )
             .await
@@ -479,6 +515,7 @@ fn main() -> ExitCode {
                 .map(|_| ExitCode::SUCCESS),
         }
     });
+    telemetry.shutdown();
     match result {
         Ok(code) => code,
         Err(e) => {

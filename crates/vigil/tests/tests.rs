@@ -14,6 +14,8 @@ mod auth;
 mod contract;
 #[path = "suite/crash.rs"]
 mod crash;
+#[path = "suite/dashboards.rs"]
+mod dashboards;
 #[path = "suite/erasure.rs"]
 mod erasure;
 #[path = "suite/gateway.rs"]
@@ -42,5 +44,9 @@ mod settings;
 mod store_outage;
 #[path = "suite/tamper.rs"]
 mod tamper;
+#[path = "suite/telemetry.rs"]
+mod telemetry;
 #[path = "suite/tokens.rs"]
 mod tokens;
+#[path = "suite/webhooks.rs"]
+mod webhooks;

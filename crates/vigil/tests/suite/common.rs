@@ -263,8 +263,18 @@ pub fn spawn_binary_with(
 
 /// The real `vigil` with `args`, answering HTTP on `addr` (see [`Server::wait_ready`]).
 pub fn spawn_vigil(args: &[String], addr: SocketAddr) -> Server {
+    spawn_vigil_with_env(args, addr, Vec::new())
+}
+
+/// [`spawn_vigil`] with `env` set (e.g. `OTEL_*`).
+pub fn spawn_vigil_with_env(
+    args: &[String],
+    addr: SocketAddr,
+    env: Vec<(String, String)>,
+) -> Server {
     let child = Command::new(vigil_bin())
         .args(args)
+        .envs(env)
         .env(
             "VIGIL_LOG",
             if std::env::var_os("TEST_LOG").is_some() {
@@ -486,4 +496,67 @@ impl Proxy {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// `vigil dev` on free ports, ready; with the first admin's password.
+pub struct Dev {
+    pub server: Server,
+    pub dir: tempfile::TempDir,
+    pub audit: String,
+    pub auth: String,
+    pub gateway: String,
+    pub password: String,
+}
+
+pub async fn dev() -> Dev {
+    dev_with_env(&[]).await
+}
+
+/// `vigil dev` with `env` set (e.g. `OTEL_*`).
+pub async fn dev_with_env(env: &[(&str, &str)]) -> Dev {
+    let dir = tempfile::tempdir().unwrap();
+    let (audit, auth, gateway) = (free_port(), free_port(), free_port());
+    let child = Command::new(vigil_bin())
+        .args(["dev", "--data-dir"])
+        .arg(dir.path())
+        .args(["--listen", &format!("127.0.0.1:{audit}")])
+        .args(["--auth-listen", &format!("127.0.0.1:{auth}")])
+        .args(["--gateway-listen", &format!("127.0.0.1:{gateway}")])
+        .env("VIGIL_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = Server {
+        child,
+        addr: format!("127.0.0.1:{auth}").parse().unwrap(),
+    };
+    server.wait_ready().await;
+    server.addr = format!("127.0.0.1:{audit}").parse().unwrap();
+    server.wait_ready().await;
+    server.addr = format!("127.0.0.1:{gateway}").parse().unwrap();
+    server.wait_for("/gateway/readyz").await;
+    let password = std::fs::read_to_string(dir.path().join("dev-admin-password")).unwrap();
+    Dev {
+        server,
+        dir,
+        audit: format!("http://127.0.0.1:{audit}"),
+        auth: format!("http://127.0.0.1:{auth}"),
+        gateway: format!("http://127.0.0.1:{gateway}"),
+        password,
+    }
+}
+
+pub async fn admin_token(http: &Client, d: &Dev) -> String {
+    let r: Value = http
+        .post(format!("{}/v1/login", d.auth))
+        .json(&json!({"tenant_id": "acme", "username": "admin", "password": d.password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["access_token"].as_str().unwrap().to_owned()
 }

@@ -6,64 +6,7 @@
 use crate::common::*;
 use reqwest::{Client, Method};
 use serde_json::{json, Value};
-use std::process::{Command, Stdio};
-
-/// `vigil dev` on free ports, ready; with the first admin's password.
-struct Dev {
-    _server: Server,
-    _dir: tempfile::TempDir,
-    audit: String,
-    auth: String,
-    gateway: String,
-    password: String,
-}
-
-async fn dev() -> Dev {
-    let dir = tempfile::tempdir().unwrap();
-    let (audit, auth, gateway) = (free_port(), free_port(), free_port());
-    let child = Command::new(vigil_bin())
-        .args(["dev", "--data-dir"])
-        .arg(dir.path())
-        .args(["--listen", &format!("127.0.0.1:{audit}")])
-        .args(["--auth-listen", &format!("127.0.0.1:{auth}")])
-        .args(["--gateway-listen", &format!("127.0.0.1:{gateway}")])
-        .env("VIGIL_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut server = Server {
-        child,
-        addr: format!("127.0.0.1:{auth}").parse().unwrap(),
-    };
-    server.wait_ready().await;
-    server.addr = format!("127.0.0.1:{audit}").parse().unwrap();
-    server.wait_ready().await;
-    server.addr = format!("127.0.0.1:{gateway}").parse().unwrap();
-    server.wait_for("/gateway/readyz").await;
-    let password = std::fs::read_to_string(dir.path().join("dev-admin-password")).unwrap();
-    Dev {
-        _server: server,
-        _dir: dir,
-        audit: format!("http://127.0.0.1:{audit}"),
-        auth: format!("http://127.0.0.1:{auth}"),
-        gateway: format!("http://127.0.0.1:{gateway}"),
-        password,
-    }
-}
-
-async fn admin_token(http: &Client, d: &Dev) -> String {
-    let r: Value = http
-        .post(format!("{}/v1/login", d.auth))
-        .json(&json!({"tenant_id": "acme", "username": "admin", "password": d.password}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    r["access_token"].as_str().unwrap().to_owned()
-}
+use std::process::Command;
 
 /// What a request may carry.
 #[derive(Clone, Copy)]
@@ -682,7 +625,7 @@ async fn schemathesis_finds_nothing_in_the_auth_service() {
 async fn schemathesis_finds_nothing_in_the_signing_key_routes() {
     let d = dev().await;
     let store = vigil_authsvc::app::open_store(
-        &format!("sqlite://{}", d._dir.path().join("auth.db").display()).into(),
+        &format!("sqlite://{}", d.dir.path().join("auth.db").display()).into(),
     )
     .await
     .unwrap();

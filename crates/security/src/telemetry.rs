@@ -119,7 +119,13 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, String> {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("vigil"))
             .with_tracked_inactivity(false)
+            // Nothing here reads the OpenTelemetry context of the thread (outgoing traceparents
+            // come from the tracing span): attaching it at every poll of every span is pure cost.
+            .with_context_activation(false)
             .with_threads(false)
+            // Each would be three or four more attributes on every span.
+            .with_location(false)
+            .with_target(false)
             // Vigil's own spans: not the HTTP clients' and servers' beneath them (nor the
             // exporter's own requests, which would trace themselves).
             .with_filter(

@@ -195,7 +195,6 @@ pub async fn trace_layer(req: Request, next: Next) -> Response {
         otel.status_code = Empty,
         http.request.method = %method,
         http.route = route.as_deref().unwrap_or(""),
-        url.path = %req.uri().path(),
         http.response.status_code = Empty,
         tenant = Empty,
         trace_id = %trace_id,

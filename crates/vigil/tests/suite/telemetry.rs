@@ -312,3 +312,94 @@ async fn a_request_is_one_trace_from_the_gateway_through_the_service_into_the_au
         .collect();
     assert!(traces.contains(trace.as_str()) && traces.contains(caller_trace));
 }
+
+/// A gRPC OTLP collector: what it receives, as (service, span name, trace id).
+#[derive(Clone, Default)]
+struct GrpcSink(Arc<Mutex<Vec<(String, String, String)>>>);
+
+#[async_trait::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for GrpcSink
+{
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut out = self.0.lock().unwrap();
+        for rs in request.into_inner().resource_spans {
+            let service = rs
+                .resource
+                .as_ref()
+                .map(|r| text(&r.attributes))
+                .and_then(|a| a.get("service.name").cloned())
+                .unwrap_or_default();
+            for sp in rs.scope_spans.into_iter().flat_map(|s| s.spans) {
+                out.push((service.clone(), sp.name, hex::encode(&sp.trace_id)));
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+/// `OTEL_EXPORTER_OTLP_PROTOCOL=grpc`: the same spans reach a gRPC collector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_grpc_when_asked() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+    let sink = GrpcSink::default();
+    let port = free_port();
+    let server = tonic::transport::Server::builder()
+        .add_service(TraceServiceServer::new(sink.clone()))
+        .serve(format!("127.0.0.1:{port}").parse().unwrap());
+    tokio::spawn(server);
+    let dir = tempfile::tempdir().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut audit = spawn_vigil_with_env(
+        &[
+            "audit".into(),
+            "serve".into(),
+            "--trust-headers".into(),
+            "--listen".into(),
+            addr.to_string(),
+            "--data-dir".into(),
+            dir.path().display().to_string(),
+        ],
+        addr,
+        vec![
+            ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "grpc".into()),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+                format!("http://127.0.0.1:{port}"),
+            ),
+            ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
+        ],
+    );
+    audit.wait_ready().await;
+    let r = Client::new()
+        .post(format!("http://{addr}/v1/events"))
+        .header("X-Tenant-ID", "acme")
+        .header("X-User-ID", "payments")
+        .header("X-Roles", "service")
+        .json(&events(0, 2))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let trace = r.headers()["x-trace-id"].to_str().unwrap().to_owned();
+    for _ in 0..200 {
+        let got = sink.0.lock().unwrap().clone();
+        let request = got
+            .iter()
+            .any(|(s, n, t)| s == "vigil-audit" && n == "POST /v1/events" && *t == trace);
+        let commit = got
+            .iter()
+            .any(|(s, n, _)| s == "vigil-audit" && n == "audit.commit");
+        if request && commit {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "the gRPC collector never received the request's spans: {:?}",
+        sink.0.lock().unwrap()
+    );
+}

@@ -114,12 +114,13 @@ fn remote_parent(trace: &TraceId, span: SpanId, flags: u8) -> opentelemetry::Con
 /// Starts `span` now in trace `trace` (when it has no parent, its exported span gets this
 /// trace id, not a random one) and, when `id` is given, with that span id. Without an
 /// exporter there is nothing to start.
-pub fn start_in_trace(span: &tracing::Span, trace: &TraceId, id: Option<SpanId>) {
-    if telemetry::exporting() {
+/// Returns the started span's id (`None` without an exporter).
+pub fn start_in_trace(span: &tracing::Span, trace: &TraceId, id: Option<SpanId>) -> Option<SpanId> {
+    telemetry::exporting().then(|| {
         telemetry::with_ids(Some(otel_trace_id(trace)), id, || {
-            let _ = span.context();
-        });
-    }
+            span.context().span().span_context().span_id()
+        })
+    })
 }
 
 /// Makes `span` a child of the remote span `parent` of trace `trace` (before it starts).
@@ -205,10 +206,8 @@ pub async fn trace_layer(req: Request, next: Next) -> Response {
             let _ = span.set_parent(remote_parent(&p.trace_id, id, p.flags));
         }
     }
-    start_in_trace(&span, &trace_id, None);
-    if telemetry::exporting() {
-        let sc = span.context().span().span_context().clone();
-        span.record("span_id", tracing::field::display(sc.span_id()));
+    if let Some(id) = start_in_trace(&span, &trace_id, None) {
+        span.record("span_id", tracing::field::display(id));
     }
     let mut resp = CURRENT
         .scope(trace_id.clone(), next.run(req).instrument(span.clone()))

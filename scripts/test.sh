@@ -15,9 +15,10 @@
 #   - Prometheus with promtool and Alertmanager (Debian's prometheus and prometheus-alertmanager
 #     packages), for the rule and dashboard checks and the real-Prometheus alert test:
 #     installed with apt-get when running as root. Never skipped.
-#   - Python with the rfc8785, cryptography, PyJWT, schemathesis and standardwebhooks packages
-#     (PyPI), for the independent verification, JWT interoperability, API fuzzing and webhook
-#     receiver tests, in a virtualenv under the cargo target directory.
+#   - Python with the rfc8785, cryptography, PyJWT, schemathesis, standardwebhooks and
+#     moto[server] packages (PyPI), for the independent verification, JWT interoperability, API
+#     fuzzing and webhook receiver tests, and moto's S3-compatible server for the backup tests,
+#     in a virtualenv under the cargo target directory.
 # The cargo target directory lives outside the clone (reused between CI runs when present):
 # ./target is made a link to ~/.cache/vigil-target when missing, so `cargo run -p vigil -- dev`
 # and this script share one build instead of compiling everything twice.
@@ -116,13 +117,13 @@ suite and are not skipped."
 
 ensure_python() {
   local py=python3
-  if ! "$py" -c 'import rfc8785, cryptography, jwt, schemathesis, standardwebhooks' 2>/dev/null; then
+  if ! "$py" -c 'import rfc8785, cryptography, jwt, schemathesis, standardwebhooks, moto.server' 2>/dev/null; then
     local venv="$CARGO_TARGET_DIR/vigil-venv"
-    if ! [ -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import rfc8785, cryptography, jwt, schemathesis, standardwebhooks' 2>/dev/null; then
-      say "installing rfc8785, cryptography, PyJWT, schemathesis and standardwebhooks from PyPI into $venv"
+    if ! [ -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import rfc8785, cryptography, jwt, schemathesis, standardwebhooks, moto.server' 2>/dev/null; then
+      say "installing rfc8785, cryptography, PyJWT, schemathesis, standardwebhooks and moto[server] from PyPI into $venv"
       [ -x "$venv/bin/python" ] || python3 -m venv "$venv" || die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
-      "$venv/bin/pip" install -q rfc8785 cryptography PyJWT schemathesis standardwebhooks \
-        || die "pip could not install rfc8785, cryptography, PyJWT, schemathesis and standardwebhooks"
+      "$venv/bin/pip" install -q rfc8785 cryptography PyJWT schemathesis standardwebhooks 'moto[server]' \
+        || die "pip could not install rfc8785, cryptography, PyJWT, schemathesis, standardwebhooks and moto[server]"
     fi
     py="$venv/bin/python"
   fi
@@ -168,3 +169,7 @@ if command -v cargo-nextest >/dev/null; then
 else
   cargo test --workspace --no-fail-fast
 fi
+
+say "audit-coverage gate (vigil coverage): mutating routes of Vigil's own services that emit no audit event"
+cargo run --quiet -p vigil -- coverage . --prom "$CARGO_TARGET_DIR/audit-coverage.prom" \
+  || die "audit coverage is below its minimum (vigil-coverage.toml), or an audit:ignore has no reason"

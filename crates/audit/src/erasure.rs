@@ -15,7 +15,7 @@ use vigil_core::time::Timestamp;
 use vigil_store::{ActionFilter, Query, Store, StoreError};
 
 /// The action of an erasure receipt's record.
-pub const ERASE_ACTION: &str = "audit.subject.erased";
+pub const ERASE_ACTION: &str = vigil_core::erasure::ERASE_ACTION;
 
 /// Longest subject id taken (characters).
 pub const MAX_SUBJECT_ID: usize = 256;
@@ -123,6 +123,18 @@ pub async fn erase(
 ) -> Result<Erased, ErasureError> {
     check_subject_id(id)?;
     let subject_ref = redactor.subject_ref(tenant, id);
+    erase_ref(store, checkpointer, sequencer, tenant, subject_ref).await
+}
+
+/// [`erase`] by the subject's keyed reference: what a restore re-applies for erasures made
+/// after the backup it restored (their receipts name references, never subject ids).
+pub async fn erase_ref(
+    store: &Arc<dyn Store>,
+    checkpointer: &Checkpointer,
+    sequencer: &Sequencer,
+    tenant: &TenantId,
+    subject_ref: String,
+) -> Result<Erased, ErasureError> {
     let has_key = !store
         .subject_keys(tenant, std::slice::from_ref(&subject_ref))
         .await?

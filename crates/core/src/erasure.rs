@@ -29,6 +29,10 @@ use std::fmt;
 /// Why a member is withheld once its subject was erased.
 pub const ERASED: &str = "erased";
 
+/// The action of the record that carries an erasure receipt (its resource is
+/// `subject`/subject_ref).
+pub const ERASE_ACTION: &str = "audit.subject.erased";
+
 /// A data subject's key (32 bytes). `Debug` never shows it.
 #[derive(Clone)]
 pub struct DataKey([u8; 32]);

@@ -22,6 +22,7 @@ pub mod db;
 mod error;
 pub mod identity;
 mod query;
+pub mod snapshot;
 mod sql;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -21,8 +21,10 @@ use vigil_core::record::{Party, Record, RecordSource};
 use vigil_core::redaction::Policy;
 use vigil_core::time::Timestamp;
 
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+pub(crate) static SQLITE_MIGRATIONS: sqlx::migrate::Migrator =
+    sqlx::migrate!("./migrations/sqlite");
+pub(crate) static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator =
+    sqlx::migrate!("./migrations/postgres");
 
 /// Rows per multi-row INSERT: 25 columns × 400 rows stays under both engines' bind limits.
 const INSERT_CHUNK: usize = 400;

@@ -3,11 +3,14 @@
 //! configuration error).
 
 mod auth;
+mod backup;
 mod bench;
 mod bench_gateway;
 mod bench_jwt;
 mod bench_pipeline;
 mod bench_retention;
+mod coverage;
+mod drill;
 mod duration_arg;
 mod example_service;
 mod pipeline;
@@ -108,6 +111,23 @@ enum Command {
         /// list` or GET /v1/keys). Repeatable. Default: the keys recorded in the store.
         #[arg(long = "trusted-key")]
         trusted_keys: Vec<String>,
+    },
+    /// Back the store up: a consistent snapshot in checksummed (optionally encrypted) parts
+    /// with a manifest, to a directory or S3-compatible storage; also list, prune, check.
+    Backup(Box<backup::BackupArgs>),
+    /// Restore a backup into an empty store (or --force), check it against its manifest and
+    /// verify every chain; reports the time taken (RTO). Exit 1 when the backup is damaged,
+    /// untrusted or does not verify.
+    Restore(Box<backup::RestoreArgs>),
+    /// Find the mutating axum routes of a Rust codebase that emit no audit event; exit 1 when
+    /// fewer than --min of them are audited (or an `audit:ignore` lacks its reason).
+    Coverage(coverage::CoverageArgs),
+    /// Disaster-recovery drills against a local stack under load, with a report (timeline,
+    /// metrics before/during/after, losses, time to detect and recover). Exit 1 when a check
+    /// fails.
+    Drill {
+        #[command(subcommand)]
+        command: drill::DrillCommand,
     },
     /// Checkpoint signing keys.
     Keys {
@@ -504,6 +524,10 @@ fn main() -> ExitCode {
             } => keys_list(database_url.expose())
                 .await
                 .map(|_| ExitCode::SUCCESS),
+            Command::Drill { command } => drill::run(command).await,
+            Command::Coverage(args) => coverage::run(args),
+            Command::Backup(args) => backup::run_backup(*args).await,
+            Command::Restore(args) => backup::run_restore(*args).await,
             Command::Bench { command } => bench::run(command).await.map(|_| ExitCode::SUCCESS),
             Command::Backfill(args) => pipeline::backfill(args).await,
             Command::Retention(RetentionCommand::Run(args)) => retention::run(args).await,

@@ -10,12 +10,18 @@ mod common;
 mod alerts;
 #[path = "suite/auth.rs"]
 mod auth;
+#[path = "suite/backup.rs"]
+mod backup;
 #[path = "suite/contract.rs"]
 mod contract;
 #[path = "suite/crash.rs"]
 mod crash;
 #[path = "suite/dashboards.rs"]
 mod dashboards;
+#[path = "suite/deploy.rs"]
+mod deploy;
+#[path = "suite/drills.rs"]
+mod drills;
 #[path = "suite/erasure.rs"]
 mod erasure;
 #[path = "suite/gateway.rs"]

@@ -238,6 +238,7 @@ pub(super) struct Introspect {
 
 /// `POST /v1/api-keys/introspect` `{key}`: `{active: false}`, or the key's identity (RFC 7662
 /// in spirit). For the gateway: `api_keys_introspect` in the system tenant.
+// audit:ignore a read that changes nothing (POST keeps the key out of URLs and logs); the gateway records the denials it leads to
 #[utoipa::path(post, path = "/v1/api-keys/introspect", tag = "api-keys", request_body = Introspect, security(("bearer" = [])),
     responses(
         (status = 200, description = "Whether the key is active, and whose", body = views::Introspection),

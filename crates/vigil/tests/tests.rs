@@ -12,6 +12,8 @@ mod alerts;
 mod auth;
 #[path = "suite/backup.rs"]
 mod backup;
+#[path = "suite/chaos.rs"]
+mod chaos;
 #[path = "suite/contract.rs"]
 mod contract;
 #[path = "suite/crash.rs"]

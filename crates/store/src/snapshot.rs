@@ -392,21 +392,48 @@ pub async fn pg_drop(url: &str, tables: &[String]) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Loading tables into a migrated, empty Postgres store in one transaction.
+/// Loading tables into a migrated, empty Postgres store in one transaction. As `pg_restore`
+/// does, secondary indexes are dropped for the load and built once at the end (inside the
+/// same transaction): maintaining them row by row costs several times more.
 #[derive(Debug)]
 pub struct PgLoad {
     conn: PgConnection,
+    deferred: Vec<String>,
 }
 
 impl PgLoad {
-    /// Connects and opens the load transaction.
+    /// Connects, opens the load transaction and sets the schema's secondary indexes aside.
     pub async fn begin(url: &str) -> Result<PgLoad, StoreError> {
         let mut conn = pg_connect(url).await?;
-        sqlx::query("BEGIN")
-            .execute(&mut conn)
-            .await
-            .map_err(db_err("starting the load"))?;
-        Ok(PgLoad { conn })
+        for sql in [
+            "BEGIN",
+            // The load is verified afterwards and redone whole if lost: no need to wait for
+            // the WAL flush at commit.
+            "SET LOCAL synchronous_commit = off",
+            "SET LOCAL maintenance_work_mem = '256MB'",
+        ] {
+            sqlx::query(sql)
+                .execute(&mut conn)
+                .await
+                .map_err(db_err("starting the load"))?;
+        }
+        let indexes: Vec<(String, String)> = sqlx::query_as(
+            "SELECT i.indexname::text, i.indexdef FROM pg_indexes i \
+             WHERE i.schemaname = current_schema() AND i.tablename <> '_sqlx_migrations' \
+               AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .map_err(db_err("listing indexes"))?;
+        let mut deferred = Vec::with_capacity(indexes.len());
+        for (name, def) in indexes {
+            sqlx::query(&format!("DROP INDEX {}", quote_ident(&name)))
+                .execute(&mut conn)
+                .await
+                .map_err(db_err("setting an index aside for the load"))?;
+            deferred.push(def);
+        }
+        Ok(PgLoad { conn, deferred })
     }
 
     /// The tables the target schema has.
@@ -429,8 +456,18 @@ impl PgLoad {
         Ok(TableLoad { copy })
     }
 
-    /// Commits everything loaded.
+    /// Builds the indexes set aside and commits everything loaded.
     pub async fn commit(mut self) -> Result<(), StoreError> {
+        for def in std::mem::take(&mut self.deferred) {
+            sqlx::query(&def)
+                .execute(&mut self.conn)
+                .await
+                .map_err(db_err("building an index after the load"))?;
+        }
+        sqlx::query("ANALYZE")
+            .execute(&mut self.conn)
+            .await
+            .map_err(db_err("analyzing the loaded tables"))?;
         sqlx::query("COMMIT")
             .execute(&mut self.conn)
             .await

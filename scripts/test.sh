@@ -171,5 +171,9 @@ else
 fi
 
 say "audit-coverage gate (vigil coverage): mutating routes of Vigil's own services that emit no audit event"
-cargo run --quiet -p vigil -- coverage . --prom "$CARGO_TARGET_DIR/audit-coverage.prom" \
+# The binary the tests just ran (a `cargo run -p vigil` would resolve features for one
+# package and rebuild half the tree).
+vigil_bin="$CARGO_TARGET_DIR/debug/vigil"
+[ -x "$vigil_bin" ] || cargo build --quiet --workspace --all-targets
+"$vigil_bin" coverage . --prom "$CARGO_TARGET_DIR/audit-coverage.prom" \
   || die "audit coverage is below its minimum (vigil-coverage.toml), or an audit:ignore has no reason"

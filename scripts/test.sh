@@ -117,17 +117,29 @@ suite and are not skipped."
 
 ensure_python() {
   local py=python3
-  if ! "$py" -c 'import rfc8785, cryptography, jwt, schemathesis, standardwebhooks, moto.server' 2>/dev/null; then
+  if ! "$py" -c 'import rfc8785, cryptography, jwt, schemathesis, standardwebhooks, moto.server, yaml' 2>/dev/null; then
     local venv="$CARGO_TARGET_DIR/vigil-venv"
-    if ! [ -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import rfc8785, cryptography, jwt, schemathesis, standardwebhooks, moto.server' 2>/dev/null; then
+    if ! [ -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import rfc8785, cryptography, jwt, schemathesis, standardwebhooks, moto.server, yaml' 2>/dev/null; then
       say "installing rfc8785, cryptography, PyJWT, schemathesis, standardwebhooks and moto[server] from PyPI into $venv"
       [ -x "$venv/bin/python" ] || python3 -m venv "$venv" || die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
-      "$venv/bin/pip" install -q rfc8785 cryptography PyJWT schemathesis standardwebhooks 'moto[server]' \
+      "$venv/bin/pip" install -q rfc8785 cryptography PyJWT schemathesis standardwebhooks 'moto[server]' pyyaml \
         || die "pip could not install rfc8785, cryptography, PyJWT, schemathesis, standardwebhooks and moto[server]"
     fi
     py="$venv/bin/python"
   fi
   export VIGIL_PYTHON="$py"
+}
+
+# The chaos tests put the audit service in cgroups (v1 cpu and memory controllers) to throttle
+# its CPU and cap its memory: that needs root and a writable hierarchy.
+ensure_cgroups() {
+  local c d
+  for c in cpu memory; do
+    d="/sys/fs/cgroup/$c/vigil-check-$$"
+    mkdir "$d" 2>/dev/null && rmdir "$d" || die "cannot create a $c cgroup under /sys/fs/cgroup/$c
+(need root and a writable cgroup v1 hierarchy). The chaos tests are part of the suite and are
+not skipped."
+  done
 }
 
 ensure_kafka_broker() {
@@ -154,6 +166,8 @@ ensure_prometheus
 echo "Prometheus, promtool, Alertmanager: $(command -v prometheus) $(command -v promtool) $(command -v prometheus-alertmanager)"
 ensure_python
 echo "Python for independent verification and JWT interop: $VIGIL_PYTHON"
+ensure_cgroups
+echo "cgroups (cpu, memory) for the chaos tests: writable"
 ensure_kafka_broker
 echo "Kafka broker for the pipeline tests: $VIGIL_TEST_TANSU"
 

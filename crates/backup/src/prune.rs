@@ -40,8 +40,9 @@ impl KeepPolicy {
     }
 }
 
-/// The complete backups under `at`, oldest first.
-pub async fn list(at: &Location) -> Result<Vec<BackupInfo>, BackupError> {
+/// The complete backups under `at` with their manifests, oldest first (one read of each
+/// manifest, shared by listing, restoring the newest and finding later erasures).
+pub(crate) async fn manifests(at: &Location) -> Result<Vec<(String, Manifest)>, BackupError> {
     let listing = at
         .store()
         .list_with_delimiter(Some(at.prefix()))
@@ -49,25 +50,31 @@ pub async fn list(at: &Location) -> Result<Vec<BackupInfo>, BackupError> {
         .map_err(|e| BackupError::object(format!("listing {at}"), e))?;
     let mut out = Vec::new();
     for dir in listing.common_prefixes {
-        let Some(id) = dir.filename().map(str::to_string) else {
+        let Some(id) = dir.filename() else { continue };
+        let Some(bytes) = at.child(id).get(MANIFEST_FILE).await? else {
             continue;
         };
-        let Some(bytes) = at.child(&id).get(MANIFEST_FILE).await? else {
-            continue;
-        };
-        let Ok(m) = Manifest::parse(&bytes) else {
-            continue;
-        };
-        out.push(BackupInfo {
+        if let Ok(m) = Manifest::parse(&bytes) {
+            out.push((id.to_string(), m));
+        }
+    }
+    out.sort_by(|(a, x), (b, y)| (x.created_at, a).cmp(&(y.created_at, b)));
+    Ok(out)
+}
+
+/// The complete backups under `at`, oldest first.
+pub async fn list(at: &Location) -> Result<Vec<BackupInfo>, BackupError> {
+    Ok(manifests(at)
+        .await?
+        .into_iter()
+        .map(|(id, m)| BackupInfo {
             records: m.records(),
             bytes: m.stored_bytes(),
             encrypted: m.encryption.is_some(),
             created_at: m.created_at,
             id,
-        });
-    }
-    out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-    Ok(out)
+        })
+        .collect())
 }
 
 /// The ids `policy` keeps out of `backups`.

@@ -63,8 +63,19 @@ pub async fn check(
     let (at, manifest) = open_manifest(from).await?;
     check_key(&manifest, key)?;
     check_trust(&manifest, trust)?;
+    check_parts(&at, &manifest, key).await?;
+    Ok((at, manifest))
+}
+
+/// Reads every part and checks it (size, SHA-256, tag) and that each stream decompresses to
+/// the length the manifest states.
+async fn check_parts(
+    at: &Location,
+    manifest: &Manifest,
+    key: Option<&BackupKey>,
+) -> Result<(), BackupError> {
     let ctx = PartContext {
-        at: &at,
+        at,
         backup_id: &manifest.id,
         key,
     };
@@ -76,9 +87,9 @@ pub async fn check(
                 reader.decode(&at.show(&part.path), chunk)?;
             }
         }
-        check_length(&at, stream, reader.raw_bytes)?;
+        check_length(at, stream, reader.raw_bytes)?;
     }
-    Ok((at, manifest))
+    Ok(())
 }
 
 /// Restores a backup into the store `database_url` names.
@@ -118,7 +129,7 @@ pub async fn restore(opts: RestoreOptions<'_>) -> Result<RestoreReport, BackupEr
         )));
     }
     let started = Instant::now();
-    check(&at, opts.key, opts.trust).await?;
+    check_parts(&at, &manifest, opts.key).await?;
     let check_time = started.elapsed();
     let ctx = PartContext {
         at: &at,
@@ -155,12 +166,9 @@ async fn later_erasures(
         from.clone()
     };
     let mut later = std::collections::BTreeSet::new();
-    for b in crate::prune::list(&home).await? {
-        if b.created_at <= manifest.created_at || b.id == manifest.id {
-            continue;
-        }
-        if let Some(bytes) = home.child(&b.id).get(MANIFEST_FILE).await? {
-            later.extend(Manifest::parse(&bytes)?.erasures);
+    for (id, m) in crate::prune::manifests(&home).await? {
+        if m.created_at > manifest.created_at && id != manifest.id {
+            later.extend(m.erasures);
         }
     }
     for e in &manifest.erasures {
@@ -174,15 +182,10 @@ async fn open_manifest(from: &Location) -> Result<(Location, Manifest), BackupEr
     if let Some(bytes) = from.get(MANIFEST_FILE).await? {
         return Ok((from.clone(), Manifest::parse(&bytes)?));
     }
-    let newest = crate::prune::list(from).await?.pop().ok_or_else(|| {
+    let (id, newest) = crate::prune::manifests(from).await?.pop().ok_or_else(|| {
         BackupError::Manifest(format!("{from} holds no backup (no {MANIFEST_FILE})"))
     })?;
-    let at = from.child(&newest.id);
-    let bytes = at
-        .get(MANIFEST_FILE)
-        .await?
-        .ok_or_else(|| BackupError::Manifest(format!("{} vanished", at.show(MANIFEST_FILE))))?;
-    Ok((at, Manifest::parse(&bytes)?))
+    Ok((from.child(&id), newest))
 }
 
 fn check_key(manifest: &Manifest, key: Option<&BackupKey>) -> Result<(), BackupError> {

@@ -104,12 +104,14 @@ pub struct TableSpec {
 }
 
 impl TableSpec {
-    fn column_list(&self) -> String {
-        self.columns
-            .iter()
-            .map(|c| quote_ident(c))
-            .collect::<Vec<_>>()
-            .join(", ")
+    /// `COPY "table" ("col", …) {direction}` (`TO STDOUT` or `FROM STDIN`).
+    fn copy(&self, direction: &str) -> String {
+        let columns: Vec<String> = self.columns.iter().map(|c| quote_ident(c)).collect();
+        format!(
+            "COPY {} ({}) {direction}",
+            quote_ident(&self.name),
+            columns.join(", ")
+        )
     }
 }
 
@@ -262,14 +264,9 @@ impl PgSnapshot {
         &mut self,
         table: &TableSpec,
     ) -> Result<BoxStream<'_, Result<bytes::Bytes, StoreError>>, StoreError> {
-        let sql = format!(
-            "COPY {} ({}) TO STDOUT",
-            quote_ident(&table.name),
-            table.column_list()
-        );
         let stream = self
             .conn
-            .copy_out_raw(&sql)
+            .copy_out_raw(&table.copy("TO STDOUT"))
             .await
             .map_err(db_err("starting COPY TO STDOUT"))?;
         Ok(stream
@@ -443,14 +440,9 @@ impl PgLoad {
 
     /// Starts loading `table` (its columns as the backup streamed them).
     pub async fn copy_in(&mut self, table: &TableSpec) -> Result<TableLoad<'_>, StoreError> {
-        let sql = format!(
-            "COPY {} ({}) FROM STDIN",
-            quote_ident(&table.name),
-            table.column_list()
-        );
         let copy = self
             .conn
-            .copy_in_raw(&sql)
+            .copy_in_raw(&table.copy("FROM STDIN"))
             .await
             .map_err(db_err("starting COPY FROM STDIN"))?;
         Ok(TableLoad { copy })

@@ -28,6 +28,7 @@ pub struct Application {
     retention: Option<tokio::task::JoinHandle<()>>,
     verifier: Option<tokio::task::JoinHandle<()>>,
     webhook_worker: tokio::task::JoinHandle<()>,
+    shutdown_drain: std::time::Duration,
 }
 
 /// What writes to the audit store: the store, the checkpointer with its key, the sequencer.
@@ -217,6 +218,7 @@ impl Application {
             bearer: bearer.clone(),
             retention: settings.retention,
             webhooks,
+            draining: Default::default(),
         });
         let source = IdentitySource {
             trusted_headers: settings
@@ -242,6 +244,7 @@ impl Application {
             retention,
             verifier,
             webhook_worker,
+            shutdown_drain: settings.shutdown_drain,
         })
     }
 
@@ -262,8 +265,9 @@ impl Application {
         self.local_addr().port()
     }
 
-    /// Serves until `shutdown` resolves; then finishes in-flight requests, commits what is
-    /// queued and checkpoints every active tenant.
+    /// Serves until `shutdown` resolves; then reports not ready and keeps serving for the
+    /// drain period, finishes in-flight requests, commits what is queued and checkpoints
+    /// every active tenant.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -271,8 +275,19 @@ impl Application {
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
+        let (state, drain) = (Arc::clone(&self.state), self.shutdown_drain);
+        let drained = async move {
+            shutdown.await;
+            if !drain.is_zero() {
+                state
+                    .draining
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(?drain, "shutting down: not ready, draining");
+                tokio::time::sleep(drain).await;
+            }
+        };
         axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(drained)
             .await
             .map_err(|source| AuditError::Http {
                 what: "serving HTTP".into(),

@@ -40,6 +40,8 @@ pub struct AppState {
     pub retention: Option<std::time::Duration>,
     /// Webhook subscriptions and deliveries.
     pub webhooks: Arc<crate::webhooks::Webhooks>,
+    /// Set when shutdown begins: `/readyz` answers 503 while requests are still served.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 /// The audit service's routes (without the identity layer, which [`crate::app`] adds).

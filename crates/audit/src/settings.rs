@@ -45,6 +45,10 @@ pub struct AuditSettings {
     pub verify_every: Option<Duration>,
     /// How webhook deliveries are made.
     pub webhooks: crate::webhooks::WebhookSettings,
+    /// On shutdown, answer `/readyz` with 503 and keep serving this long before closing the
+    /// listener, so load balancers (the gateway's probes, a Kubernetes Service) take the
+    /// instance out of rotation first and no request meets a closed port.
+    pub shutdown_drain: Duration,
 }
 
 impl AuditSettings {
@@ -69,6 +73,7 @@ impl AuditSettings {
             retention_interval: Duration::from_secs(3600),
             verify_every: Some(Duration::from_secs(3600)),
             webhooks: Default::default(),
+            shutdown_drain: Duration::ZERO,
         }
     }
 }
@@ -94,6 +99,7 @@ impl std::fmt::Debug for AuditSettings {
             .field("retention_interval", &self.retention_interval)
             .field("verify_every", &self.verify_every)
             .field("webhooks", &self.webhooks)
+            .field("shutdown_drain", &self.shutdown_drain)
             .finish()
     }
 }

@@ -7,6 +7,10 @@
 //! request_timeout_ms = 30000
 //! audit_url = "http://127.0.0.1:8080"           # where the gateway's audit events go
 //! audit_spool_dir = "/var/lib/vigil/gateway-spool"  # spool them there while it is away
+//! health_path = "/readyz"       # upstreams of routes with several are probed here (2xx: in rotation)
+//! health_interval_ms = 1000
+//! eject_ms = 5000               # an upstream refusing connections sits out this long
+//! shutdown_drain_ms = 0         # on SIGTERM: not ready, still serving, this long
 //!
 //! [auth]
 //! jwks_url = "http://127.0.0.1:8081/.well-known/jwks.json"
@@ -70,6 +74,23 @@ pub struct GatewayConfig {
     /// Where audit events go (the audit service's base URL); none: the log.
     #[serde(default)]
     pub audit_url: Option<String>,
+    /// Upstreams of routes with more than one are probed with `GET` on this path every
+    /// `health_interval_ms`; one that does not answer 2xx within the interval leaves the
+    /// rotation until it does (an instance draining before a restart reports not ready). Empty:
+    /// no probes.
+    #[serde(default = "default_health_path")]
+    pub health_path: String,
+    /// How often upstreams are probed.
+    #[serde(default = "default_health_interval")]
+    pub health_interval_ms: u64,
+    /// An upstream that refused a connection leaves the rotation this long (or until a probe
+    /// finds it ready). Requests without a body are tried on the next upstream at once.
+    #[serde(default = "default_eject")]
+    pub eject_ms: u64,
+    /// On shutdown, answer `/gateway/readyz` with 503 and keep serving this long before
+    /// closing the listener (load balancers take the instance out of rotation first).
+    #[serde(default)]
+    pub shutdown_drain_ms: u64,
     /// Where the audit producer spools events the audit service did not take (durable mode);
     /// none: they wait in memory only, and are dropped — counted — when the queue is full.
     #[serde(default)]
@@ -87,6 +108,15 @@ fn default_connect() -> u64 {
 }
 fn default_request() -> u64 {
     30_000
+}
+fn default_health_path() -> String {
+    "/readyz".into()
+}
+fn default_health_interval() -> u64 {
+    1_000
+}
+fn default_eject() -> u64 {
+    5_000
 }
 
 /// Bearer tokens through the issuer's JWKS.
@@ -285,6 +315,11 @@ impl GatewayConfig {
 
     /// Refuses what cannot work.
     pub fn check(&self) -> Result<(), GatewayError> {
+        ensure!(
+            self.health_path.is_empty() || self.health_path.starts_with('/'),
+            "health_path {:?} must start with / (or be empty: no probes)",
+            self.health_path
+        );
         for r in &self.routes {
             ensure!(
                 r.prefix.starts_with('/'),
@@ -359,7 +394,7 @@ mod tests {
                     for p in paths {
                         if let Some(r) = table.find(p) {
                             if let Ok(uri) = p.parse::<axum::http::Uri>() {
-                                let _ = upstream_uri(r, r.upstream(), &uri);
+                                let _ = upstream_uri(r, &r.upstream().base, &uri);
                             }
                         }
                     }

@@ -62,12 +62,30 @@ pub(crate) struct Refusal {
     error: ApiError,
     /// A rate-limit refusal carries the limit's headers.
     rate: Option<Box<(Limit, Decision)>>,
+    /// No connection to the upstream was made: nothing reached it.
+    pub(crate) unconnected: bool,
 }
 
 impl From<ApiError> for Refusal {
     fn from(error: ApiError) -> Refusal {
-        Refusal { error, rate: None }
+        Refusal {
+            error,
+            rate: None,
+            unconnected: false,
+        }
     }
+}
+
+/// Can the request be sent again to another upstream after a failed connection? Those with
+/// no body: the body of the others went with the failed attempt.
+pub(crate) fn resendable(method: &Method, headers: &HeaderMap) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE
+    ) && !headers.contains_key(axum::http::header::TRANSFER_ENCODING)
+        && headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .is_none_or(|v| v.as_bytes() == b"0")
 }
 
 impl IntoResponse for Refusal {
@@ -236,6 +254,7 @@ pub(crate) async fn rate(
                     "tenant {tenant} is over its limit of {rpm} requests per minute"
                 )),
                 rate: Some(Box::new((limit, decision))),
+                unconnected: false,
             });
         }
     }
@@ -367,6 +386,15 @@ pub(crate) async fn send(
             Err(ApiError::UpstreamTimeout("the upstream did not answer in time".into()).into())
         }
         Ok(Err(_)) if cut.load(Ordering::Relaxed) => Err(too_large(max).into()),
+        Ok(Err(e)) if e.is_connect() => {
+            metrics.upstream(route, "unreachable", None);
+            tracing::warn!(route, error = %e, "upstream refused the connection");
+            let mut r = Refusal::from(ApiError::UpstreamUnavailable(
+                "the upstream could not be reached".into(),
+            ));
+            r.unconnected = true;
+            Err(r)
+        }
         Ok(Err(e)) => {
             metrics.upstream(route, "unreachable", None);
             tracing::warn!(route, error = %e, "upstream unreachable");

@@ -23,6 +23,7 @@ pub(crate) struct Metrics {
     pub(crate) transitions: IntCounterVec,
     pub(crate) upstream_latency: HistogramVec,
     pub(crate) upstream_status: IntCounterVec,
+    pub(crate) upstream_up: IntGaugeVec,
 }
 
 impl Metrics {
@@ -105,8 +106,17 @@ impl Metrics {
             &["route", "status"],
         )
         .expect("valid");
+        let upstream_up = IntGaugeVec::new(
+            Opts::new(
+                "gateway_upstream_up",
+                "1 while an upstream is in rotation (its health probe answers 2xx), 0 while not",
+            ),
+            &["route", "upstream"],
+        )
+        .expect("valid");
         for m in [
             Box::new(checks.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(upstream_up.clone()),
             Box::new(rejections.clone()),
             Box::new(tenant_rejections.clone()),
             Box::new(decision.clone()),
@@ -129,6 +139,7 @@ impl Metrics {
             transitions,
             upstream_latency,
             upstream_status,
+            upstream_up,
         }
     }
 }

@@ -39,6 +39,8 @@ pub(crate) struct GatewayState {
     jwks: Option<JwksVerifier>,
     cors_methods: String,
     cors_headers: String,
+    /// Set when shutdown begins: `/gateway/readyz` answers 503 while requests are served.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) type Shared = Arc<GatewayState>;
@@ -154,6 +156,7 @@ impl Gateway {
             audit,
             jwks: jwks.clone(),
             config: config.clone(),
+            draining: Default::default(),
         });
         if let Limiter::Shared(b) = &state.limiter {
             let b = Arc::clone(b);
@@ -238,16 +241,75 @@ impl Gateway {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), GatewayError> {
         let audit = self.state.audit.clone();
-        axum::serve(
+        let probes = tokio::spawn(probe_upstreams(Arc::clone(&self.state)));
+        let state = Arc::clone(&self.state);
+        let drained = async move {
+            shutdown.await;
+            let drain = Duration::from_millis(state.config.shutdown_drain_ms);
+            if !drain.is_zero() {
+                state
+                    .draining
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(?drain, "shutting down: not ready, draining");
+                tokio::time::sleep(drain).await;
+            }
+        };
+        let served = axum::serve(
             self.listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(drained)
         .await
-        .map_err(GatewayError::Serve)?;
+        .map_err(GatewayError::Serve);
+        probes.abort();
+        served?;
         audit.shutdown().await;
         Ok(())
+    }
+}
+
+/// Probes the upstreams of every route that has more than one (where there is another to
+/// send to), every `health_interval_ms`: an upstream whose `health_path` does not answer 2xx
+/// within the interval leaves the rotation until it does.
+async fn probe_upstreams(s: Shared) {
+    let c = &s.config;
+    if c.health_path.is_empty() {
+        return;
+    }
+    let every = Duration::from_millis(c.health_interval_ms.max(50));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let probes = s
+            .routes
+            .all()
+            .iter()
+            .filter(|r| r.upstreams().len() > 1)
+            .flat_map(|r| r.upstreams().iter().map(move |u| (r, u)))
+            .map(|(route, u)| {
+                let s = &s;
+                async move {
+                    let req = axum::http::Request::get(format!("{}{}", u.base, s.config.health_path))
+                        .body(Body::empty())
+                        .expect("a valid probe request");
+                    let ready = matches!(
+                        tokio::time::timeout(every, s.http.request(req)).await,
+                        Ok(Ok(r)) if r.status().is_success()
+                    );
+                    let was = u.is_up();
+                    u.set_ready(ready);
+                    s.metrics
+                        .upstream_up
+                        .with_label_values(&[&route.prefix, &u.base])
+                        .set(i64::from(ready));
+                    if was != ready {
+                        tracing::warn!(route = %route.prefix, upstream = %u.base, ready, "upstream rotation changed");
+                    }
+                }
+            });
+        futures::future::join_all(probes).await;
     }
 }
 
@@ -284,6 +346,11 @@ pub(crate) async fn healthz() -> axum::Json<serde_json::Value> {
 pub(crate) async fn readyz(
     State(s): State<Shared>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    if s.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(ApiError::Unavailable(
+            "shutting down: draining before the listener closes".into(),
+        ));
+    }
     let tokens = s
         .jwks
         .as_ref()
@@ -399,40 +466,68 @@ async fn forward(
         }
         None => None,
     };
-    let uri = forward::upstream_uri(route, route.upstream(), &parts.uri)?;
     let peer = parts
         .extensions
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     forward::declared_length(&parts.headers, s.config.max_body_bytes)?;
-    // The upstream call is a span of its own (a client span): the service's request span is
-    // its child, through the traceparent sent.
-    let span = tracing::info_span!(
-        "upstream",
-        otel.name = %format!("{} {}", parts.method, route.prefix),
-        otel.kind = "client",
-        server.address = %uri.authority().map(|a| a.as_str()).unwrap_or(""),
-        vigil.route = %route.prefix,
-        http.response.status_code = tracing::field::Empty,
-    );
-    let traceparent = span.in_scope(vigil_security::trace::traceparent);
-    let headers = forward::upstream_headers(&parts.headers, ctx.as_ref(), peer, traceparent);
-    let out = Outgoing {
-        method: parts.method.clone(),
-        uri,
-        headers,
+    // A request without a body goes to the next upstream when one refuses the connection;
+    // one with a body cannot (its body went with the attempt) and gets the 502.
+    let resendable = forward::resendable(&parts.method, &parts.headers);
+    let tries = if resendable {
+        route.upstreams().len()
+    } else {
+        1
     };
-    let res = forward::send(
-        &s.http,
-        out,
-        body,
-        s.config.max_body_bytes,
-        Duration::from_millis(s.config.request_timeout_ms),
-        &s.metrics,
-        &route.prefix,
-    )
-    .instrument(span.clone())
-    .await?;
+    let mut body = Some(body);
+    let mut tried = 0;
+    let (res, span) = loop {
+        tried += 1;
+        let upstream = route.upstream();
+        let uri = forward::upstream_uri(route, &upstream.base, &parts.uri)?;
+        // The upstream call is a span of its own (a client span): the service's request span
+        // is its child, through the traceparent sent.
+        let span = tracing::info_span!(
+            "upstream",
+            otel.name = %format!("{} {}", parts.method, route.prefix),
+            otel.kind = "client",
+            server.address = %uri.authority().map(|a| a.as_str()).unwrap_or(""),
+            vigil.route = %route.prefix,
+            http.response.status_code = tracing::field::Empty,
+        );
+        let traceparent = span.in_scope(vigil_security::trace::traceparent);
+        let headers = forward::upstream_headers(&parts.headers, ctx.as_ref(), peer, traceparent);
+        let out = Outgoing {
+            method: parts.method.clone(),
+            uri,
+            headers,
+        };
+        let attempt = match body.take() {
+            Some(b) if !resendable => b,
+            _ => Body::empty(),
+        };
+        match forward::send(
+            &s.http,
+            out,
+            attempt,
+            s.config.max_body_bytes,
+            Duration::from_millis(s.config.request_timeout_ms),
+            &s.metrics,
+            &route.prefix,
+        )
+        .instrument(span.clone())
+        .await
+        {
+            Ok(res) => break (res, span),
+            Err(r) if r.unconnected => {
+                upstream.eject(Duration::from_millis(s.config.eject_ms));
+                if tried >= tries {
+                    return Err(r);
+                }
+            }
+            Err(r) => return Err(r),
+        }
+    };
     span.record("http.response.status_code", res.status().as_u16());
     Ok(forward::finish(res, rate.as_ref()))
 }

@@ -2,8 +2,57 @@
 //! upstream takes the next request.
 
 use crate::config::RouteConfig;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 use vigil_security::capability::Capability;
+
+/// Milliseconds on a clock of the process's own (monotonic).
+fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// One upstream of a route, in rotation or out of it.
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    /// Its base URL, without a trailing slash.
+    pub(crate) base: String,
+    /// Out of rotation until this [`now_ms`] (0: in rotation; `u64::MAX`: until a health
+    /// probe finds it ready).
+    down_until: AtomicU64,
+}
+
+impl Upstream {
+    fn new(base: &str) -> Upstream {
+        Upstream {
+            base: base.trim_end_matches('/').to_owned(),
+            down_until: AtomicU64::new(0),
+        }
+    }
+
+    fn in_rotation(&self, now: u64) -> bool {
+        self.down_until.load(Ordering::Relaxed) <= now
+    }
+
+    /// Out of rotation for `d`: it refused a connection (a probe that finds it ready puts it
+    /// back sooner).
+    pub(crate) fn eject(&self, d: Duration) {
+        self.down_until
+            .fetch_max(now_ms() + d.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// What a health probe found.
+    pub(crate) fn set_ready(&self, ready: bool) {
+        self.down_until
+            .store(if ready { 0 } else { u64::MAX }, Ordering::Relaxed);
+    }
+
+    /// In rotation now?
+    pub(crate) fn is_up(&self) -> bool {
+        self.in_rotation(now_ms())
+    }
+}
 
 /// Who may use a route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,7 +69,7 @@ pub(crate) enum Access {
 #[derive(Debug)]
 pub(crate) struct Route {
     pub(crate) prefix: String,
-    upstreams: Vec<String>,
+    upstreams: Vec<Upstream>,
     next: AtomicUsize,
     pub(crate) access: Access,
     pub(crate) strip_prefix: bool,
@@ -33,11 +82,7 @@ impl Route {
     pub(crate) fn from_config(c: &RouteConfig) -> Route {
         Route {
             prefix: c.prefix.clone(),
-            upstreams: c
-                .upstreams
-                .iter()
-                .map(|u| u.trim_end_matches('/').to_owned())
-                .collect(),
+            upstreams: c.upstreams.iter().map(|u| Upstream::new(u)).collect(),
             next: AtomicUsize::new(0),
             access: match c.access.as_str() {
                 "public" => Access::Public,
@@ -60,9 +105,21 @@ impl Route {
                 || path.as_bytes()[self.prefix.len()] == b'/')
     }
 
-    /// The next upstream, round-robin.
-    pub(crate) fn upstream(&self) -> &str {
-        &self.upstreams[self.next.fetch_add(1, Ordering::Relaxed) % self.upstreams.len()]
+    /// The next upstream in rotation, round-robin; when none is, the next one all the same
+    /// (an answer from a struggling upstream beats a certain 502).
+    pub(crate) fn upstream(&self) -> &Upstream {
+        let n = self.upstreams.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let now = now_ms();
+        (0..n)
+            .map(|i| &self.upstreams[(start + i) % n])
+            .find(|u| u.in_rotation(now))
+            .unwrap_or(&self.upstreams[start % n])
+    }
+
+    /// Every upstream of the route.
+    pub(crate) fn upstreams(&self) -> &[Upstream] {
+        &self.upstreams
     }
 
     /// The path sent upstream: without the prefix when the route strips it (never empty).
@@ -90,6 +147,11 @@ impl RouteTable {
         let mut routes: Vec<Route> = routes.iter().map(Route::from_config).collect();
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         RouteTable(routes)
+    }
+
+    /// Every route.
+    pub(crate) fn all(&self) -> &[Route] {
+        &self.0
     }
 
     /// The most specific route for `path`.
@@ -135,8 +197,32 @@ mod tests {
     fn upstreams_take_turns_and_lose_their_trailing_slash() {
         let t = RouteTable::new(&[config("/", &["http://a/", "http://b"], "public", false)]);
         let r = t.find("/x").unwrap();
-        let turns: Vec<&str> = (0..4).map(|_| r.upstream()).collect();
+        let turns: Vec<&str> = (0..4).map(|_| r.upstream().base.as_str()).collect();
         assert_eq!(turns, ["http://a", "http://b", "http://a", "http://b"]);
+    }
+
+    #[test]
+    fn upstreams_out_of_rotation_are_skipped_until_back_or_all_are_out() {
+        let t = RouteTable::new(&[config("/", &["http://a", "http://b"], "public", false)]);
+        let r = t.find("/x").unwrap();
+        let [a, b] = r.upstreams() else { panic!() };
+        a.eject(Duration::from_secs(60));
+        let turns: Vec<&str> = (0..4).map(|_| r.upstream().base.as_str()).collect();
+        assert_eq!(turns, ["http://b"; 4]);
+        // A probe that finds it ready puts it back before the ejection ends.
+        a.set_ready(true);
+        assert!(a.is_up());
+        let turns: Vec<&str> = (0..2).map(|_| r.upstream().base.as_str()).collect();
+        assert!(turns.contains(&"http://a") && turns.contains(&"http://b"));
+        // Every upstream out: they still take turns (a slow answer beats a certain 502).
+        a.set_ready(false);
+        b.set_ready(false);
+        let turns: Vec<&str> = (0..2).map(|_| r.upstream().base.as_str()).collect();
+        assert!(turns.contains(&"http://a") && turns.contains(&"http://b"));
+        // An ejection shorter than a probe's verdict does not shorten it.
+        b.eject(Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!b.is_up());
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub struct TelemetryConfig {
     pub otlp_endpoint: Option<String>,
     /// `service.name` when neither `OTEL_SERVICE_NAME` nor `OTEL_RESOURCE_ATTRIBUTES` says.
     pub service_name: String,
+    /// The log filter when `VIGIL_LOG` is not set (`info,sqlx=warn` for services; a command
+    /// whose own output is the point, such as a drill's report, may want `warn`).
+    pub default_filter: &'static str,
 }
 
 /// The installed telemetry; [`Telemetry::shutdown`] flushes the spans still queued.
@@ -97,8 +100,8 @@ fn traces_url(base: &str, grpc: bool) -> String {
 /// the Tokio runtime (the gRPC exporter needs it).
 pub fn init(config: &TelemetryConfig) -> Result<Telemetry, String> {
     use std::io::IsTerminal;
-    let filter =
-        EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let filter = EnvFilter::try_from_env("VIGIL_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(config.default_filter));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = if std::io::stderr().is_terminal() {
         fmt.boxed()

@@ -2,9 +2,14 @@
 //! starts, under synthetic load, with a report (Markdown and JSON) of what was injected, when,
 //! what the metrics did, what failed or was lost, and how long detection and recovery took.
 
+mod ha;
+mod kafka_backlog;
+mod key_rotation;
 mod proxy;
+mod redis_outage;
 mod report;
 mod restore;
+mod stack;
 mod store_outage;
 
 use clap::Subcommand;
@@ -16,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub(crate) use report::Report;
+pub(crate) use stack::start_audit;
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum DrillCommand {
@@ -25,12 +31,29 @@ pub(crate) enum DrillCommand {
     /// Cut the network between the audit service and Postgres under load, then heal it:
     /// reports detection, recovery, answers during the outage and events lost.
     StoreOutage(store_outage::StoreOutageDrillArgs),
+    /// Rotate the token signing key several times under load through the gateway and
+    /// straight to the audit API: reports requests refused (target 0), when each verifier
+    /// took the new key, that tokens of the old key kept working, and events lost.
+    KeyRotation(key_rotation::KeyRotationDrillArgs),
+    /// Cut the gateway off from Redis under load, then heal it: reports 5xx (target 0), how
+    /// well the in-memory fallback held each tenant's limit, detection and return to Redis.
+    RedisOutage(redis_outage::RedisOutageDrillArgs),
+    /// Stop the Kafka consumer while producers keep writing, then start it again: reports the
+    /// backlog, how long it took to catch up and at what rate, events lost and duplicated.
+    KafkaBacklog(kafka_backlog::KafkaBacklogDrillArgs),
+    /// Restart each of two audit instances (one Postgres) and two gateways in turn under
+    /// load, as a rolling update does: reports reads failed and events lost (targets 0).
+    Ha(ha::HaDrillArgs),
 }
 
 pub(crate) async fn run(cmd: DrillCommand) -> anyhow::Result<ExitCode> {
     let report = match cmd {
         DrillCommand::Restore(a) => restore::run(a).await?,
         DrillCommand::StoreOutage(a) => store_outage::run(a).await?,
+        DrillCommand::KeyRotation(a) => key_rotation::run(a).await?,
+        DrillCommand::RedisOutage(a) => redis_outage::run(a).await?,
+        DrillCommand::KafkaBacklog(a) => kafka_backlog::run(a).await?,
+        DrillCommand::Ha(a) => ha::run(a).await?,
     };
     println!("{}", report.markdown());
     Ok(if report.passed {
@@ -38,45 +61,6 @@ pub(crate) async fn run(cmd: DrillCommand) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
-}
-
-/// An audit service started in this process for a drill.
-pub(crate) struct Running {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), vigil_audit::AuditError>>,
-}
-
-impl Running {
-    /// Stops it as SIGTERM would (requests finished, checkpoints signed).
-    pub(crate) async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(());
-        self.task.await??;
-        Ok(())
-    }
-}
-
-/// Starts the audit service on `url` with `data_dir`, on a free loopback port, trusting the
-/// load's identity headers and checkpointing often; returns its base URL.
-pub(crate) async fn start_audit(
-    url: &str,
-    data_dir: &std::path::Path,
-) -> anyhow::Result<(String, Running)> {
-    use anyhow::Context;
-    let mut s = vigil_audit::AuditSettings::embedded(data_dir.to_path_buf());
-    s.listen = "127.0.0.1:0".parse().expect("an address");
-    s.database_url = url.to_string().into();
-    s.trust_headers = true;
-    s.checkpoint_every = 500;
-    s.checkpoint_interval = Duration::from_millis(500);
-    let app = vigil_audit::Application::build(s)
-        .await
-        .context("starting the audit service")?;
-    let base = format!("http://{}", app.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(app.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
-    Ok((base, Running { stop, task }))
 }
 
 /// How the synthetic load behaves.
@@ -226,6 +210,85 @@ impl Load {
     }
 }
 
+/// Vigil's producer fed at a steady rate, round robin over tenants, every event id kept.
+pub(crate) struct Emitter {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    emitted: Arc<Mutex<HashMap<String, Vec<String>>>>,
+    count: Arc<AtomicU64>,
+}
+
+impl Emitter {
+    /// Emits `rate` events a second (in ticks of 10 ms) through `producer`, each with action
+    /// `action` and an id of the drill's own.
+    pub(crate) fn start(
+        producer: vigil_producer::AuditProducer,
+        tenants: Vec<vigil_core::ids::TenantId>,
+        rate: u64,
+        action: &'static str,
+    ) -> Emitter {
+        use vigil_core::builder::EventBuilder;
+        use vigil_core::event::{Actor, ActorType, Outcome, Resource};
+        let emitted: Arc<Mutex<HashMap<String, Vec<String>>>> = Arc::default();
+        let count = Arc::new(AtomicU64::new(0));
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let per_tick = (rate / 100).max(1);
+        let task = {
+            let (emitted, count) = (emitted.clone(), count.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(10));
+                let mut i = 0u64;
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stopped.changed() => break,
+                    }
+                    let mut ids = emitted.lock().expect("emitted lock");
+                    for _ in 0..per_tick {
+                        let tenant = &tenants[(i % tenants.len() as u64) as usize];
+                        let id = vigil_core::ids::EventId::from_uuid(uuid::Uuid::now_v7());
+                        producer.emit(
+                            tenant,
+                            EventBuilder::new(
+                                action,
+                                Actor::new(ActorType::Service, "drill-producer"),
+                                Resource::new("item", format!("i-{i}")),
+                                Outcome::Success,
+                            )
+                            .field("n", i)
+                            .event_id(id),
+                        );
+                        ids.entry(tenant.as_str().to_string())
+                            .or_default()
+                            .push(id.to_string());
+                        i += 1;
+                    }
+                    count.store(i, Ordering::Relaxed);
+                }
+            })
+        };
+        Emitter {
+            stop,
+            task,
+            emitted,
+            count,
+        }
+    }
+
+    /// Events emitted so far.
+    pub(crate) fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Stops emitting; the ids emitted, per tenant, and how many.
+    pub(crate) async fn stop(self) -> anyhow::Result<(HashMap<String, Vec<String>>, u64)> {
+        let _ = self.stop.send(true);
+        self.task.await?;
+        let emitted = self.emitted.lock().expect("emitted lock").clone();
+        Ok((emitted, self.count.load(Ordering::Relaxed)))
+    }
+}
+
 /// Events of `acked` missing from the store at `url`: (missing, checked).
 pub(crate) async fn missing(
     url: &str,
@@ -243,6 +306,42 @@ pub(crate) async fn missing(
         }
     }
     Ok((lost, checked))
+}
+
+/// Does every chain of the store at `url` verify against the keys recorded in it?
+pub(crate) async fn chains_intact(url: &str) -> anyhow::Result<bool> {
+    let store = vigil_store::open_existing(url).await?;
+    let verified = crate::verify::verify_tenants(
+        &store,
+        store.tenants().await?,
+        vigil_audit::verification::TrustedKeys::FromStore,
+        false,
+    )
+    .await?;
+    Ok(verified.intact)
+}
+
+/// How many records of the system tenant's chain in the store at `url` have `action` (up to
+/// a thousand).
+pub(crate) async fn system_records(url: &str, action: &str) -> anyhow::Result<usize> {
+    let store = vigil_store::open_existing(url).await?;
+    let system = vigil_core::ids::TenantId::parse("system").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let q = vigil_store::Query {
+        action: Some(vigil_store::ActionFilter::Exact(action.into())),
+        limit: 1000,
+        ..vigil_store::Query::default()
+    };
+    Ok(store.query(&system, &q).await?.len())
+}
+
+/// The sum of the counter `name`'s series in `registry`.
+pub(crate) fn counter_sum(registry: &prometheus::Registry, name: &str) -> f64 {
+    registry
+        .gather()
+        .iter()
+        .filter(|f| f.get_name() == name)
+        .flat_map(|f| f.get_metric().iter().map(|m| m.get_counter().get_value()))
+        .fold(0.0, |a, b| a + b)
 }
 
 /// The text of `GET base/metrics` (empty when it cannot be read).

@@ -276,6 +276,11 @@ struct ServeArgs {
     /// Attempts before a webhook delivery is dead-lettered.
     #[arg(long, env = "VIGIL_WEBHOOK_MAX_ATTEMPTS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=50))]
     webhook_max_attempts: u32,
+    /// On SIGTERM, answer /readyz with 503 and keep serving this long before closing the
+    /// port, so load balancers take the instance out of rotation first (a rolling update
+    /// without failed requests); 0: close at once.
+    #[arg(long, env = "VIGIL_SHUTDOWN_DRAIN", default_value = "0s", value_parser = duration_arg::millis)]
+    shutdown_drain: Duration,
     #[command(flatten)]
     kafka: KafkaArgs,
 }
@@ -360,6 +365,7 @@ impl ServeArgs {
         s.verify_every = (!self.verify_every.is_zero()).then_some(self.verify_every);
         s.webhooks.backoff = self.webhook_backoff.max(Duration::from_millis(10));
         s.webhooks.max_attempts = self.webhook_max_attempts;
+        s.shutdown_drain = self.shutdown_drain;
         if let Some(path) = &self.redaction_policy {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading the redaction policy {}", path.display()))?;
@@ -472,6 +478,12 @@ fn main() -> ExitCode {
         vigil_security::telemetry::init(&vigil_security::telemetry::TelemetryConfig {
             otlp_endpoint: cli.otlp_endpoint.clone(),
             service_name: service_name(&cli.command).to_owned(),
+            // A drill runs whole services in this process: their logs would bury its report.
+            default_filter: if matches!(cli.command, Command::Drill { .. }) {
+                "warn,sqlx=warn"
+            } else {
+                "info,sqlx=warn"
+            },
         })
     }) {
         Ok(t) => t,

@@ -30,6 +30,11 @@ pub(super) async fn healthz() -> Json<serde_json::Value> {
 pub(super) async fn readyz(
     State(app): State<Arc<AppState>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    if app.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(ApiError::Unavailable(
+            "shutting down: draining before the listener closes".into(),
+        ));
+    }
     let tokens = app.bearer.as_ref().map(|b| b.readiness());
     if let Some((false, why)) = &tokens {
         return Err(ApiError::Unavailable(format!(

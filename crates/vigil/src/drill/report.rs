@@ -96,23 +96,38 @@ impl Report {
         });
     }
 
-    /// Records metric readings taken at before/during/after.
+    /// Records metric readings taken at before/during/after: each the sum of the series of
+    /// `name`, or of those whose labels begin with the given ones (`name{engine="redis"`).
     pub(crate) fn metrics(&mut self, names: &[&str], readings: [&str; 3]) {
         for name in names {
+            let (base, labels) = match name.find('{') {
+                Some(i) => (&name[..i], Some(name[i..].trim_end_matches('}'))),
+                None => (*name, None),
+            };
             let read = |text: &str| -> Option<f64> {
                 let v: Vec<f64> = text
                     .lines()
                     .filter(|l| !l.starts_with('#'))
                     .filter(|l| {
-                        l.starts_with(name)
-                            && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{'))
+                        l.starts_with(base)
+                            && match labels {
+                                None => {
+                                    matches!(l.as_bytes().get(base.len()), Some(b' ' | b'{'))
+                                }
+                                Some(sel) => l[base.len()..].starts_with(sel),
+                            }
                     })
                     .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                     .collect();
                 (!v.is_empty()).then(|| v.iter().sum())
             };
             self.metrics.push(MetricRow {
-                name: name.to_string(),
+                // An open label selector shown as one: `name{engine="redis",…}`.
+                name: if name.contains('{') && !name.ends_with('}') {
+                    format!("{name},…}}")
+                } else {
+                    name.to_string()
+                },
                 before: read(readings[0]),
                 during: read(readings[1]),
                 after: read(readings[2]),
@@ -123,6 +138,25 @@ impl Report {
     /// Settles the verdict: every check passed.
     pub(crate) fn finish(&mut self) {
         self.passed = !self.checks.is_empty() && self.checks.iter().all(|c| c.passed);
+    }
+
+    /// The check that every chain verified.
+    pub(crate) fn check_chains(&mut self, intact: bool) {
+        self.check(
+            "chains verify",
+            "intact".into(),
+            if intact { "intact" } else { "tampered" }.into(),
+            intact,
+        );
+    }
+
+    /// Settles the verdict and writes the report to `dir`, if given.
+    pub(crate) fn conclude(mut self, dir: Option<&std::path::Path>) -> anyhow::Result<Report> {
+        self.finish();
+        if let Some(dir) = dir {
+            self.write(dir)?;
+        }
+        Ok(self)
     }
 
     pub(crate) fn markdown(&self) -> String {

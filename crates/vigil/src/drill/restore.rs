@@ -273,11 +273,7 @@ pub(crate) async fn run(a: RestoreDrillArgs) -> anyhow::Result<Report> {
         writes_ok.to_string(),
         writes_ok,
     );
-    r.finish();
-    if let Some(dir) = &a.report {
-        r.write(dir)?;
-    }
-    Ok(r)
+    r.conclude(a.report.as_deref())
 }
 
 /// Loses the store: the SQLite file (and its WAL) deleted, or every Vigil table dropped.

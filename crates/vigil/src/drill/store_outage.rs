@@ -5,9 +5,8 @@
 //! readiness turns false; after, it recovers by itself within the threshold; no acknowledged
 //! event is lost and every chain verifies.
 
-use super::proxy::Proxy;
+use super::proxy::{through, Proxy};
 use super::{missing, scrape, start_audit, Load, LoadOptions, Report};
-use anyhow::Context;
 use clap::Args;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -42,28 +41,6 @@ const METRICS: [&str; 5] = [
     "process_resident_memory_bytes",
 ];
 
-/// The URL with its host and port replaced by `addr`.
-fn through(
-    url: &str,
-    addr: std::net::SocketAddr,
-) -> anyhow::Result<(String, std::net::SocketAddr)> {
-    let (scheme, rest) = url.split_once("://").context("a postgres:// URL")?;
-    let (auth, hostpath) = match rest.rsplit_once('@') {
-        Some((a, h)) => (format!("{a}@"), h),
-        None => (String::new(), rest),
-    };
-    let (hostport, path) = hostpath.split_once('/').unwrap_or((hostpath, ""));
-    let hostport = if hostport.contains(':') {
-        hostport.to_string()
-    } else {
-        format!("{hostport}:5432")
-    };
-    let upstream = std::net::ToSocketAddrs::to_socket_addrs(&hostport)?
-        .next()
-        .context("resolving the database host")?;
-    Ok((format!("{scheme}://{auth}{addr}/{path}"), upstream))
-}
-
 pub(crate) async fn run(a: StoreOutageDrillArgs) -> anyhow::Result<Report> {
     let mut r = Report::new(
         "store-outage",
@@ -79,9 +56,9 @@ pub(crate) async fn run(a: StoreOutageDrillArgs) -> anyhow::Result<Report> {
         "the drill needs an empty store: {}",
         vigil_core::redact_url(&url)
     );
-    let (_, upstream) = through(&url, "127.0.0.1:1".parse()?)?;
+    let (_, upstream) = through(&url, "127.0.0.1:1".parse()?, 5432)?;
     let proxy = Proxy::start(upstream).await?;
-    let (proxied, _) = through(&url, proxy.addr)?;
+    let (proxied, _) = through(&url, proxy.addr, 5432)?;
     r.setup = vec![
         ("store".into(), "Postgres through a TCP forwarder".into()),
         ("outage".into(), format!("{:?}", a.outage)),
@@ -147,14 +124,7 @@ pub(crate) async fn run(a: StoreOutageDrillArgs) -> anyhow::Result<Report> {
     drop(proxy);
 
     let (lost, checked) = missing(&url, &acked).await?;
-    let store = vigil_store::open_existing(&url).await?;
-    let verified = crate::verify::verify_tenants(
-        &store,
-        store.tenants().await?,
-        vigil_audit::verification::TrustedKeys::FromStore,
-        false,
-    )
-    .await?;
+    let intact = super::chains_intact(&url).await?;
     let (sent, failed, unexpected, abandoned) = (
         tally.sent.load(Ordering::Relaxed),
         tally.failed.load(Ordering::Relaxed),
@@ -204,22 +174,8 @@ pub(crate) async fn run(a: StoreOutageDrillArgs) -> anyhow::Result<Report> {
         writes_again.map_or("never".into(), |d| format!("{:.2}s", d.as_secs_f64())),
         writes_again.is_some_and(|d| d < a.recovery_target),
     );
-    r.check(
-        "chains verify",
-        "intact".into(),
-        if verified.intact {
-            "intact"
-        } else {
-            "tampered"
-        }
-        .into(),
-        verified.intact,
-    );
-    r.finish();
-    if let Some(dir) = &a.report {
-        r.write(dir)?;
-    }
-    Ok(r)
+    r.check_chains(intact);
+    r.conclude(a.report.as_deref())
 }
 
 /// Waits until `/readyz` is (or stops being) 200; how long it took, or `None` past `limit`.

@@ -188,12 +188,15 @@ async fn each_service_started_with_its_manifest_answers_its_probe_paths() {
         std::fs::create_dir_all(&data).unwrap();
         set(&mut args, "--listen", &addr.to_string());
         set(&mut args, "--data-dir", data.to_str().unwrap());
+        // Whether the manifest has the service drain on SIGTERM (not ready, still serving).
+        let mut drains = false;
         if name == "vigil-gateway" {
             let cm = of_kind(&docs, "ConfigMap")[0];
             let toml = cm["data"]["gateway.toml"]
                 .as_str()
                 .unwrap()
                 .replace("0.0.0.0:8000", &addr.to_string());
+            drains = toml.contains("shutdown_drain_ms");
             let file = data.join("gateway.toml");
             std::fs::write(&file, toml).unwrap();
             set(&mut args, "--config", file.to_str().unwrap());
@@ -209,6 +212,7 @@ async fn each_service_started_with_its_manifest_answers_its_probe_paths() {
                     .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
                 _ => format!("sqlite://{}/store.db", data.display()),
             };
+            drains |= var == "VIGIL_SHUTDOWN_DRAIN";
             env.push((var, value));
         }
         let mut server = spawn_vigil_with_env(&args, addr, env);
@@ -224,6 +228,28 @@ async fn each_service_started_with_its_manifest_answers_its_probe_paths() {
                 assert_eq!(status, 200, "{name}: alive means 200");
             }
         }
-        server.terminate();
+        if drains {
+            // SIGTERM: the readiness probe fails at once, liveness holds, requests are still
+            // served; then the process exits by itself.
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(server.child.id().to_string())
+                .status();
+            let ready = c["readinessProbe"]["httpGet"]["path"].as_str().unwrap();
+            let live = c["livenessProbe"]["httpGet"]["path"].as_str().unwrap();
+            let mut refused = false;
+            for _ in 0..40 {
+                if answers(addr, ready, &mut server).await == 503 {
+                    refused = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(refused, "{name}: still ready after SIGTERM");
+            assert_eq!(answers(addr, live, &mut server).await, 200, "{name}");
+            server.child.wait().unwrap();
+        } else {
+            server.terminate();
+        }
     }
 }

@@ -169,3 +169,157 @@ async fn the_store_outage_drill_loses_nothing_and_recovers_by_itself() {
         .unwrap();
     assert!(refused > 0.0, "{json:#}");
 }
+
+/// Runs `vigil drill ARGS --report DIR` off the test's runtime; its JSON report after
+/// asserting it exited 0 and passed.
+async fn drill(args: &[&str], dir: &std::path::Path) -> Value {
+    let report = dir.join("report");
+    let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let scenario = args[1].clone();
+    args.push("--report".into());
+    args.push(report.display().to_string());
+    let (code, out) = tokio::task::spawn_blocking(move || {
+        vigil(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap();
+    let json: Value = serde_json::from_slice(
+        &std::fs::read(report.join(format!("drill-{scenario}.json")))
+            .unwrap_or_else(|e| panic!("no report ({e}): {out}")),
+    )
+    .unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(json["passed"], true, "{json:#}");
+    let md = std::fs::read_to_string(report.join(format!("drill-{scenario}.md"))).unwrap();
+    assert!(md.contains("INJECT") && md.contains("## Metrics"), "{md}");
+    json
+}
+
+fn figure(json: &Value, name: &str) -> f64 {
+    json["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f[0] == name)
+        .unwrap_or_else(|| panic!("no figure {name} in {json:#}"))[1]
+        .as_f64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_rotation_drill_refuses_no_valid_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = drill(
+        &[
+            "drill",
+            "key-rotation",
+            "--rotations",
+            "2",
+            "--interval",
+            "2s",
+        ],
+        dir.path(),
+    )
+    .await;
+    assert_eq!(figure(&json, "requests_refused"), 0.0);
+    // Both verifiers saw tokens of both new keys, and old tokens were used after the last.
+    for r in 1..=2 {
+        for via in ["gateway", "audit"] {
+            let d = figure(
+                &json,
+                &format!("rotation_{r}_{via}_new_key_accepted_after_seconds"),
+            );
+            assert!(d.is_finite(), "rotation {r} via {via}: {json:#}");
+        }
+    }
+    assert!(figure(&json, "old_key_requests_after_last_rotation") > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_outage_drill_holds_limits_in_memory_without_5xx() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis =
+        std::env::var("VIGIL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let json = drill(
+        &[
+            "drill",
+            "redis-outage",
+            "--redis-url",
+            &redis,
+            "--outage",
+            "3s",
+            "--steady",
+            "2s",
+        ],
+        dir.path(),
+    )
+    .await;
+    // The noisy tenant was refused before, during and after: the limit held throughout.
+    for phase in ["before", "during", "after"] {
+        assert!(
+            figure(&json, &format!("noisy_refused_429_{phase}")) > 0.0,
+            "{phase}: {json:#}"
+        );
+    }
+    assert!(figure(&json, "detect_seconds") < 3.0, "{json:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kafka_backlog_drill_catches_up_without_loss_or_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let tansu = std::env::var("VIGIL_TEST_TANSU").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/vigil-tools/bin/tansu",
+            std::env::var("HOME").unwrap()
+        )
+    });
+    let json = drill(
+        &[
+            "drill",
+            "kafka-backlog",
+            "--tansu",
+            &tansu,
+            "--rate",
+            "500",
+            "--pause",
+            "4s",
+            "--steady",
+            "1s",
+        ],
+        dir.path(),
+    )
+    .await;
+    assert!(figure(&json, "backlog_events") >= 1000.0, "{json:#}");
+    assert_eq!(
+        figure(&json, "records_stored"),
+        figure(&json, "events_emitted")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ha_drill_restarts_every_instance_without_a_failed_read_or_a_lost_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_db(Engine::Postgres, dir.path()).await;
+    let json = drill(
+        &[
+            "drill",
+            "ha",
+            "--database-url",
+            &url,
+            "--steady",
+            "1500ms",
+            "--drain",
+            "1s",
+        ],
+        dir.path(),
+    )
+    .await;
+    for name in ["audit_1", "audit_2", "gateway_1", "gateway_2"] {
+        assert!(figure(&json, &format!("restart_{name}_seconds")) > 0.0);
+    }
+    assert!(figure(&json, "events_emitted") > 0.0);
+    assert_eq!(
+        figure(&json, "records_stored"),
+        figure(&json, "events_emitted")
+    );
+}

@@ -853,3 +853,124 @@ async fn a_route_with_its_own_limit_is_counted_apart_from_the_tenant_budget() {
         assert_eq!(status("/orders").await, 200);
     }
 }
+
+/// An upstream that answers every path with its `name` and reports `/readyz` as `ready` says.
+async fn named_upstream(name: &'static str, ready: Arc<AtomicBool>) -> std::net::SocketAddr {
+    let app = Router::new()
+        .route(
+            "/readyz",
+            get(move || async move {
+                if ready.load(Ordering::SeqCst) {
+                    (axum::http::StatusCode::OK, "ready")
+                } else {
+                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "draining")
+                }
+            }),
+        )
+        .fallback(any(move || async move { name }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstreams_that_refuse_or_are_not_ready_leave_the_rotation_and_come_back() {
+    let key = SigningKey::generate(KeyAlgorithm::EdDsa);
+    let issuer = upstream_and_issuer(&key).await;
+    let ready = Arc::new(AtomicBool::new(true));
+    let a = named_upstream("a", Arc::new(AtomicBool::new(true))).await;
+    let b = named_upstream("b", ready.clone()).await;
+    let gone = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut c = GatewayConfig::from_toml(&format!(
+        r#"
+        health_interval_ms = 100
+        eject_ms = 60000
+        [auth]
+        jwks_url = "http://{issuer}/.well-known/jwks.json"
+        issuer = "{ISS}"
+        [[routes]]
+        prefix = "/gone"
+        upstreams = ["http://{gone}", "http://{a}"]
+        [[routes]]
+        prefix = "/"
+        upstreams = ["http://{a}", "http://{b}"]
+        "#
+    ))
+    .unwrap();
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    // No probes at all for this check: only the refused connection takes it out.
+    c.health_path = String::new();
+    let unprobed = start(c.clone()).await;
+    c.health_path = "/readyz".into();
+    let gw = start(c).await;
+    let http = Client::new();
+    let t = token(&key, "acme", &["admin"]);
+    // A request without a body goes on to the next upstream when one refuses: never a 502.
+    for _ in 0..6 {
+        let r = bearer_get(&http, format!("{unprobed}/gone/x"), &t).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "a");
+    }
+    // The refusal took it out of the rotation: a request with a body no longer meets it.
+    for _ in 0..6 {
+        let r = http
+            .post(format!("{unprobed}/gone/x"))
+            .bearer_auth(&t)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // Both ready: both take turns.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..6 {
+        seen.insert(
+            bearer_get(&http, format!("{gw}/x"), &t)
+                .await
+                .text()
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    // b drains (not ready, still serving): the probes take it out, requests go to a only.
+    ready.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for _ in 0..6 {
+        let r = http
+            .post(format!("{gw}/x"))
+            .bearer_auth(&t)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.text().await.unwrap(), "a");
+    }
+    let m = get_text(&http, format!("{gw}/gateway/metrics")).await;
+    assert!(
+        m.contains(&format!(
+            "gateway_upstream_up{{route=\"/\",upstream=\"http://{b}\"}} 0"
+        )),
+        "{m}"
+    );
+    // Ready again: back in the rotation.
+    ready.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..6 {
+        seen.insert(
+            bearer_get(&http, format!("{gw}/x"), &t)
+                .await
+                .text()
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}

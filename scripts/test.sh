@@ -191,3 +191,19 @@ vigil_bin="$CARGO_TARGET_DIR/debug/vigil"
 [ -x "$vigil_bin" ] || cargo build --quiet --workspace --all-targets
 "$vigil_bin" coverage . --prom "$CARGO_TARGET_DIR/audit-coverage.prom" \
   || die "audit coverage is below its minimum (vigil-coverage.toml), or an audit:ignore has no reason"
+
+say "performance regression check (vigil bench regress, short profile): tracked figures vs bench/baselines"
+# Each figure is measured beside an in-run reference (raw insert, SHA-256, /healthz) over
+# five rounds and compared with the checked-in baseline of this machine kind, build and
+# profile: worse by more than 10 % and by more than the rounds' spread fails. The full
+# profile (release) is in BENCHMARKS.md.
+set +e
+"$vigil_bin" bench regress --profile short --baseline bench/baselines \
+  --out "$CARGO_TARGET_DIR/bench-regress.json"
+rc=$?
+set -e
+case $rc in
+  0) ;;
+  3) echo "NOTE: no baseline for this machine kind in bench/baselines (see above): figures in $CARGO_TARGET_DIR/bench-regress.json, nothing compared" ;;
+  *) die "performance regression (see the table above), or the benchmark failed (exit $rc)" ;;
+esac

@@ -52,6 +52,11 @@ pub(crate) enum BenchCommand {
     /// A retention purge of expired events (seconds, bytes freed) and live ingest p99 while
     /// it runs vs without.
     Retention(crate::bench_retention::RetentionArgs),
+    /// The tracked figures (ingest, verification, queries, peak memory), each beside an
+    /// in-run reference, over rounds; JSON out, and a regression check against a baseline.
+    Regress(crate::bench_regress::RegressArgs),
+    /// Compare two `bench regress` results: exit 1 when a tracked figure regressed.
+    Compare(crate::bench_regress::CompareArgs),
 }
 
 #[derive(Args, Debug)]
@@ -110,8 +115,10 @@ pub(crate) struct VerifyArgs {
     tenants: usize,
 }
 
-pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
-    match cmd {
+pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
+    let done = match cmd {
+        BenchCommand::Regress(a) => return crate::bench_regress::run_regress(a).await,
+        BenchCommand::Compare(a) => return crate::bench_regress::run_compare(a),
         BenchCommand::Ingest(a) => ingest(a).await,
         BenchCommand::Query(a) => query(a).await,
         BenchCommand::Verify(a) => verify(a).await,
@@ -122,7 +129,8 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Pipeline(a) => crate::bench_pipeline::pipeline(a).await,
         BenchCommand::CatchUp(a) => crate::bench_pipeline::catch_up(a).await,
         BenchCommand::Retention(a) => crate::bench_retention::run(a).await,
-    }
+    };
+    done.map(|()| std::process::ExitCode::SUCCESS)
 }
 
 const ACTIONS: [&str; 12] = [
@@ -264,40 +272,16 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
 
         // Raw: rows prepared beforehand (untimed), each client inserts its own tenant's rows in
         // transactions of `batch`, through the same store call.
-        let at = vigil_audit::checkpointer::now();
-        let prepared: Vec<(TenantId, Vec<NewRecord>)> = inputs
-            .iter()
-            .enumerate()
-            .map(|(c, evs)| {
-                let t = TenantId::parse(&format!("raw-{round}-{c}")).unwrap();
-                let events: Vec<Event> = evs.iter().cloned().map(validate).collect();
-                let recs = seal_all(&t, &events, &mut ChainHead::genesis(), at);
-                (t, recs)
-            })
-            .collect();
-        let started = Instant::now();
-        let mut tasks = vec![];
-        for (t, recs) in prepared {
-            let store = Arc::clone(&store);
-            let batch = a.batch;
-            tasks.push(tokio::spawn(async move {
-                for chunk in recs.chunks(batch) {
-                    store.append(&t, chunk, &[]).await.expect("raw insert");
-                }
-            }));
-        }
-        for t in tasks {
-            t.await?;
-        }
-        let raw = total / started.elapsed().as_secs_f64();
+        let prepared = prepare_raw(&inputs, |c| format!("raw-{round}-{c}"))?;
+        let raw = total / raw_run(&store, prepared, a.batch).await?.took.as_secs_f64();
 
         // Chained, like for like: each client its own tenant, as in the raw run.
         let chained =
             chained_run(&seq, &inputs, a.batch, |c| format!("chained-{round}-{c}")).await?;
-        let chained_rate = total / chained.as_secs_f64();
+        let chained_rate = total / chained.took.as_secs_f64();
         // Chained, worst case: every client on one tenant, whose chain is one sequence.
         let one = chained_run(&seq, &inputs, a.batch, |_| format!("one-{round}")).await?;
-        let one_rate = total / one.as_secs_f64();
+        let one_rate = total / one.took.as_secs_f64();
         println!(
             "round {round}: raw insert {raw:>7.0} events/s   chained ingest {chained_rate:>7.0} events/s (ratio {:.2})   all clients on one tenant {one_rate:>7.0} events/s (ratio {:.2})",
             chained_rate / raw,
@@ -306,7 +290,7 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
         if a.redaction {
             let red =
                 chained_run(&redacting, &inputs, a.batch, |c| format!("red-{round}-{c}")).await?;
-            let red_rate = total / red.as_secs_f64();
+            let red_rate = total / red.took.as_secs_f64();
             println!(
                 "round {round}: chained with a 5-path enforce redaction policy {red_rate:>7.0} events/s (ratio to chained without {:.2})",
                 red_rate / chained_rate
@@ -338,19 +322,84 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A timed run of concurrent clients: how long it took, and each batch's latency (µs).
+pub(crate) struct Timed {
+    pub(crate) took: Duration,
+    pub(crate) latency: Histogram<u64>,
+}
+
+/// Waits for the clients; their latencies merged.
+async fn timed(
+    started: Instant,
+    tasks: Vec<tokio::task::JoinHandle<Histogram<u64>>>,
+) -> anyhow::Result<Timed> {
+    let mut latency = Histogram::<u64>::new(3)?;
+    for t in tasks {
+        latency.add(t.await?)?;
+    }
+    Ok(Timed {
+        took: started.elapsed(),
+        latency,
+    })
+}
+
+/// The rows of `inputs` sealed for a raw insert (untimed), client `c`'s into `tenant_of(c)`.
+pub(crate) fn prepare_raw(
+    inputs: &[Vec<Value>],
+    tenant_of: impl Fn(usize) -> String,
+) -> anyhow::Result<Vec<(TenantId, Vec<NewRecord>)>> {
+    let at = vigil_audit::checkpointer::now();
+    inputs
+        .iter()
+        .enumerate()
+        .map(|(c, evs)| {
+            let t = TenantId::parse(&tenant_of(c))?;
+            let events: Vec<Event> = evs.iter().cloned().map(validate).collect();
+            let recs = seal_all(&t, &events, &mut ChainHead::genesis(), at);
+            Ok((t, recs))
+        })
+        .collect()
+}
+
+/// Each client inserts its tenant's prepared rows in transactions of `batch` through the
+/// store's append: no hashing, sequencing or idempotency check.
+pub(crate) async fn raw_run(
+    store: &Arc<dyn Store>,
+    prepared: Vec<(TenantId, Vec<NewRecord>)>,
+    batch: usize,
+) -> anyhow::Result<Timed> {
+    let started = Instant::now();
+    let mut tasks = vec![];
+    for (t, recs) in prepared {
+        let store = Arc::clone(store);
+        tasks.push(tokio::spawn(async move {
+            let mut h = Histogram::<u64>::new(3).expect("a histogram");
+            for chunk in recs.chunks(batch) {
+                let s = Instant::now();
+                store.append(&t, chunk, &[]).await.expect("raw insert");
+                let _ = h.record(s.elapsed().as_micros() as u64);
+            }
+            h
+        }));
+    }
+    timed(started, tasks).await
+}
+
 /// Every client submits its batches (validated from JSON per request) to `tenant_of(client)`.
-async fn chained_run(
+pub(crate) async fn chained_run(
     seq: &Sequencer,
     inputs: &[Vec<Value>],
     batch: usize,
     tenant_of: impl Fn(usize) -> String,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<Timed> {
     let started = Instant::now();
     let mut tasks = vec![];
     for (c, evs) in inputs.iter().enumerate() {
         let (seq, tenant, evs) = (seq.clone(), TenantId::parse(&tenant_of(c))?, evs.clone());
         tasks.push(tokio::spawn(async move {
+            let mut h = Histogram::<u64>::new(3).expect("a histogram");
             for chunk in evs.chunks(batch) {
+                let s = Instant::now();
                 let events: Vec<Event> = chunk.iter().cloned().map(validate).collect();
                 let results = seq
                     .submit(&tenant, events, vigil_audit::checkpointer::now())
@@ -359,13 +408,12 @@ async fn chained_run(
                 assert!(results
                     .iter()
                     .all(|r| matches!(r, vigil_audit::sequencer::IngestResult::Stored { .. })));
+                let _ = h.record(s.elapsed().as_micros() as u64);
             }
+            h
         }));
     }
-    for t in tasks {
-        t.await?;
-    }
-    Ok(started.elapsed())
+    timed(started, tasks).await
 }
 
 pub(crate) async fn fill(store: &Arc<dyn Store>, events: u64, tenants: u64) -> anyhow::Result<()> {
@@ -433,8 +481,41 @@ async fn query(a: QueryArgs) -> anyhow::Result<()> {
     }));
     let client = reqwest::Client::new();
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
-    type Filter = fn(&mut rand::rngs::StdRng) -> String;
-    let filters: Vec<(&str, Filter)> = vec![
+    let filters = filters();
+    println!(
+        "query latency over HTTP, {} queries per filter, limit=100, store {}",
+        a.queries,
+        store.engine()
+    );
+    let mut all = Histogram::<u64>::new(3)?;
+    for (name, f) in &filters {
+        let (h, returned) = time_filter(&client, &base, a.tenants, *f, a.queries, &mut rng).await?;
+        all.add(&h)?;
+        println!(
+            "{name:>14}: p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>6.2} ms  ({} KiB/page)",
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0,
+            h.max() as f64 / 1000.0,
+            returned / a.queries / 1024
+        );
+    }
+    println!(
+        "{:>14}: p50 {:>6.2} ms  p99 {:>6.2} ms  (target p99 < 5 ms)",
+        "all",
+        all.value_at_quantile(0.5) as f64 / 1000.0,
+        all.value_at_quantile(0.99) as f64 / 1000.0
+    );
+    let _ = stop.send(());
+    server.await??;
+    Ok(())
+}
+
+/// A query filter: the query string for a random draw.
+pub(crate) type Filter = fn(&mut rand::rngs::StdRng) -> String;
+
+/// The filter shapes `bench query` times, by name.
+pub(crate) fn filters() -> Vec<(&'static str, Filter)> {
+    vec![
         ("no filter", |_| String::new()),
         ("actor_id", |r| format!("actor_id=u-{}", r.gen_range(0..50))),
         ("action exact", |r| {
@@ -467,53 +548,41 @@ async fn query(a: QueryArgs) -> anyhow::Result<()> {
         ("actor+outcome", |r| {
             format!("actor_id=u-{}&outcome=failure", r.gen_range(0..50))
         }),
-    ];
-    println!(
-        "query latency over HTTP, {} queries per filter, limit=100, store {}",
-        a.queries,
-        store.engine()
-    );
-    let mut all = Histogram::<u64>::new(3)?;
-    for (name, f) in &filters {
-        let mut h = Histogram::<u64>::new(3)?;
-        let mut returned = 0usize;
-        for i in 0..a.queries + 20 {
-            let tenant = format!("t{:03}", rng.gen_range(0..a.tenants));
-            let url = format!("{base}/v1/events?limit=100&{}", f(&mut rng));
-            let started = Instant::now();
-            let r = client
-                .get(&url)
-                .header("X-Tenant-ID", &tenant)
-                .header("X-Roles", "admin")
-                .send()
-                .await?;
-            anyhow::ensure!(r.status() == 200, "{url}: {}", r.status());
-            let body = r.bytes().await?;
-            let us = started.elapsed().as_micros() as u64;
-            if i >= 20 {
-                // the first 20 warm caches and connections
-                h.record(us)?;
-                all.record(us)?;
-                returned += body.len();
-            }
+    ]
+}
+
+/// Times `queries` pages of 100 with filter `f` over HTTP (after 20 that warm caches and
+/// connections), each in a random one of `tenants` tenants (`t000`…): latencies in µs, and the
+/// bytes returned.
+pub(crate) async fn time_filter(
+    client: &reqwest::Client,
+    base: &str,
+    tenants: u64,
+    f: Filter,
+    queries: usize,
+    rng: &mut rand::rngs::StdRng,
+) -> anyhow::Result<(Histogram<u64>, usize)> {
+    let mut h = Histogram::<u64>::new(3)?;
+    let mut returned = 0usize;
+    for i in 0..queries + 20 {
+        let tenant = format!("t{:03}", rng.gen_range(0..tenants));
+        let url = format!("{base}/v1/events?limit=100&{}", f(rng));
+        let started = Instant::now();
+        let r = client
+            .get(&url)
+            .header("X-Tenant-ID", &tenant)
+            .header("X-Roles", "admin")
+            .send()
+            .await?;
+        anyhow::ensure!(r.status() == 200, "{url}: {}", r.status());
+        let body = r.bytes().await?;
+        let us = started.elapsed().as_micros() as u64;
+        if i >= 20 {
+            h.record(us)?;
+            returned += body.len();
         }
-        println!(
-            "{name:>14}: p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>6.2} ms  ({} KiB/page)",
-            h.value_at_quantile(0.5) as f64 / 1000.0,
-            h.value_at_quantile(0.99) as f64 / 1000.0,
-            h.max() as f64 / 1000.0,
-            returned / a.queries / 1024
-        );
     }
-    println!(
-        "{:>14}: p50 {:>6.2} ms  p99 {:>6.2} ms  (target p99 < 5 ms)",
-        "all",
-        all.value_at_quantile(0.5) as f64 / 1000.0,
-        all.value_at_quantile(0.99) as f64 / 1000.0
-    );
-    let _ = stop.send(());
-    server.await??;
-    Ok(())
+    Ok((h, returned))
 }
 
 async fn verify(a: VerifyArgs) -> anyhow::Result<()> {
@@ -526,9 +595,49 @@ async fn verify(a: VerifyArgs) -> anyhow::Result<()> {
         !tenants.is_empty(),
         "the store is empty: run `vigil bench query` first"
     );
+    let v = verify_rates(&store, &tenants).await?;
+    let (n, rate) = (v.records, |d: Duration| v.records as f64 / d.as_secs_f64());
+    println!(
+        "verify {n} records of {} tenants ({} bytes of hashed form on average), store {}",
+        tenants.len(),
+        v.bytes / n,
+        store.engine()
+    );
+    println!(
+        "SHA-256 over the canonical hashed forms: {:>9.0} records/s",
+        rate(v.sha)
+    );
+    println!(
+        "core verification (in memory):          {:>9.0} records/s  ratio {:.2} (target >= 0.5)",
+        rate(v.core),
+        rate(v.core) / rate(v.sha)
+    );
+    println!(
+        "vigil verify end to end (store reads):  {:>9.0} records/s  ratio {:.2}",
+        rate(v.e2e),
+        rate(v.e2e) / rate(v.sha)
+    );
+    Ok(())
+}
+
+/// Verification of some tenants timed three ways over the same records: SHA-256 over their
+/// canonical hashed forms, the core chain verification in memory, `vigil verify`'s path from
+/// the store.
+pub(crate) struct VerifyRates {
+    pub(crate) records: usize,
+    pub(crate) bytes: usize,
+    pub(crate) sha: Duration,
+    pub(crate) core: Duration,
+    pub(crate) e2e: Duration,
+}
+
+pub(crate) async fn verify_rates(
+    store: &Arc<dyn Store>,
+    tenants: &[TenantId],
+) -> anyhow::Result<VerifyRates> {
     // Load the records once (untimed) for the in-memory comparisons.
     let mut records: Vec<Vec<Record>> = vec![];
-    for t in &tenants {
+    for t in tenants {
         records.push(store.scan(t, 0, i64::MAX).await?);
     }
     let n: usize = records.iter().map(Vec::len).sum();
@@ -566,38 +675,22 @@ async fn verify(a: VerifyArgs) -> anyhow::Result<()> {
         }
     });
     let keys = vigil_audit::verification::resolve_keys(
-        &store,
+        store,
         vigil_audit::verification::TrustedKeys::FromStore,
     )
     .await?;
     let started = Instant::now();
-    for t in &tenants {
-        let report = vigil_audit::verification::verify_tenant(&store, t, &keys, &|_| {}).await?;
+    for t in tenants {
+        let report = vigil_audit::verification::verify_tenant(store, t, &keys, &|_| {}).await?;
         anyhow::ensure!(report.verdict.is_intact(), "{report}");
     }
-    let e2e = started.elapsed();
-    let rate = |d: Duration| n as f64 / d.as_secs_f64();
-    println!(
-        "verify {n} records of {} tenants ({} bytes of hashed form on average), store {}",
-        tenants.len(),
-        total_bytes / n,
-        store.engine()
-    );
-    println!(
-        "SHA-256 over the canonical hashed forms: {:>9.0} records/s",
-        rate(sha)
-    );
-    println!(
-        "core verification (in memory):          {:>9.0} records/s  ratio {:.2} (target >= 0.5)",
-        rate(core),
-        rate(core) / rate(sha)
-    );
-    println!(
-        "vigil verify end to end (store reads):  {:>9.0} records/s  ratio {:.2}",
-        rate(e2e),
-        rate(e2e) / rate(sha)
-    );
-    Ok(())
+    Ok(VerifyRates {
+        records: n,
+        bytes: total_bytes,
+        sha,
+        core,
+        e2e: started.elapsed(),
+    })
 }
 
 fn capability(a: CapabilityArgs) -> anyhow::Result<()> {

@@ -8,6 +8,7 @@ mod bench;
 mod bench_gateway;
 mod bench_jwt;
 mod bench_pipeline;
+mod bench_regress;
 mod bench_retention;
 mod coverage;
 mod drill;
@@ -478,8 +479,10 @@ fn main() -> ExitCode {
         vigil_security::telemetry::init(&vigil_security::telemetry::TelemetryConfig {
             otlp_endpoint: cli.otlp_endpoint.clone(),
             service_name: service_name(&cli.command).to_owned(),
-            // A drill runs whole services in this process: their logs would bury its report.
-            default_filter: if matches!(cli.command, Command::Drill { .. }) {
+            // A drill or a benchmark runs whole services in this process: their logs would bury
+            // its report.
+            default_filter: if matches!(cli.command, Command::Drill { .. } | Command::Bench { .. })
+            {
                 "warn,sqlx=warn"
             } else {
                 "info,sqlx=warn"
@@ -540,7 +543,7 @@ fn main() -> ExitCode {
             Command::Coverage(args) => coverage::run(args),
             Command::Backup(args) => backup::run_backup(*args).await,
             Command::Restore(args) => backup::run_restore(*args).await,
-            Command::Bench { command } => bench::run(command).await.map(|_| ExitCode::SUCCESS),
+            Command::Bench { command } => bench::run(command).await,
             Command::Backfill(args) => pipeline::backfill(args).await,
             Command::Retention(RetentionCommand::Run(args)) => retention::run(args).await,
             Command::Erase(args) => retention::erase(args).await,

@@ -40,6 +40,8 @@ mod multiprocess;
 mod pipeline;
 #[path = "suite/redaction.rs"]
 mod redaction;
+#[path = "suite/regress.rs"]
+mod regress;
 #[path = "suite/retention.rs"]
 mod retention;
 #[path = "suite/retries.rs"]

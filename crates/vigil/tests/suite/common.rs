@@ -211,6 +211,15 @@ pub async fn get_text(http: &Client, url: String) -> String {
     http.get(url).send().await.unwrap().text().await.unwrap()
 }
 
+/// Runs the `vigil` binary with `args`: its exit code and its stdout and stderr together.
+pub fn vigil_cli(args: &[&str]) -> (i32, String) {
+    let out = Command::new(vigil_bin()).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
 pub fn vigil_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vigil"))
 }

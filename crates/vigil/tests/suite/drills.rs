@@ -1,17 +1,8 @@
 //! The drills and the coverage gate as a user runs them: `vigil drill restore` in its short
 //! form on both stores, its report; `vigil coverage` on fixture crates and on Vigil itself.
 
-use super::common::*;
+use super::common::{vigil_cli as vigil, *};
 use serde_json::Value;
-use std::process::Command;
-
-fn vigil(args: &[&str]) -> (i32, String) {
-    let out = Command::new(vigil_bin()).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
 
 async fn the_restore_drill_passes_and_reports_its_rto(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();

@@ -42,6 +42,7 @@ pub mod event;
 pub mod hash;
 pub mod ids;
 pub mod jcs;
+pub mod merkle;
 pub mod number;
 pub mod record;
 pub mod redaction;

@@ -61,7 +61,7 @@ pub fn subtree_hash(nodes: &impl Nodes, begin: u64, end: u64) -> Result<Hash32, 
     let n = end.checked_sub(begin).filter(|n| *n > 0).ok_or_else(|| {
         MerkleError::Invalid(format!("an empty or reversed range {begin}..{end}"))
     })?;
-    if n.is_power_of_two() && begin % n == 0 {
+    if n.is_power_of_two() && begin.is_multiple_of(n) {
         let level = n.trailing_zeros();
         let index = begin >> level;
         return nodes

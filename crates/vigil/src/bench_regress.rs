@@ -5,7 +5,9 @@
 //! moments of a noisy machine: chained ingest as a ratio of a raw insert of the same rows, its
 //! batch latency p50/p95/p99 in units of the raw insert's median batch, verification as a ratio
 //! of SHA-256 over the same bytes, filtered-query latency p50/p95/p99 in units of the same
-//! service's `/healthz` median, and the process's peak memory. It writes them as JSON and,
+//! service's `/healthz` median, and the audit service's peak memory (its own process, after
+//! serving the round's queries and an HTTP ingest of the round's events). It writes them as
+//! JSON and,
 //! given a baseline (a file, or a directory holding one per machine kind, build and profile),
 //! compares: a figure is flagged when it is worse than the baseline's median by more than the
 //! threshold (10 %) and by more than the spread of the rounds (of either run).
@@ -319,9 +321,9 @@ fn machine() -> Machine {
     }
 }
 
-/// The process's peak resident memory so far (Linux's VmHWM), in MiB.
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+/// A process's peak resident memory so far (Linux's VmHWM), in MiB (`self` or a pid).
+fn peak_rss_mib(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -329,6 +331,98 @@ fn peak_rss_mib() -> f64 {
                 .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
         })
         .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+/// The audit service as its own process (this binary, `audit serve`), so its memory is its
+/// own: stopped with the run.
+struct ServiceProcess {
+    child: std::process::Child,
+    base: String,
+}
+
+impl ServiceProcess {
+    async fn start(database_url: &str, data_dir: &Path) -> anyhow::Result<ServiceProcess> {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let child = std::process::Command::new(std::env::current_exe()?)
+            .args(["audit", "serve", "--trust-headers", "--verify-every", "0"])
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--database-url")
+            .arg(database_url)
+            .env("VIGIL_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting vigil audit serve")?;
+        let s = ServiceProcess {
+            child,
+            base: format!("http://{addr}"),
+        };
+        let http = reqwest::Client::new();
+        for _ in 0..600 {
+            if http
+                .get(format!("{}/readyz", s.base))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return Ok(s);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("vigil audit serve did not get ready")
+    }
+
+    /// Its peak resident memory so far, MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        peak_rss_mib(&self.child.id().to_string())
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `clients` clients posting their events to `base` in batches of `batch` over HTTP.
+async fn http_ingest(
+    http: &reqwest::Client,
+    base: &str,
+    inputs: &[Vec<Value>],
+    batch: usize,
+    tenant_of: impl Fn(usize) -> String,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (c, evs) in inputs.iter().enumerate() {
+        let (http, url, tenant, evs) = (
+            http.clone(),
+            format!("{base}/v1/events"),
+            tenant_of(c),
+            evs.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            for chunk in evs.chunks(batch) {
+                let r = http
+                    .post(&url)
+                    .header("X-Tenant-ID", &tenant)
+                    .header("X-Roles", "admin")
+                    .json(&chunk)
+                    .send()
+                    .await?;
+                anyhow::ensure!(r.status() == 200, "ingest over HTTP: {}", r.status());
+            }
+            Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(started.elapsed())
 }
 
 /// The sizes of one profile.
@@ -422,7 +516,8 @@ pub(crate) async fn run_regress(a: RegressArgs) -> anyhow::Result<std::process::
         let q = vigil_store::open(&query_url).await?;
         crate::bench::fill(&q, sizes.query_events, sizes.query_tenants).await?;
     }
-    let (base, service) = crate::drill::start_audit(&query_url, &work.path().join("qdata")).await?;
+    let service = ServiceProcess::start(&query_url, &work.path().join("qdata")).await?;
+    let base = service.base.clone();
     let http = reqwest::Client::new();
     let shapes: Vec<_> = filters()
         .into_iter()
@@ -541,24 +636,43 @@ pub(crate) async fn run_regress(a: RegressArgs) -> anyhow::Result<std::process::
             false,
             ms(&all, 0.99),
         );
+        // The service's memory: the same events again, over HTTP, into the query store.
+        let took = http_ingest(&http, &base, &inputs, sizes.batch, |cl| {
+            format!("http-{round}-{cl}")
+        })
+        .await?;
         c.push(
-            "memory.peak_rss_mib",
+            "ingest.http_events_per_s",
+            "events/s",
+            Better::Higher,
+            false,
+            total / took.as_secs_f64(),
+        );
+        c.push(
+            "memory.service_peak_rss_mib",
             "MiB",
             Better::Lower,
             true,
-            peak_rss_mib(),
+            service.peak_rss_mib(),
+        );
+        c.push(
+            "memory.harness_peak_rss_mib",
+            "MiB",
+            Better::Lower,
+            false,
+            peak_rss_mib("self"),
         );
         eprintln!(
-            "round {round}: ingest {:.2} of raw, verify {:.2} of SHA-256, query p99 {:.2} ms, peak RSS {:.0} MiB ({:.1} s)",
+            "round {round}: ingest {:.2} of raw, verify {:.2} of SHA-256, query p99 {:.2} ms, service peak RSS {:.0} MiB ({:.1} s)",
             chained_rate / raw_rate,
             rate(v.core) / rate(v.sha),
             ms(&all, 0.99),
-            peak_rss_mib(),
+            service.peak_rss_mib(),
             started.elapsed().as_secs_f64()
         );
     }
     writer.sequencer.shutdown().await;
-    service.stop().await?;
+    drop(service);
     let results = Results {
         schema: 1,
         profile: a.profile,

@@ -33,7 +33,7 @@ fn a_regression_beyond_threshold_and_spread_fails_the_check_and_is_named() {
         "ingest.batch_p99",
         "verify.core_ratio",
         "query.filtered_p99",
-        "memory.peak_rss_mib",
+        "memory.service_peak_rss_mib",
     ] {
         assert!(names.contains(&want), "{want} not tracked: {names:?}");
     }

@@ -28,6 +28,7 @@ pub struct Application {
     retention: Option<tokio::task::JoinHandle<()>>,
     verifier: Option<tokio::task::JoinHandle<()>>,
     webhook_worker: tokio::task::JoinHandle<()>,
+    webhook_stop: tokio::sync::watch::Sender<bool>,
     shutdown_drain: std::time::Duration,
 }
 
@@ -191,7 +192,8 @@ impl Application {
             settings.webhooks.clone(),
             metrics.clone(),
         ));
-        let webhook_worker = tokio::spawn(Arc::clone(&webhooks).run());
+        let (webhook_stop, stop_rx) = tokio::sync::watch::channel(false);
+        let webhook_worker = tokio::spawn(Arc::clone(&webhooks).run(stop_rx));
         let verifier = settings.verify_every.map(|every| {
             tokio::spawn(crate::verification::run_schedule(
                 Arc::clone(&store),
@@ -244,6 +246,7 @@ impl Application {
             retention,
             verifier,
             webhook_worker,
+            webhook_stop,
             shutdown_drain: settings.shutdown_drain,
         })
     }
@@ -296,7 +299,16 @@ impl Application {
         for task in [&self.retention, &self.verifier].into_iter().flatten() {
             task.abort();
         }
-        self.webhook_worker.abort();
+        // The webhook worker finishes the pass under way (its deliveries recorded), for a
+        // while; then it is stopped where it is (what it sent unrecorded goes out again).
+        let _ = self.webhook_stop.send(true);
+        let mut worker = self.webhook_worker;
+        if tokio::time::timeout(std::time::Duration::from_secs(10), &mut worker)
+            .await
+            .is_err()
+        {
+            worker.abort();
+        }
         if let Some(k) = &self.state.kafka {
             k.stop().await;
         }

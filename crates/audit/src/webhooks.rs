@@ -433,12 +433,20 @@ impl Webhooks {
         self.deliver_due(&subs).await
     }
 
-    /// Runs the worker until the task is aborted.
-    pub async fn run(self: Arc<Self>) {
+    /// Runs the worker until `stop` turns true, between passes: a pass under way finishes, so
+    /// a delivery the receiver got is recorded as delivered and not sent again after a
+    /// restart.
+    pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(self.settings.poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
             if let Err(e) = self.run_once().await {
                 tracing::warn!(error = %e, "webhook worker: the store failed; trying again");
             }

@@ -57,7 +57,11 @@ fn split(n: u64) -> u64 {
 /// `MTH(D[begin:end])` for a range the RFC's recursion produces (`begin` a multiple of the
 /// largest power of two not above `end - begin`): complete subtrees read, the right edge
 /// combined from them.
-pub fn subtree_hash(nodes: &impl Nodes, begin: u64, end: u64) -> Result<Hash32, MerkleError> {
+pub fn subtree_hash(
+    nodes: &(impl Nodes + ?Sized),
+    begin: u64,
+    end: u64,
+) -> Result<Hash32, MerkleError> {
     let n = end.checked_sub(begin).filter(|n| *n > 0).ok_or_else(|| {
         MerkleError::Invalid(format!("an empty or reversed range {begin}..{end}"))
     })?;
@@ -76,7 +80,7 @@ pub fn subtree_hash(nodes: &impl Nodes, begin: u64, end: u64) -> Result<Hash32, 
 }
 
 /// The root of the first `size` leaves (the empty root for 0).
-pub fn root(nodes: &impl Nodes, size: u64) -> Result<Hash32, MerkleError> {
+pub fn root(nodes: &(impl Nodes + ?Sized), size: u64) -> Result<Hash32, MerkleError> {
     if size == 0 {
         return Ok(empty_root());
     }
@@ -86,7 +90,7 @@ pub fn root(nodes: &impl Nodes, size: u64) -> Result<Hash32, MerkleError> {
 /// The audit path of leaf `index` in the tree of the first `size` leaves (RFC 9162 §2.1.3.1),
 /// from the leaf up.
 pub fn inclusion_proof(
-    nodes: &impl Nodes,
+    nodes: &(impl Nodes + ?Sized),
     index: u64,
     size: u64,
 ) -> Result<Vec<Hash32>, MerkleError> {
@@ -102,7 +106,7 @@ pub fn inclusion_proof(
 
 /// PATH(m, D[begin:end]), appended bottom-up.
 fn path(
-    nodes: &impl Nodes,
+    nodes: &(impl Nodes + ?Sized),
     m: u64,
     begin: u64,
     end: u64,
@@ -126,7 +130,7 @@ fn path(
 /// The proof that the tree of `from` leaves is a prefix of the tree of `to` leaves (RFC 9162
 /// §2.1.4.1); empty when `from` is 0 or equals `to`.
 pub fn consistency_proof(
-    nodes: &impl Nodes,
+    nodes: &(impl Nodes + ?Sized),
     from: u64,
     to: u64,
 ) -> Result<Vec<Hash32>, MerkleError> {
@@ -144,7 +148,7 @@ pub fn consistency_proof(
 
 /// SUBPROOF(m, D[begin:end], b), appended bottom-up.
 fn subproof(
-    nodes: &impl Nodes,
+    nodes: &(impl Nodes + ?Sized),
     m: u64,
     begin: u64,
     end: u64,
@@ -252,6 +256,184 @@ pub fn verify_consistency(
         s >>= 1;
     }
     &fr == from_root && &sr == to_root && s == 0
+}
+
+/// Tiles are 2^8 hashes wide and 8 levels high (C2SP tlog-tiles).
+pub const TILE_HEIGHT: u32 = 8;
+/// Hashes in a full tile.
+pub const TILE_WIDTH: u64 = 1 << TILE_HEIGHT;
+
+/// A tile: the hashes at tree level `8·level`, indices `index·256 .. index·256 + width`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TileId {
+    /// The tile level (tree level / 8).
+    pub level: u32,
+    /// The tile's index within its level.
+    pub index: u64,
+    /// Hashes in it (256 unless it is the partial right edge).
+    pub width: u64,
+}
+
+impl TileId {
+    /// Its path per C2SP tlog-tiles: `tile/<L>/<N>[.p/<W>]`, `N` in three-digit groups, all but
+    /// the last prefixed `x` (`tile/0/x001/x234/067.p/8`).
+    pub fn path(&self) -> String {
+        let mut groups = vec![format!("{:03}", self.index % 1000)];
+        let mut n = self.index / 1000;
+        while n > 0 {
+            groups.push(format!("x{:03}", n % 1000));
+            n /= 1000;
+        }
+        groups.reverse();
+        let partial = if self.width < TILE_WIDTH {
+            format!(".p/{}", self.width)
+        } else {
+            String::new()
+        };
+        format!("tile/{}/{}{partial}", self.level, groups.join("/"))
+    }
+
+    /// Parses a path made by [`TileId::path`] (strictly: the canonical form only).
+    pub fn parse(path: &str) -> Result<TileId, MerkleError> {
+        let bad = || MerkleError::Invalid(format!("{path:?} is not a tile path"));
+        let rest = path.strip_prefix("tile/").ok_or_else(bad)?;
+        let (level, rest) = rest.split_once('/').ok_or_else(bad)?;
+        let level: u32 = level.parse().map_err(|_| bad())?;
+        if level > 7 || level.to_string() != rest_level(path) {
+            return Err(bad());
+        }
+        let (groups, width) = match rest.split_once(".p/") {
+            Some((g, w)) => {
+                let w: u64 = w.parse().map_err(|_| bad())?;
+                if w == 0
+                    || w >= TILE_WIDTH
+                    || w.to_string() != rest.rsplit('/').next().unwrap_or("")
+                {
+                    return Err(bad());
+                }
+                (g, w)
+            }
+            None => (rest, TILE_WIDTH),
+        };
+        let parts: Vec<&str> = groups.split('/').collect();
+        let mut index: u64 = 0;
+        for (i, part) in parts.iter().enumerate() {
+            let digits = if i + 1 < parts.len() {
+                part.strip_prefix('x').ok_or_else(bad)?
+            } else {
+                part
+            };
+            if digits.len() != 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            let d: u64 = digits.parse().map_err(|_| bad())?;
+            index = index
+                .checked_mul(1000)
+                .and_then(|v| v.checked_add(d))
+                .ok_or_else(bad)?;
+        }
+        let id = TileId {
+            level,
+            index,
+            width,
+        };
+        if id.path() != path {
+            return Err(bad());
+        }
+        Ok(id)
+    }
+}
+
+/// The level as written in a tile path (`tile/<L>/…`).
+fn rest_level(path: &str) -> &str {
+    path.split('/').nth(1).unwrap_or("")
+}
+
+/// The tiles holding the stored hashes of a tree of `size` leaves: for each tile level, the
+/// full tiles and the partial one at the right edge.
+pub fn tiles_of(size: u64) -> Vec<TileId> {
+    let mut out = Vec::new();
+    let mut level = 0;
+    let mut n = size; // hashes stored at tree level 8·level
+    while n > 0 {
+        for index in 0..n / TILE_WIDTH {
+            out.push(TileId {
+                level,
+                index,
+                width: TILE_WIDTH,
+            });
+        }
+        if n % TILE_WIDTH > 0 {
+            out.push(TileId {
+                level,
+                index: n / TILE_WIDTH,
+                width: n % TILE_WIDTH,
+            });
+        }
+        n /= TILE_WIDTH;
+        level += 1;
+    }
+    out
+}
+
+/// The tiles (each with the width it must have at least) that computing `f` over a tree
+/// needs: `f` is run once over placeholder hashes (which nodes a root or proof reads depends
+/// only on sizes and indices), every node it asks for mapped to its tile.
+pub fn tiles_needed<T>(
+    f: impl FnOnce(&dyn Nodes) -> Result<T, MerkleError>,
+) -> Result<Vec<TileId>, MerkleError> {
+    struct Recorder(std::cell::RefCell<Vec<(u32, u64)>>);
+    impl Nodes for Recorder {
+        fn node(&self, level: u32, index: u64) -> Option<Hash32> {
+            self.0.borrow_mut().push((level, index));
+            Some(Hash32::ZERO)
+        }
+    }
+    let r = Recorder(Default::default());
+    f(&r)?;
+    let mut need: std::collections::BTreeMap<(u32, u64), u64> = Default::default();
+    for (level, index) in r.0.into_inner() {
+        let h = level % TILE_HEIGHT;
+        let first = index << h; // the first stored hash at level 8·(level / 8)
+        let last = ((index + 1) << h) - 1;
+        let tile = first / TILE_WIDTH;
+        let width = last - tile * TILE_WIDTH + 1;
+        let w = need.entry((level / TILE_HEIGHT, tile)).or_default();
+        *w = (*w).max(width);
+    }
+    Ok(need
+        .into_iter()
+        .map(|((level, index), width)| TileId {
+            level,
+            index,
+            width,
+        })
+        .collect())
+}
+
+/// Complete subtree hashes computed from tiles: a node at tree level `l` is the root of the
+/// `2^(l mod 8)` stored hashes below it in its tile.
+#[derive(Debug, Clone, Default)]
+pub struct TileNodes(pub std::collections::HashMap<(u32, u64), Vec<Hash32>>);
+
+impl Nodes for TileNodes {
+    fn node(&self, level: u32, index: u64) -> Option<Hash32> {
+        let h = level % TILE_HEIGHT;
+        let first = index << h;
+        let tile = self.0.get(&(level / TILE_HEIGHT, first / TILE_WIDTH))?;
+        let from = usize::try_from(first % TILE_WIDTH).ok()?;
+        let hashes = tile.get(from..from + (1usize << h))?;
+        Some(perfect_root(hashes))
+    }
+}
+
+/// The root of a power-of-two number of hashes.
+fn perfect_root(hashes: &[Hash32]) -> Hash32 {
+    let mut row = hashes.to_vec();
+    while row.len() > 1 {
+        row = row.chunks(2).map(|p| node(&p[0], &p[1])).collect();
+    }
+    row[0]
 }
 
 /// Every complete subtree of a tree grown leaf by leaf, in memory: what a store's tiles hold.
@@ -423,6 +605,107 @@ mod tests {
             inclusion_proof(&t, 3, 20),
             Err(MerkleError::Missing { .. })
         ));
+    }
+
+    /// The tiles of a [`MemoryTree`] (stored hashes at levels 0, 8, 16…).
+    fn tiles(t: &MemoryTree, ids: &[TileId]) -> TileNodes {
+        let mut m = TileNodes::default();
+        for id in ids {
+            let hashes = (0..id.width)
+                .map(|i| {
+                    t.node(id.level * TILE_HEIGHT, id.index * TILE_WIDTH + i)
+                        .unwrap()
+                })
+                .collect();
+            m.0.insert((id.level, id.index), hashes);
+        }
+        m
+    }
+
+    #[test]
+    fn proofs_from_the_tiles_they_name_equal_proofs_from_every_node() {
+        let (t, leaves) = tree(70_000);
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        for _ in 0..200 {
+            let size = 1 + next(70_000);
+            let index = next(size);
+            let need = tiles_needed(|n| inclusion_proof(n, index, size)).unwrap();
+            // A proof reads a few tiles, never the tree.
+            assert!(need.len() <= 6, "{need:?}");
+            let from_tiles = tiles(&t, &need);
+            let p = inclusion_proof(&from_tiles, index, size).unwrap();
+            assert_eq!(p, inclusion_proof(&t, index, size).unwrap());
+            let r = root(&tiles(&t, &tiles_needed(|n| root(n, size)).unwrap()), size).unwrap();
+            assert!(verify_inclusion(
+                &leaves[index as usize],
+                index,
+                size,
+                &p,
+                &r
+            ));
+            let from = next(size + 1);
+            let need = tiles_needed(|n| consistency_proof(n, from, size)).unwrap();
+            let p = consistency_proof(&tiles(&t, &need), from, size).unwrap();
+            assert_eq!(p, consistency_proof(&t, from, size).unwrap());
+        }
+        // Every tile of the tree: 273 full level-0 tiles and a partial one of 112 leaves; the
+        // 273 complete level-8 subtrees fill a level-1 tile and 17 of the next; one complete
+        // level-16 subtree.
+        let all = tiles_of(70_000);
+        assert_eq!(all.iter().filter(|t| t.level == 0).count(), 274);
+        assert_eq!(
+            all.iter()
+                .filter(|t| t.level == 1)
+                .map(|t| t.width)
+                .collect::<Vec<_>>(),
+            [256, 17]
+        );
+        assert_eq!(
+            all.iter()
+                .filter(|t| t.level == 2)
+                .map(|t| t.width)
+                .collect::<Vec<_>>(),
+            [1]
+        );
+    }
+
+    #[test]
+    fn tile_paths_are_c2sp_tlog_tiles_paths() {
+        let cases = [
+            (0, 0, 256, "tile/0/000"),
+            (0, 1_234_067, 256, "tile/0/x001/x234/067"),
+            (1, 5, 8, "tile/1/005.p/8"),
+            (2, 1000, 255, "tile/2/x001/000.p/255"),
+        ];
+        for (level, index, width, path) in cases {
+            let id = TileId {
+                level,
+                index,
+                width,
+            };
+            assert_eq!(id.path(), path);
+            assert_eq!(TileId::parse(path).unwrap(), id);
+        }
+        for bad in [
+            "tile/0/1",
+            "tile/0/x1/000",
+            "tile/0/001/002",
+            "tile/0/000.p/0",
+            "tile/0/000.p/256",
+            "tile/0/000.p/08",
+            "tile/8/000",
+            "tile/00/000",
+            "tiles/0/000",
+            "tile/0/x000/001",
+        ] {
+            assert!(TileId::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

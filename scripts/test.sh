@@ -194,11 +194,11 @@ vigil_bin="$CARGO_TARGET_DIR/debug/vigil"
 
 say "performance regression check (vigil bench regress, short profile): tracked figures vs bench/baselines"
 # Each figure is measured beside an in-run reference (raw insert, SHA-256, /healthz) over
-# five rounds and compared with the checked-in baseline of this machine kind, build and
+# seven rounds and compared with the checked-in baseline of this machine kind, build and
 # profile: worse by more than 10 % and by more than the rounds' spread fails. The full
 # profile (release) is in BENCHMARKS.md.
 set +e
-"$vigil_bin" bench regress --profile short --baseline bench/baselines \
+"$vigil_bin" bench regress --profile short --rounds 7 --baseline bench/baselines \
   --out "$CARGO_TARGET_DIR/bench-regress.json"
 rc=$?
 set -e

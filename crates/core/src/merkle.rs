@@ -363,7 +363,7 @@ pub fn tiles_of(size: u64) -> Vec<TileId> {
                 width: TILE_WIDTH,
             });
         }
-        if n % TILE_WIDTH > 0 {
+        if !n.is_multiple_of(TILE_WIDTH) {
             out.push(TileId {
                 level,
                 index: n / TILE_WIDTH,

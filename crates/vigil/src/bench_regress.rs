@@ -516,8 +516,6 @@ pub(crate) async fn run_regress(a: RegressArgs) -> anyhow::Result<std::process::
         let q = vigil_store::open(&query_url).await?;
         crate::bench::fill(&q, sizes.query_events, sizes.query_tenants).await?;
     }
-    let service = ServiceProcess::start(&query_url, &work.path().join("qdata")).await?;
-    let base = service.base.clone();
     let http = reqwest::Client::new();
     let shapes: Vec<_> = filters()
         .into_iter()
@@ -528,6 +526,10 @@ pub(crate) async fn run_regress(a: RegressArgs) -> anyhow::Result<std::process::
     let per_client = sizes.batch * sizes.batches;
     let total = (sizes.clients * per_client) as f64;
     for round in 0..rounds {
+        // A new service process each round: its peak memory is this round's, a sample of its
+        // own (a process's high-water mark only grows, so one process would give one sample).
+        let service = ServiceProcess::start(&query_url, &work.path().join("qdata")).await?;
+        let base = service.base.clone();
         let started = Instant::now();
         let inputs: Vec<Vec<Value>> = (0..sizes.clients)
             .map(|cl| {
@@ -672,7 +674,6 @@ pub(crate) async fn run_regress(a: RegressArgs) -> anyhow::Result<std::process::
         );
     }
     writer.sequencer.shutdown().await;
-    drop(service);
     let results = Results {
         schema: 1,
         profile: a.profile,

@@ -40,6 +40,10 @@ pub enum AuditError {
         #[source]
         source: vigil_store::StoreError,
     },
+    /// A Merkle proof asked for cannot be made (bad parameters, or a tree the store does not
+    /// hold).
+    #[error(transparent)]
+    Proof(#[from] vigil_core::merkle::MerkleError),
     /// The capability policy file.
     #[error(transparent)]
     Policy(#[from] vigil_security::capability::PolicyError),

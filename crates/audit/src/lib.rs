@@ -19,6 +19,7 @@ pub mod http;
 pub mod in_process;
 pub mod kafka;
 pub mod keys;
+pub mod merkle;
 pub mod metrics;
 pub mod redaction;
 pub mod retention;

@@ -427,8 +427,8 @@ impl Nodes for TileNodes {
     }
 }
 
-/// The root of a power-of-two number of hashes.
-fn perfect_root(hashes: &[Hash32]) -> Hash32 {
+/// The root of a power-of-two number of hashes (a complete subtree from its bottom row).
+pub fn perfect_root(hashes: &[Hash32]) -> Hash32 {
     let mut row = hashes.to_vec();
     while row.len() > 1 {
         row = row.chunks(2).map(|p| node(&p[0], &p[1])).collect();

@@ -259,6 +259,33 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: i64,
     ) -> Result<Vec<Record>, StoreError>;
 
+    /// The leaf hashes of seqs `from_seq..=to_seq`, in seq order (fewer when the chain is
+    /// shorter): the level-0 tiles of the tenant's Merkle tree.
+    async fn leaf_hashes(
+        &self,
+        tenant: &TenantId,
+        from_seq: i64,
+        to_seq: i64,
+    ) -> Result<Vec<Hash32>, StoreError>;
+
+    /// Stored Merkle nodes at tree `level`, indices `from..to`, in index order, up to the first
+    /// one not stored.
+    async fn merkle_nodes(
+        &self,
+        tenant: &TenantId,
+        level: u32,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Hash32>, StoreError>;
+
+    /// Stores Merkle nodes `(level, index, hash)`; one already stored is kept (a complete
+    /// subtree's hash never changes).
+    async fn put_merkle_nodes(
+        &self,
+        tenant: &TenantId,
+        nodes: &[(u32, u64, Hash32)],
+    ) -> Result<(), StoreError>;
+
     /// Stores a signed checkpoint (a second one at the same size is ignored).
     async fn put_checkpoint(
         &self,

@@ -212,6 +212,14 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("maps of strings and JSON values serialize")
 }
 
+/// A hash column (lowercase hex) read back.
+fn hash_column(op: &'static str, hex: &str) -> Result<Hash32, StoreError> {
+    Hash32::from_hex(hex).ok_or_else(|| StoreError::Database {
+        op,
+        message: format!("a malformed hash {hex:?}: run vigil verify"),
+    })
+}
+
 #[async_trait]
 impl Store for SqlStore {
     fn engine(&self) -> &'static str {
@@ -472,6 +480,69 @@ impl Store for SqlStore {
         with_pool!(self, p => {
             let rows = sqlx::query(SQL).bind(tenant.as_str()).fetch_all(p).await.map_err(|e| StoreError::from_sqlx(op, e))?;
             rows.iter().map(|row| Ok::<_, sqlx::Error>(checkpoint_from_row!(row))).collect::<Result<Vec<_>, _>>().map_err(|e| StoreError::from_sqlx(op, e))
+        })
+    }
+
+    async fn leaf_hashes(
+        &self,
+        tenant: &TenantId,
+        from_seq: i64,
+        to_seq: i64,
+    ) -> Result<Vec<Hash32>, StoreError> {
+        const SQL: &str = "SELECT leaf_hash FROM events WHERE tenant_id = $1 AND seq >= $2 \
+                           AND seq <= $3 ORDER BY seq";
+        let op = "reading leaf hashes";
+        let rows: Vec<String> = with_pool!(self, p => sqlx::query_scalar(SQL)
+            .bind(tenant.as_str()).bind(from_seq).bind(to_seq).fetch_all(p).await)
+        .map_err(|e| StoreError::from_sqlx(op, e))?;
+        rows.iter().map(|h| hash_column(op, h)).collect()
+    }
+
+    async fn merkle_nodes(
+        &self,
+        tenant: &TenantId,
+        level: u32,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Hash32>, StoreError> {
+        const SQL: &str = "SELECT idx, hash FROM merkle_nodes WHERE tenant_id = $1 AND level = $2 \
+                           AND idx >= $3 AND idx < $4 ORDER BY idx";
+        let op = "reading Merkle nodes";
+        let rows: Vec<(i64, String)> = with_pool!(self, p => sqlx::query_as(SQL)
+            .bind(tenant.as_str()).bind(level as i32).bind(from as i64).bind(to as i64).fetch_all(p).await)
+            .map_err(|e| StoreError::from_sqlx(op, e))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (i, (idx, hash)) in rows.iter().enumerate() {
+            if *idx != from as i64 + i as i64 {
+                break;
+            }
+            out.push(hash_column(op, hash)?);
+        }
+        Ok(out)
+    }
+
+    async fn put_merkle_nodes(
+        &self,
+        tenant: &TenantId,
+        nodes: &[(u32, u64, Hash32)],
+    ) -> Result<(), StoreError> {
+        const SQL: &str =
+            "INSERT INTO merkle_nodes (tenant_id, level, idx, hash) VALUES ($1, $2, $3, $4) \
+                           ON CONFLICT DO NOTHING";
+        let op = "storing Merkle nodes";
+        with_pool!(self, p => {
+            let mut tx = p.begin().await.map_err(|e| StoreError::from_sqlx(op, e))?;
+            for (level, idx, hash) in nodes {
+                sqlx::query(SQL)
+                    .bind(tenant.as_str())
+                    .bind(*level as i32)
+                    .bind(*idx as i64)
+                    .bind(hash.to_hex())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| StoreError::from_sqlx(op, e))?;
+            }
+            tx.commit().await.map_err(|e| StoreError::from_sqlx(op, e))
         })
     }
 

@@ -38,6 +38,8 @@ mod isolation;
 mod multiprocess;
 #[path = "suite/pipeline.rs"]
 mod pipeline;
+#[path = "suite/proofs.rs"]
+mod proofs;
 #[path = "suite/redaction.rs"]
 mod redaction;
 #[path = "suite/regress.rs"]

@@ -1,0 +1,137 @@
+//! A tenant's Merkle tree (RFC 9162) from the store: the tiles a root or proof needs are read
+//! (level 0 from the records' leaf hashes, higher levels from the stored nodes), and
+//! vigil-core's `merkle` does the rest. [`maintain`] stores the complete subtrees at levels 8,
+//! 16, 24… that a tree of a given size has, so a proof at a million leaves reads a few tiles,
+//! never the tree.
+
+use crate::AuditError;
+use vigil_core::hash::Hash32;
+use vigil_core::ids::TenantId;
+use vigil_core::merkle::{self, TileId, TileNodes, TILE_HEIGHT, TILE_WIDTH};
+use vigil_store::Store;
+
+fn store_err(what: &str) -> impl FnOnce(vigil_store::StoreError) -> AuditError + '_ {
+    move |source| AuditError::Store {
+        what: what.to_string(),
+        source,
+    }
+}
+
+/// The hashes of one tile (fewer than its width when the store lacks some).
+pub async fn tile(
+    store: &dyn Store,
+    tenant: &TenantId,
+    id: TileId,
+) -> Result<Vec<Hash32>, AuditError> {
+    let first = id.index * TILE_WIDTH;
+    if id.level == 0 {
+        store
+            .leaf_hashes(tenant, first as i64 + 1, (first + id.width) as i64)
+            .await
+            .map_err(store_err("reading leaf hashes"))
+    } else {
+        store
+            .merkle_nodes(tenant, id.level * TILE_HEIGHT, first, first + id.width)
+            .await
+            .map_err(store_err("reading Merkle nodes"))
+    }
+}
+
+/// Runs `f` over the tiles it needs, read from the store.
+async fn with_tiles<T>(
+    store: &dyn Store,
+    tenant: &TenantId,
+    f: impl Fn(&dyn merkle::Nodes) -> Result<T, merkle::MerkleError>,
+) -> Result<T, AuditError> {
+    let mut nodes = TileNodes::default();
+    for id in merkle::tiles_needed(&f)? {
+        nodes
+            .0
+            .insert((id.level, id.index), tile(store, tenant, id).await?);
+    }
+    Ok(f(&nodes)?)
+}
+
+/// The root of the tenant's first `size` records.
+pub async fn root(store: &dyn Store, tenant: &TenantId, size: u64) -> Result<Hash32, AuditError> {
+    with_tiles(store, tenant, |n| merkle::root(n, size)).await
+}
+
+/// The inclusion proof of the record at seq `index + 1` in the tree of `size` records.
+pub async fn inclusion_proof(
+    store: &dyn Store,
+    tenant: &TenantId,
+    index: u64,
+    size: u64,
+) -> Result<Vec<Hash32>, AuditError> {
+    with_tiles(store, tenant, |n| merkle::inclusion_proof(n, index, size)).await
+}
+
+/// The consistency proof between the trees of `from` and `to` records.
+pub async fn consistency_proof(
+    store: &dyn Store,
+    tenant: &TenantId,
+    from: u64,
+    to: u64,
+) -> Result<Vec<Hash32>, AuditError> {
+    with_tiles(store, tenant, |n| merkle::consistency_proof(n, from, to)).await
+}
+
+/// Stores every complete subtree at levels 8, 16, 24… of the tree of `size` records that is
+/// not stored yet (each from the 256 hashes of the tile below it); returns how many it stored.
+pub async fn maintain(
+    store: &dyn Store,
+    tenant: &TenantId,
+    size: u64,
+) -> Result<usize, AuditError> {
+    let mut stored = 0;
+    let mut below = size; // hashes at the level below (level 0: the leaves)
+    let mut level = 1u32; // tile level of the nodes being made
+    while below >= TILE_WIDTH {
+        let complete = below / TILE_WIDTH;
+        let tree_level = level * TILE_HEIGHT;
+        // Nodes stored so far at this level: they are stored in order, so the first gap is
+        // where to continue.
+        let have = store
+            .merkle_nodes(tenant, tree_level, 0, complete)
+            .await
+            .map_err(store_err("reading Merkle nodes"))?
+            .len() as u64;
+        let mut made = Vec::new();
+        for index in have..complete {
+            let hashes = tile(
+                store,
+                tenant,
+                TileId {
+                    level: level - 1,
+                    index,
+                    width: TILE_WIDTH,
+                },
+            )
+            .await?;
+            if hashes.len() as u64 != TILE_WIDTH {
+                return Err(AuditError::Proof(merkle::MerkleError::Missing {
+                    level: (level - 1) * TILE_HEIGHT,
+                    index: index * TILE_WIDTH + hashes.len() as u64,
+                }));
+            }
+            made.push((tree_level, index, merkle::perfect_root(&hashes)));
+            if made.len() >= 256 {
+                store
+                    .put_merkle_nodes(tenant, &made)
+                    .await
+                    .map_err(store_err("storing Merkle nodes"))?;
+                stored += made.len();
+                made.clear();
+            }
+        }
+        store
+            .put_merkle_nodes(tenant, &made)
+            .await
+            .map_err(store_err("storing Merkle nodes"))?;
+        stored += made.len();
+        below = complete;
+        level += 1;
+    }
+    Ok(stored)
+}

@@ -203,7 +203,11 @@ impl Gateway {
             .with_state(Arc::clone(&state))
             .layer(Extension(SecurityConfig { source, guard }));
         let router = vigil_security::harden(router, http_metrics)
-            .layer(axum::middleware::from_fn(security_headers));
+            .layer(axum::middleware::from_fn(security_headers))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&state),
+                close_while_draining,
+            ));
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -311,6 +315,24 @@ async fn probe_upstreams(s: Shared) {
             });
         futures::future::join_all(probes).await;
     }
+}
+
+/// While draining, every answer closes its connection (`Connection: close`): clients move
+/// their next request to a new connection — another instance, once this one's port closes —
+/// instead of sending it on a kept-alive connection just as shutdown closes it.
+async fn close_while_draining(
+    State(s): State<Shared>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut res = next.run(req).await;
+    if s.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        res.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            HeaderValue::from_static("close"),
+        );
+    }
+    res
 }
 
 async fn security_headers(req: Request, next: axum::middleware::Next) -> Response {

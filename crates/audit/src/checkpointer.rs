@@ -78,16 +78,33 @@ impl Checkpointer {
             .await
     }
 
-    /// Signs and stores a checkpoint of `tenant` at `head`.
+    /// Signs and stores a checkpoint of `tenant` at `head`, with the Merkle root at that size
+    /// (the tree's complete subtrees stored first: this is where the tree is kept up to date,
+    /// off the ingest path).
     pub async fn checkpoint(
         &self,
         tenant: &TenantId,
         head: ChainHead,
     ) -> Result<StoredCheckpoint, StoreError> {
+        let size = u64::try_from(head.seq).unwrap_or(0);
+        let root = async {
+            crate::merkle::maintain(self.store.as_ref(), tenant, size).await?;
+            crate::merkle::root(self.store.as_ref(), tenant, size).await
+        }
+        .await
+        .map_err(|e| match e {
+            crate::AuditError::Store { source, .. } => source,
+            other => StoreError::Database {
+                op: "computing the Merkle root",
+                message: other.to_string(),
+            },
+        })
+        .inspect_err(|e| self.metrics.store_error("checkpoint", e))?;
         let cp = Checkpoint {
             tenant: tenant.as_str().into(),
             size: head.seq,
             chain_hash: head.hash,
+            root: Some(root),
             time: now().to_rfc3339(),
         };
         let stored = StoredCheckpoint {

@@ -91,12 +91,20 @@ pub async fn maintain(
         let complete = below / TILE_WIDTH;
         let tree_level = level * TILE_HEIGHT;
         // Nodes stored so far at this level: they are stored in order, so the first gap is
-        // where to continue.
-        let have = store
-            .merkle_nodes(tenant, tree_level, 0, complete)
-            .await
-            .map_err(store_err("reading Merkle nodes"))?
-            .len() as u64;
+        // where to continue. The last few are looked at first (a checkpoint finds at most a
+        // handful new); the whole level only when those are not there either.
+        let read = |from: u64| async move {
+            store
+                .merkle_nodes(tenant, tree_level, from, complete)
+                .await
+                .map(|v| v.len() as u64)
+                .map_err(store_err("reading Merkle nodes"))
+        };
+        let window = complete.saturating_sub(64);
+        let have = match read(window).await? {
+            0 if window > 0 => read(0).await?,
+            n => window + n,
+        };
         let mut made = Vec::new();
         for index in have..complete {
             let hashes = tile(

@@ -2,12 +2,14 @@
 //!
 //! A checkpoint commits to a tenant's chain at a size. Its note text mirrors C2SP
 //! tlog-checkpoint (origin line, size, base64 hash) but the third line is the **chain hash**
-//! at that size, not a Merkle root; the time travels as an extension line:
+//! at that size, not a Merkle root; the RFC 9162 Merkle root of the tenant's leaf hashes at
+//! that size (issue 14) and the time travel as extension lines:
 //!
 //! ```text
 //! vigil-audit/acme
 //! 1000
 //! 3q2+7w…=
+//! root kq0f…=
 //! time 2026-11-22T10:00:00.000000Z
 //!
 //! — vigil-audit Az3j…
@@ -37,6 +39,9 @@ pub struct Checkpoint {
     pub size: i64,
     /// The chain hash at `size`.
     pub chain_hash: Hash32,
+    /// The Merkle tree root at `size` (RFC 9162, over the leaf hashes); `None` in checkpoints
+    /// signed before trees were kept.
+    pub root: Option<Hash32>,
     /// When it was made (canonical RFC 3339).
     pub time: String,
 }
@@ -44,8 +49,12 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// The note text that is signed.
     pub fn note_text(&self) -> String {
+        let root = self
+            .root
+            .map(|r| format!("root {}\n", B64.encode(r.0)))
+            .unwrap_or_default();
         format!(
-            "{ORIGIN_PREFIX}{}\n{}\n{}\ntime {}\n",
+            "{ORIGIN_PREFIX}{}\n{}\n{}\n{root}time {}\n",
             self.tenant,
             self.size,
             B64.encode(self.chain_hash.0),
@@ -72,16 +81,40 @@ impl Checkpoint {
             .and_then(|s| B64.decode(s).ok())
             .and_then(|b| <[u8; 32]>::try_from(b).ok())
             .ok_or_else(|| bad("hash line is not 32 bytes of base64"))?;
-        let time = lines
+        let rest: Vec<&str> = lines.collect();
+        let time = rest
+            .iter()
             .find_map(|l| l.strip_prefix("time "))
             .ok_or_else(|| bad("no time line"))?;
+        let root = match rest.iter().find_map(|l| l.strip_prefix("root ")) {
+            None => None,
+            Some(r) => Some(
+                B64.decode(r)
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    .map(Hash32)
+                    .ok_or_else(|| bad("root line is not 32 bytes of base64"))?,
+            ),
+        };
         Ok(Checkpoint {
             tenant: tenant.to_owned(),
             size,
             chain_hash: Hash32(hash),
+            root,
             time: time.to_owned(),
         })
     }
+}
+
+/// The Merkle root a signed note states, if it states one (read without checking the
+/// signature: for stored checkpoints, whose signatures verification checks).
+pub fn root_in(note: &str) -> Option<Hash32> {
+    note.lines()
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| l.strip_prefix("root "))
+        .and_then(|r| B64.decode(r).ok())
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .map(Hash32)
 }
 
 fn key_id(name: &str, key: &VerifyingKey) -> [u8; 4] {
@@ -266,8 +299,26 @@ mod tests {
             tenant: "acme".into(),
             size: 42,
             chain_hash: Hash32([7; 32]),
+            root: Some(Hash32([9; 32])),
             time: "2026-11-22T10:00:00.000000Z".into(),
         }
+    }
+
+    #[test]
+    fn the_root_is_signed_as_an_extension_line_and_optional() {
+        let s = NoteSigner::new("vigil-audit", &[1; 32]).unwrap();
+        let note = s.sign(&cp());
+        let lines: Vec<&str> = note.lines().collect();
+        assert_eq!(lines[3], format!("root {}", B64.encode([9u8; 32])));
+        assert!(lines[4].starts_with("time "));
+        // A checkpoint from before trees were kept opens without one.
+        let old = Checkpoint { root: None, ..cp() };
+        let opened = s.verifier().open(&s.sign(&old)).unwrap();
+        assert_eq!(opened.root, None);
+        assert_eq!(opened, old);
+        // The root is signed: changing it breaks the signature.
+        let forged = note.replace(&B64.encode([9u8; 32]), &B64.encode([8u8; 32]));
+        assert!(s.verifier().open(&forged).is_err());
     }
 
     #[test]

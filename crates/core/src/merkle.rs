@@ -436,6 +436,47 @@ pub fn perfect_root(hashes: &[Hash32]) -> Hash32 {
     row[0]
 }
 
+/// The right edge of a growing tree (a compact range): the roots of its complete subtrees,
+/// largest first — one per set bit of its size — so its root at any size takes O(log n)
+/// memory, as a verifier streaming the leaves needs.
+#[derive(Debug, Clone, Default)]
+pub struct Frontier {
+    size: u64,
+    hashes: Vec<Hash32>,
+}
+
+impl Frontier {
+    /// Appends a leaf.
+    pub fn push(&mut self, leaf: Hash32) {
+        let mut h = leaf;
+        let mut s = self.size;
+        while s & 1 == 1 {
+            let left = self
+                .hashes
+                .pop()
+                .expect("one subtree per set bit of the size");
+            h = node(&left, &h);
+            s >>= 1;
+        }
+        self.hashes.push(h);
+        self.size += 1;
+    }
+
+    /// Leaves so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The root of the leaves so far.
+    pub fn root(&self) -> Hash32 {
+        let mut it = self.hashes.iter().rev();
+        match it.next() {
+            None => empty_root(),
+            Some(last) => it.fold(*last, |r, h| node(h, &r)),
+        }
+    }
+}
+
 /// Every complete subtree of a tree grown leaf by leaf, in memory: what a store's tiles hold.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryTree {
@@ -705,6 +746,18 @@ mod tests {
             "tile/0/x000/001",
         ] {
             assert!(TileId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_frontier_root_is_the_tree_root_at_every_size() {
+        let (t, leaves) = tree(300);
+        let mut f = Frontier::default();
+        assert_eq!(f.root(), empty_root());
+        for (i, l) in leaves.iter().enumerate() {
+            f.push(*l);
+            assert_eq!(f.size(), i as u64 + 1);
+            assert_eq!(f.root(), root(&t, i as u64 + 1).unwrap(), "{}", i + 1);
         }
     }
 

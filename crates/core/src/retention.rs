@@ -158,6 +158,7 @@ mod tests {
         assert!(PurgeManifest::open(&forged, &[signer.verifier()]).is_err());
         // A checkpoint is not a manifest, even signed by the same key.
         let cp = crate::checkpoint::Checkpoint {
+            root: None,
             tenant: "acme".into(),
             size: 3,
             chain_hash: Hash32([9; 32]),

@@ -48,6 +48,8 @@ pub enum Damage {
     Duplicate,
     /// A signed checkpoint disagrees with the chain at this seq.
     CheckpointMismatch,
+    /// A signed checkpoint's Merkle root disagrees with the records' leaf hashes at this seq.
+    RootMismatch,
     /// The checkpoint at this size carries no valid signature by a trusted key.
     CheckpointSignature,
     /// An erasure receipt here does not open with a trusted key, or names another tenant.
@@ -74,6 +76,9 @@ impl fmt::Display for Damage {
             Damage::Reordered => f.write_str("records reordered"),
             Damage::Duplicate => f.write_str("duplicate record"),
             Damage::CheckpointMismatch => f.write_str("signed checkpoint does not match the chain"),
+            Damage::RootMismatch => {
+                f.write_str("signed checkpoint's Merkle root does not match the records")
+            }
             Damage::CheckpointSignature => {
                 f.write_str("checkpoint signature invalid or by an untrusted key")
             }
@@ -130,6 +135,8 @@ pub struct ChainVerifier {
     next_checkpoint: Option<Checkpoint>,
     /// Signature-checked purge manifests: where missing payload values are accepted.
     purges: Vec<PurgeManifest>,
+    /// The Merkle tree over the verified leaf hashes, for the checkpoints' roots.
+    tree: crate::merkle::Frontier,
 }
 
 impl ChainVerifier {
@@ -144,6 +151,7 @@ impl ChainVerifier {
             checkpoints: it,
             next_checkpoint: next,
             purges: Vec::new(),
+            tree: crate::merkle::Frontier::default(),
         }
     }
 
@@ -239,12 +247,16 @@ impl ChainVerifier {
             seq: r.seq,
             hash: chain,
         };
+        self.tree.push(leaf);
         while let Some(cp) = &self.next_checkpoint {
             if cp.size > self.head.seq {
                 break;
             }
             if cp.size == self.head.seq && cp.chain_hash != self.head.hash {
                 return bad(Damage::CheckpointMismatch);
+            }
+            if cp.size == self.head.seq && cp.root.is_some_and(|root| root != self.tree.root()) {
+                return bad(Damage::RootMismatch);
             }
             self.next_checkpoint = self.checkpoints.next();
         }
@@ -449,6 +461,7 @@ mod tests {
     fn truncating_the_tail_is_caught_by_a_checkpoint() {
         let rs = chain(5);
         let cp = Checkpoint {
+            root: None,
             tenant: "t".into(),
             size: 5,
             chain_hash: Hash32::from_hex(&rs[4].chain_hash).unwrap(),
@@ -465,9 +478,34 @@ mod tests {
     }
 
     #[test]
+    fn a_checkpoints_merkle_root_is_checked_against_the_leaf_hashes() {
+        let rs = chain(6);
+        let mut tree = crate::merkle::Frontier::default();
+        for r in &rs[..5] {
+            tree.push(Hash32::from_hex(&r.leaf_hash).unwrap());
+        }
+        let cp = |root| Checkpoint {
+            root: Some(root),
+            tenant: "t".into(),
+            size: 5,
+            chain_hash: Hash32::from_hex(&rs[4].chain_hash).unwrap(),
+            time: "2026-11-22T10:00:00.000000Z".into(),
+        };
+        assert!(verify_records_with(&rs, vec![cp(tree.root())]).is_intact());
+        assert_eq!(
+            finding(verify_records_with(&rs, vec![cp(Hash32([1; 32]))])),
+            Finding {
+                seq: 5,
+                damage: Damage::RootMismatch
+            }
+        );
+    }
+
+    #[test]
     fn a_rewritten_chain_is_caught_by_a_checkpoint() {
         let rs = chain(4);
         let cp = Checkpoint {
+            root: None,
             tenant: "t".into(),
             size: 3,
             chain_hash: Hash32::ZERO,

@@ -192,6 +192,10 @@ macro_rules! checkpoint_from_row {
                 tenant: row.try_get(0)?,
                 size: row.try_get(1)?,
                 chain_hash: Hash32::from_hex(&hash).unwrap_or(Hash32::ZERO),
+                root: {
+                    let note: String = row.try_get(5)?;
+                    vigil_core::checkpoint::root_in(&note)
+                },
                 time: row.try_get(3)?,
             },
             key_name: row.try_get(4)?,

@@ -255,6 +255,7 @@ async fn checkpoints_and_keys_round_trip(e: Engine) {
     let signer = NoteSigner::new("vigil-audit", &[3; 32]).unwrap();
     for size in [10, 20] {
         let cp = Checkpoint {
+            root: None,
             tenant: "acme".into(),
             size,
             chain_hash: Hash32([size as u8; 32]),

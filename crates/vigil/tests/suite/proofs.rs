@@ -31,10 +31,23 @@ async fn proofs_from_the_store_equal_the_in_memory_tree_and_verify(engine: Engin
         "the signed root at {}",
         cp.checkpoint.size
     );
-    assert_eq!(vigil_core::checkpoint::root_in(&cp.note), cp.checkpoint.root);
+    assert_eq!(
+        vigil_core::checkpoint::root_in(&cp.note),
+        cp.checkpoint.root
+    );
     // What the checkpoints did not cover yet is stored on demand, once.
-    assert!(merkle::maintain(store.as_ref(), &tenant, 1300).await.unwrap() <= 5);
-    assert_eq!(merkle::maintain(store.as_ref(), &tenant, 1300).await.unwrap(), 0);
+    assert!(
+        merkle::maintain(store.as_ref(), &tenant, 1300)
+            .await
+            .unwrap()
+            <= 5
+    );
+    assert_eq!(
+        merkle::maintain(store.as_ref(), &tenant, 1300)
+            .await
+            .unwrap(),
+        0
+    );
     for (level, index) in [(8, 0), (8, 4)] {
         assert_eq!(
             store

@@ -279,16 +279,11 @@ impl Application {
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
         let (state, drain) = (Arc::clone(&self.state), self.shutdown_drain);
-        let drained = async move {
-            shutdown.await;
-            if !drain.is_zero() {
-                state
-                    .draining
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
-                tracing::info!(?drain, "shutting down: not ready, draining");
-                tokio::time::sleep(drain).await;
-            }
-        };
+        let drained = vigil_security::drain::after_drain(shutdown, drain, move || {
+            state
+                .draining
+                .store(true, std::sync::atomic::Ordering::Relaxed)
+        });
         axum::serve(self.listener, service)
             .with_graceful_shutdown(drained)
             .await

@@ -247,17 +247,12 @@ impl Gateway {
         let audit = self.state.audit.clone();
         let probes = tokio::spawn(probe_upstreams(Arc::clone(&self.state)));
         let state = Arc::clone(&self.state);
-        let drained = async move {
-            shutdown.await;
-            let drain = Duration::from_millis(state.config.shutdown_drain_ms);
-            if !drain.is_zero() {
-                state
-                    .draining
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
-                tracing::info!(?drain, "shutting down: not ready, draining");
-                tokio::time::sleep(drain).await;
-            }
-        };
+        let drain = Duration::from_millis(state.config.shutdown_drain_ms);
+        let drained = vigil_security::drain::after_drain(shutdown, drain, move || {
+            state
+                .draining
+                .store(true, std::sync::atomic::Ordering::Relaxed)
+        });
         let served = axum::serve(
             self.listener,
             self.router

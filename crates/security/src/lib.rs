@@ -19,6 +19,7 @@
 
 pub mod capability;
 pub mod context;
+pub mod drain;
 pub mod error;
 pub mod extract;
 pub mod http_metrics;

@@ -344,6 +344,30 @@ pub(crate) fn counter_sum(registry: &prometheus::Registry, name: &str) -> f64 {
         .fold(0.0, |a, b| a + b)
 }
 
+/// Polls `check` every 25 ms until it holds: how long that took, or `None` past `limit`.
+pub(crate) async fn wait_until<F: std::future::Future<Output = bool>>(
+    limit: Duration,
+    mut check: impl FnMut() -> F,
+) -> Option<Duration> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if check().await {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    None
+}
+
+/// Does `GET url` answer 2xx now (within 2 s)?
+pub(crate) async fn answers_ok(http: &reqwest::Client, url: &str) -> bool {
+    http.get(url)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
 /// The text of `GET base/metrics` (empty when it cannot be read).
 pub(crate) async fn scrape(base: &str) -> String {
     match reqwest::get(format!("{base}/metrics")).await {

@@ -73,21 +73,12 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
 
 /// Polls `url` until it answers 2xx; false past a minute.
 async fn ready(url: &str) -> bool {
-    let http = reqwest::Client::new();
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(60) {
-        if http
-            .get(url)
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    false
+    let http = &reqwest::Client::new();
+    super::wait_until(Duration::from_secs(60), move || {
+        super::answers_ok(http, url)
+    })
+    .await
+    .is_some()
 }
 
 /// The stack's instances, restartable on their ports.

@@ -98,14 +98,11 @@ async fn engine(base: &str) -> Option<&'static str> {
 
 /// Waits until the gateway decides on `want`; how long it took, or `None` past `limit`.
 async fn wait_engine(base: &str, want: &str, limit: Duration) -> Option<Duration> {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if engine(base).await == Some(want) {
-            return Some(started.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    None
+    super::wait_until(
+        limit,
+        move || async move { engine(base).await == Some(want) },
+    )
+    .await
 }
 
 pub(crate) async fn run(a: RedisOutageDrillArgs) -> anyhow::Result<Report> {

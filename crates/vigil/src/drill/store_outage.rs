@@ -180,17 +180,9 @@ pub(crate) async fn run(a: StoreOutageDrillArgs) -> anyhow::Result<Report> {
 
 /// Waits until `/readyz` is (or stops being) 200; how long it took, or `None` past `limit`.
 async fn wait_ready(base: &str, ready: bool, limit: Duration) -> Option<Duration> {
-    let http = reqwest::Client::new();
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        let ok = matches!(
-            http.get(format!("{base}/readyz")).timeout(Duration::from_secs(2)).send().await,
-            Ok(r) if r.status().is_success()
-        );
-        if ok == ready {
-            return Some(started.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    None
+    let (http, url) = (&reqwest::Client::new(), &format!("{base}/readyz"));
+    super::wait_until(limit, move || async move {
+        super::answers_ok(http, url).await == ready
+    })
+    .await
 }

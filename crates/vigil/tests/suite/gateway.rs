@@ -874,6 +874,21 @@ async fn named_upstream(name: &'static str, ready: Arc<AtomicBool>) -> std::net:
     addr
 }
 
+/// Which upstreams answered six GETs through the gateway.
+async fn answered_by(http: &Client, gw: &str, t: &str) -> std::collections::HashSet<String> {
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..6 {
+        seen.insert(
+            bearer_get(http, format!("{gw}/x"), t)
+                .await
+                .text()
+                .await
+                .unwrap(),
+        );
+    }
+    seen
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstreams_that_refuse_or_are_not_ready_leave_the_rotation_and_come_back() {
     let key = SigningKey::generate(KeyAlgorithm::EdDsa);
@@ -928,16 +943,7 @@ async fn upstreams_that_refuse_or_are_not_ready_leave_the_rotation_and_come_back
     }
     // Both ready: both take turns.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut seen = std::collections::HashSet::new();
-    for _ in 0..6 {
-        seen.insert(
-            bearer_get(&http, format!("{gw}/x"), &t)
-                .await
-                .text()
-                .await
-                .unwrap(),
-        );
-    }
+    let seen = answered_by(&http, &gw, &t).await;
     assert_eq!(seen.len(), 2, "{seen:?}");
     // b drains (not ready, still serving): the probes take it out, requests go to a only.
     ready.store(false, Ordering::SeqCst);
@@ -962,15 +968,6 @@ async fn upstreams_that_refuse_or_are_not_ready_leave_the_rotation_and_come_back
     // Ready again: back in the rotation.
     ready.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let mut seen = std::collections::HashSet::new();
-    for _ in 0..6 {
-        seen.insert(
-            bearer_get(&http, format!("{gw}/x"), &t)
-                .await
-                .text()
-                .await
-                .unwrap(),
-        );
-    }
+    let seen = answered_by(&http, &gw, &t).await;
     assert_eq!(seen.len(), 2, "{seen:?}");
 }

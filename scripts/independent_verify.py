@@ -8,10 +8,15 @@ Checks every visible payload field against its commitment (a field without its v
 named as withheld by the view, or covered by a signed purge manifest; one withheld as erased
 must be covered by a signed erasure receipt), recomputes leaf_hash and
 chain_hash from seq 1, compares the head, and checks the latest checkpoint's signed note.
+Where the checkpoint signs a Merkle root (RFC 9162), the root is recomputed from the leaf
+hashes by the RFC's definition of MTH, and inclusion proofs (every record of a small tree, a
+sample of a large one) and consistency proofs from /v1/proofs are checked by the RFC's
+verification algorithms (§2.1.3.2, §2.1.4.2), written here from the RFC's text.
 """
 import base64
 import hashlib
 import json
+import random
 import sys
 import urllib.request
 
@@ -53,6 +58,104 @@ def signed_text(note, keys):
                 continue
             return text
     return None
+
+
+# RFC 9162 §2.1.1: MTH({}) = SHA-256(), MTH({d0}) = SHA-256(0x00 || d0), and for n > 1 with k
+# the largest power of two smaller than n, MTH(D[n]) = SHA-256(0x01 || MTH(D[0:k]) || MTH(D[k:n])).
+# Vigil's leaf_hash is already SHA-256(0x00 || JCS(hashed form)): the leaves are those hashes.
+def node(left, right):
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def mth(leaves):
+    n = len(leaves)
+    if n == 0:
+        return hashlib.sha256(b"").digest()
+    if n == 1:
+        return leaves[0]
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return node(mth(leaves[:k]), mth(leaves[k:]))
+
+
+def verify_inclusion(leaf_index, tree_size, leaf, path, root):
+    """RFC 9162 §2.1.3.2, step by step."""
+    if leaf_index >= tree_size:
+        return False
+    fn, sn, r = leaf_index, tree_size - 1, leaf
+    for p in path:
+        if sn == 0:
+            return False
+        if fn % 2 == 1 or fn == sn:
+            r = node(p, r)
+            if fn % 2 == 0:
+                while fn % 2 == 0 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = node(r, p)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == root
+
+
+def verify_consistency(first, second, first_hash, second_hash, consistency_path):
+    """RFC 9162 §2.1.4.2, step by step."""
+    if first > second:
+        return False
+    if first == second:
+        return not consistency_path and first_hash == second_hash
+    if first == 0:
+        return not consistency_path
+    if not consistency_path:
+        return False
+    path = list(consistency_path)
+    if first & (first - 1) == 0:  # an exact power of two
+        path.insert(0, first_hash)
+    fn, sn = first - 1, second - 1
+    while fn % 2 == 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return False
+        if fn % 2 == 1 or fn == sn:
+            fr = node(c, fr)
+            sr = node(c, sr)
+            if fn % 2 == 0:
+                while fn % 2 == 0 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            sr = node(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return fr == first_hash and sr == second_hash and sn == 0
+
+
+def check_proofs(base, tenant, records, size, root):
+    """The signed root against MTH of the leaves, then proofs from the server against it."""
+    leaves = [bytes.fromhex(r["leaf_hash"]) for r in records[:size]]
+    assert mth(leaves) == root, f"the signed Merkle root at {size} is not MTH of the leaf hashes"
+    rng = random.Random(size)
+    indices = range(size) if size <= 300 else sorted(rng.sample(range(size), 300))
+    for i in indices:
+        r = records[i]
+        p = get(base, tenant, f"/v1/proofs/inclusion?event_id={r['event_id']}&tree_size={size}")
+        path = [bytes.fromhex(h) for h in p["proof"]]
+        assert p["leaf_index"] == i and p["tree_size"] == size, f"seq {i + 1}: proof for another leaf"
+        assert verify_inclusion(i, size, leaves[i], path, root), \
+            f"seq {i + 1}: the inclusion proof does not lead to the signed root"
+    sizes = sorted({1, 2, 3, size // 3, size // 2, size - 1, size} | {rng.randint(1, size) for _ in range(20)})
+    for m in (m for m in sizes if 1 <= m <= size):
+        c = get(base, tenant, f"/v1/proofs/consistency?from={m}&to={size}")
+        path = [bytes.fromhex(h) for h in c["proof"]]
+        assert bytes.fromhex(c["from_root"]) == mth(leaves[:m]), f"the root at {m} is not MTH of its leaves"
+        assert verify_consistency(m, size, mth(leaves[:m]), root, path), \
+            f"the consistency proof {m} -> {size} does not hold"
+    print(f"Merkle root at {size} verified; {len(indices)} inclusion and {len(sizes)} consistency proofs verified")
 
 
 def purges(records, keys, tenant):
@@ -152,6 +255,11 @@ def main(base, tenant, full=False):
     size = int(size)
     assert base64.b64decode(chain_b64) == chain_at[size], "checkpoint hash differs from the chain"
     print(f"checkpoint at {size} verified")
+    roots = [line[len("root ") :] for line in text.split("\n")[3:] if line.startswith("root ")]
+    if roots:
+        check_proofs(base, tenant, records, size, base64.b64decode(roots[0]))
+    else:
+        print("the checkpoint signs no Merkle root (made before trees were kept)")
 
 
 if __name__ == "__main__":

@@ -130,6 +130,33 @@ ensure_python() {
   export VIGIL_PYTHON="$py"
 }
 
+# The console's browser tests: Debian's Chromium driven by npm's playwright-core (browsers
+# cannot be downloaded here, so Playwright gets the Debian binary's path), installed once into
+# the cargo target cache outside the clone.
+ensure_browser() {
+  if ! [ -x /usr/bin/chromium ]; then
+    [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+      || die "Chromium is not installed and cannot be installed here (need root and apt-get).
+The console's browser tests are part of the suite and are not skipped."
+    say "installing Chromium with apt-get"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    [ -x /usr/bin/chromium ] || die "apt-get ran but there is no /usr/bin/chromium"
+  fi
+  command -v node >/dev/null && command -v npm >/dev/null \
+    || die "node and npm are needed for the console's browser tests (Playwright)"
+  local dir="$CARGO_TARGET_DIR/vigil-node"
+  if ! [ -f "$dir/node_modules/playwright-core/package.json" ]; then
+    say "installing playwright-core from npm into $dir"
+    mkdir -p "$dir"
+    { [ -f "$dir/package.json" ] || (cd "$dir" && npm init -y >/dev/null); } \
+      && (cd "$dir" && npm install --no-audit --no-fund -q playwright-core@1.64.1 >/dev/null) \
+      || die "npm could not install playwright-core"
+  fi
+  export VIGIL_PLAYWRIGHT="$dir/node_modules/playwright-core"
+  export VIGIL_CHROMIUM=/usr/bin/chromium
+}
+
 # The chaos tests put the audit service in cgroups (v1 cpu and memory controllers) to throttle
 # its CPU and cap its memory: that needs root and a writable hierarchy.
 ensure_cgroups() {
@@ -165,6 +192,7 @@ echo "Redis: $VIGIL_TEST_REDIS_URL (and redis-server for the outage test)"
 ensure_prometheus
 echo "Prometheus, promtool, Alertmanager: $(command -v prometheus) $(command -v promtool) $(command -v prometheus-alertmanager)"
 ensure_python
+ensure_browser
 echo "Python for independent verification and JWT interop: $VIGIL_PYTHON"
 ensure_cgroups
 echo "cgroups (cpu, memory) for the chaos tests: writable"

@@ -221,6 +221,11 @@ impl Application {
             retention: settings.retention,
             webhooks,
             draining: Default::default(),
+            console: settings.console.clone(),
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .build()
+                .map_err(|e| AuditError::Settings(format!("an HTTP client: {e}")))?,
         });
         let source = IdentitySource {
             trusted_headers: settings

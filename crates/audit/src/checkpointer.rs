@@ -19,6 +19,9 @@ pub struct Checkpointer {
     pub every: i64,
     /// ...or this long after the last checkpoint.
     pub interval: std::time::Duration,
+    /// Keep the Merkle tree and sign its root (always, in the service; off only to measure
+    /// what keeping it costs: checkpoints are then as they were before trees were kept).
+    tree: bool,
 }
 
 /// Now, at microsecond precision (the service's one clock read for records and checkpoints).
@@ -41,7 +44,15 @@ impl Checkpointer {
             metrics,
             every: every.max(1),
             interval,
+            tree: true,
         }
+    }
+
+    /// The same checkpointer without the Merkle tree: no subtrees stored, no root signed.
+    /// For benchmarks comparing ingest with the tree kept and without.
+    pub fn without_tree(mut self) -> Self {
+        self.tree = false;
+        self
     }
 
     /// The signer's public half.
@@ -88,8 +99,13 @@ impl Checkpointer {
     ) -> Result<StoredCheckpoint, StoreError> {
         let size = u64::try_from(head.seq).unwrap_or(0);
         let root = async {
+            if !self.tree {
+                return Ok(None);
+            }
             crate::merkle::maintain(self.store.as_ref(), tenant, size).await?;
-            crate::merkle::root(self.store.as_ref(), tenant, size).await
+            crate::merkle::root(self.store.as_ref(), tenant, size)
+                .await
+                .map(Some)
         }
         .await
         .map_err(|e| match e {
@@ -104,7 +120,7 @@ impl Checkpointer {
             tenant: tenant.as_str().into(),
             size: head.seq,
             chain_hash: head.hash,
-            root: Some(root),
+            root,
             time: now().to_rfc3339(),
         };
         let stored = StoredCheckpoint {

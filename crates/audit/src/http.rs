@@ -1,9 +1,11 @@
 //! The HTTP surface: thin handlers that parse into domain values, call the sequencer or the
 //! store, and map the answer to JSON or the shared error shape.
 
+mod console;
 mod governance;
 mod ingest;
 mod ops;
+mod proofs;
 mod query;
 mod webhooks;
 
@@ -42,6 +44,10 @@ pub struct AppState {
     pub webhooks: Arc<crate::webhooks::Webhooks>,
     /// Set when shutdown begins: `/readyz` answers 503 while requests are still served.
     pub draining: std::sync::atomic::AtomicBool,
+    /// The web console's settings (and the live tail's).
+    pub console: crate::settings::ConsoleSettings,
+    /// For the console's sign-in through the auth service.
+    pub http: reqwest::Client,
 }
 
 /// The audit service's routes (without the identity layer, which [`crate::app`] adds).
@@ -50,8 +56,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(ingest::router())
         .merge(query::router())
         .merge(ops::router())
+        .merge(proofs::router())
         .merge(governance::router())
         .merge(webhooks::router())
+        .merge(console::router())
         .with_state(state)
 }
 
@@ -114,6 +122,10 @@ pub(crate) fn store_error(e: StoreError) -> ApiError {
         query::chain_head,
         query::latest_checkpoint,
         query::keys,
+        query::tail,
+        proofs::inclusion,
+        proofs::consistency,
+        proofs::tile,
         ops::healthz,
         ops::readyz,
         ops::metrics,
@@ -141,6 +153,8 @@ pub(crate) fn store_error(e: StoreError) -> ApiError {
         query::CheckpointView,
         query::KeysView,
         query::KeyView,
+        proofs::InclusionProof,
+        proofs::ConsistencyProof,
         governance::PolicyView,
         governance::RetentionView,
         governance::RetentionBody,

@@ -17,24 +17,32 @@ fn store_err(what: &str) -> impl FnOnce(vigil_store::StoreError) -> AuditError +
     }
 }
 
-/// The hashes of one tile (fewer than its width when the store lacks some).
+/// The hashes of one tile; a store that lacks some of them (records deleted, or nodes not
+/// stored yet) is an error naming the first missing node, never a shorter tile.
 pub async fn tile(
     store: &dyn Store,
     tenant: &TenantId,
     id: TileId,
 ) -> Result<Vec<Hash32>, AuditError> {
     let first = id.index * TILE_WIDTH;
-    if id.level == 0 {
+    let hashes = if id.level == 0 {
         store
             .leaf_hashes(tenant, first as i64 + 1, (first + id.width) as i64)
             .await
-            .map_err(store_err("reading leaf hashes"))
+            .map_err(store_err("reading leaf hashes"))?
     } else {
         store
             .merkle_nodes(tenant, id.level * TILE_HEIGHT, first, first + id.width)
             .await
-            .map_err(store_err("reading Merkle nodes"))
+            .map_err(store_err("reading Merkle nodes"))?
+    };
+    if hashes.len() as u64 != id.width {
+        return Err(AuditError::Proof(merkle::MerkleError::Missing {
+            level: id.level * TILE_HEIGHT,
+            index: first + hashes.len() as u64,
+        }));
     }
+    Ok(hashes)
 }
 
 /// Runs `f` over the tiles it needs, read from the store.
@@ -117,12 +125,6 @@ pub async fn maintain(
                 },
             )
             .await?;
-            if hashes.len() as u64 != TILE_WIDTH {
-                return Err(AuditError::Proof(merkle::MerkleError::Missing {
-                    level: (level - 1) * TILE_HEIGHT,
-                    index: index * TILE_WIDTH + hashes.len() as u64,
-                }));
-            }
             made.push((tree_level, index, merkle::perfect_root(&hashes)));
             if made.len() >= 256 {
                 store

@@ -49,6 +49,34 @@ pub struct AuditSettings {
     /// listener, so load balancers (the gateway's probes, a Kubernetes Service) take the
     /// instance out of rotation first and no request meets a closed port.
     pub shutdown_drain: Duration,
+    /// The web console and the live tail.
+    pub console: ConsoleSettings,
+}
+
+/// The web console (`/console`) and the live tail it shows.
+#[derive(Clone, Debug)]
+pub struct ConsoleSettings {
+    /// The auth service (`http://host:port`) the console logs users in through; without one
+    /// only the development identity (trusted headers from loopback) can sign in.
+    pub auth_url: Option<String>,
+    /// A link to the tracing backend for a trace id: `{trace_id}` in it is replaced
+    /// (`http://jaeger:16686/trace/{trace_id}`).
+    pub trace_url: Option<String>,
+    /// A heartbeat on a live tail while no records arrive.
+    pub tail_heartbeat: Duration,
+    /// A live tail without records this long is closed (the client reconnects).
+    pub tail_idle: Duration,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        ConsoleSettings {
+            auth_url: None,
+            trace_url: None,
+            tail_heartbeat: Duration::from_secs(15),
+            tail_idle: Duration::from_secs(300),
+        }
+    }
 }
 
 impl AuditSettings {
@@ -74,6 +102,7 @@ impl AuditSettings {
             verify_every: Some(Duration::from_secs(3600)),
             webhooks: Default::default(),
             shutdown_drain: Duration::ZERO,
+            console: ConsoleSettings::default(),
         }
     }
 }
@@ -100,6 +129,7 @@ impl std::fmt::Debug for AuditSettings {
             .field("verify_every", &self.verify_every)
             .field("webhooks", &self.webhooks)
             .field("shutdown_drain", &self.shutdown_drain)
+            .field("console", &self.console)
             .finish()
     }
 }

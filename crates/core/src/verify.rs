@@ -204,36 +204,9 @@ impl ChainVerifier {
                 column: "chain_hash",
             });
         }
-        for (k, v) in &r.payload {
-            let mut salt = [0u8; 16];
-            let ok = match (
-                r.payload_salts.get(k),
-                r.payload_commitments
-                    .get(k)
-                    .and_then(|c| Hash32::from_hex(c)),
-            ) {
-                (Some(s), Some(c)) => {
-                    crate::hash::decode_hex(s.as_bytes(), &mut salt)
-                        && commitment_with(&salt, v, &mut self.scratch) == c
-                }
-                _ => false,
-            };
-            if !ok {
-                return bad(Damage::PayloadModified { field: k.clone() });
-            }
-        }
-        // A committed member without its value is accepted only where the record says it is
-        // withheld or sealed (encrypted under its data subject's key), or a purge manifest
-        // covers the record; anywhere else the value was taken.
         let purged = self.purges.iter().any(|m| m.covers(r.seq));
-        if !purged {
-            if let Some(k) = r.payload_commitments.keys().find(|k| {
-                !r.payload.contains_key(*k)
-                    && !r.withheld.contains_key(*k)
-                    && !r.sealed.contains_key(*k)
-            }) {
-                return bad(Damage::PayloadRemoved { field: k.clone() });
-            }
+        if let Err(damage) = check_payload(r, purged, &mut self.scratch) {
+            return bad(damage);
         }
         if let Some(m) = self.purges.iter().find(|m| m.to_seq == r.seq) {
             if m.boundary != chain {
@@ -284,6 +257,54 @@ impl ChainVerifier {
             _ => Verdict::Intact { head: self.head },
         }
     }
+}
+
+/// Checks a record's payload against its commitments: every visible member's value, and
+/// every committed member without its value is named as withheld or sealed (unless `purged`:
+/// a signed purge manifest covers the record).
+fn check_payload(r: &Record, purged: bool, scratch: &mut Writer) -> Result<(), Damage> {
+    for (k, v) in &r.payload {
+        let mut salt = [0u8; 16];
+        let ok = match (
+            r.payload_salts.get(k),
+            r.payload_commitments
+                .get(k)
+                .and_then(|c| Hash32::from_hex(c)),
+        ) {
+            (Some(s), Some(c)) => {
+                crate::hash::decode_hex(s.as_bytes(), &mut salt)
+                    && commitment_with(&salt, v, scratch) == c
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(Damage::PayloadModified { field: k.clone() });
+        }
+    }
+    // A committed member without its value is accepted only where the record says it is
+    // withheld or sealed (encrypted under its data subject's key), or a purge manifest
+    // covers the record; anywhere else the value was taken.
+    if !purged {
+        if let Some(k) = r.payload_commitments.keys().find(|k| {
+            !r.payload.contains_key(*k)
+                && !r.withheld.contains_key(*k)
+                && !r.sealed.contains_key(*k)
+        }) {
+            return Err(Damage::PayloadRemoved { field: k.clone() });
+        }
+    }
+    Ok(())
+}
+
+/// Checks one record on its own, as a client holding only it can: its content against its
+/// leaf hash and its payload against its commitments (a record whose payload a purge removed
+/// reports the removal). The chain and the tree are checked elsewhere.
+pub fn check_record(r: &Record) -> Result<(), Damage> {
+    let mut scratch = Writer::default();
+    if Hash32::from_hex(&r.leaf_hash) != Some(r.compute_leaf_hash_with(&mut scratch)) {
+        return Err(Damage::BodyModified);
+    }
+    check_payload(r, false, &mut scratch)
 }
 
 /// Verifies a tenant's records from seq 1, in the order given.

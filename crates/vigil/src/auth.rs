@@ -417,6 +417,7 @@ pub(crate) async fn dev(
     jwks.min_refresh = Duration::from_secs(5);
     jwks.unknown_kid_cooldown = Duration::from_secs(1);
     audit.jwks = Some(jwks);
+    audit.console.auth_url = Some(issuer.clone());
     let mut auth = AuthSettings::new(format!("sqlite://{}", data_dir.join("auth.db").display()));
     auth.listen = auth_listen;
     auth.issuer = Some(issuer.clone());
@@ -502,6 +503,7 @@ pub(crate) async fn dev(
          curl -s http://{addr}/v1/events -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\\n    \
          -d '[{{\"occurred_at\":\"2026-11-22T10:00:00Z\",\"actor\":{{\"type\":\"user\",\"id\":\"u-42\"}},\"action\":\"payment.void\",\"resource\":{{\"type\":\"payment\",\"id\":\"p-9\"}},\"outcome\":\"success\",\"source\":{{\"service\":\"payments\"}}}}]'\n  \
          curl -s 'http://{addr}/v1/events?limit=10' -H \"Authorization: Bearer $TOKEN\"\n  \
+         open http://{audit_addr}/console  (the web console: sign in as above, pin the key from `vigil keys list`)\n  \
          cargo run -q -p vigil -- verify --database-url sqlite://{dir}/audit.db\n\n\
          The gateway verifies the token, applies the tenant's rate limit and passes the identity on;\n\
          from loopback the audit API also takes the identity headers X-Tenant-ID, X-User-ID and X-Roles directly.\n",

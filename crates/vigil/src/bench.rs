@@ -55,6 +55,9 @@ pub(crate) enum BenchCommand {
     /// The tracked figures (ingest, verification, queries, peak memory), each beside an
     /// in-run reference, over rounds; JSON out, and a regression check against a baseline.
     Regress(crate::bench_regress::RegressArgs),
+    /// Merkle proof generation (inclusion, consistency) at a large tenant, from the store and
+    /// over HTTP, p50/p99.
+    Proofs(crate::bench_proofs::ProofsArgs),
     /// Compare two `bench regress` results: exit 1 when a tracked figure regressed.
     Compare(crate::bench_regress::CompareArgs),
 }
@@ -87,6 +90,10 @@ pub(crate) struct IngestArgs {
     /// drop), in the same rounds, and report its rate against chained ingest without one.
     #[arg(long)]
     redaction: bool,
+    /// Also time chained ingest with checkpoints that keep no Merkle tree (as before trees
+    /// were kept), alternating with the usual run, and report the ratio.
+    #[arg(long)]
+    tree_cost: bool,
 }
 
 #[derive(Args, Debug)]
@@ -129,6 +136,7 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<std::process::ExitC
         BenchCommand::Pipeline(a) => crate::bench_pipeline::pipeline(a).await,
         BenchCommand::CatchUp(a) => crate::bench_pipeline::catch_up(a).await,
         BenchCommand::Retention(a) => crate::bench_retention::run(a).await,
+        BenchCommand::Proofs(a) => crate::bench_proofs::run(a).await,
     };
     done.map(|()| std::process::ExitCode::SUCCESS)
 }
@@ -244,6 +252,24 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
             metrics.clone(),
         ))),
     );
+    // The same, with checkpoints that keep no Merkle tree (the cost of keeping it).
+    let treeless = Sequencer::new(
+        Arc::clone(&store),
+        Arc::new(
+            Checkpointer::new(
+                Arc::clone(&store),
+                NoteSigner::new("bench", &[7; 32])?,
+                metrics.clone(),
+                1000,
+                Duration::from_secs(60),
+            )
+            .without_tree(),
+        ),
+        metrics.clone(),
+        5000,
+        None,
+    );
+    let mut tree_ratios = vec![];
     let mut redacted_rates = vec![];
     drop(dir);
     let per_client = a.batch * a.batches;
@@ -287,6 +313,20 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
             chained_rate / raw,
             one_rate / raw
         );
+        if a.tree_cost {
+            let bare =
+                chained_run(&treeless, &inputs, a.batch, |c| format!("bare-{round}-{c}")).await?;
+            let bare_rate = total / bare.took.as_secs_f64();
+            // The same again with the tree, right after, so drift within the round cancels.
+            let again =
+                chained_run(&seq, &inputs, a.batch, |c| format!("again-{round}-{c}")).await?;
+            let with_rate = (chained_rate + total / again.took.as_secs_f64()) / 2.0;
+            println!(
+                "round {round}: chained without the Merkle tree {bare_rate:>7.0} events/s, with it {with_rate:>7.0} events/s (ratio {:.2})",
+                with_rate / bare_rate
+            );
+            tree_ratios.push(with_rate / bare_rate);
+        }
         if a.redaction {
             let red =
                 chained_run(&redacting, &inputs, a.batch, |c| format!("red-{round}-{c}")).await?;
@@ -303,6 +343,14 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
     }
     seq.shutdown().await;
     redacting.shutdown().await;
+    treeless.shutdown().await;
+    if a.tree_cost {
+        let n = tree_ratios.len() as f64;
+        println!(
+            "Merkle tree: mean ratio {:.2} of chained ingest without it (target >= 0.9)",
+            tree_ratios.iter().sum::<f64>() / n
+        );
+    }
     if a.redaction {
         let n = redacted_rates.len() as f64;
         println!(
@@ -469,16 +517,8 @@ async fn query(a: QueryArgs) -> anyhow::Result<()> {
         .await
         .context("opening the store")?;
     fill(&store, a.events, a.tenants).await?;
-    let dir = tempfile::tempdir()?;
-    let mut settings = vigil_audit::AuditSettings::embedded(dir.path().to_path_buf());
-    settings.listen = "127.0.0.1:0".parse()?;
-    settings.database_url = a.database_url.clone();
-    let app = vigil_audit::Application::build(settings).await?;
-    let base = format!("http://{}", app.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
+    let service = Served::start(&a.database_url).await?;
+    let base = service.base.clone();
     let client = reqwest::Client::new();
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     let filters = filters();
@@ -505,9 +545,42 @@ async fn query(a: QueryArgs) -> anyhow::Result<()> {
         all.value_at_quantile(0.5) as f64 / 1000.0,
         all.value_at_quantile(0.99) as f64 / 1000.0
     );
-    let _ = stop.send(());
-    server.await??;
-    Ok(())
+    service.stop().await
+}
+
+/// The audit service over a benchmark's store, in-process on a free loopback port.
+pub(crate) struct Served {
+    /// `http://127.0.0.1:PORT`.
+    pub(crate) base: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<Result<(), vigil_audit::AuditError>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Served {
+    pub(crate) async fn start(database_url: &vigil_core::DatabaseUrl) -> anyhow::Result<Served> {
+        let dir = tempfile::tempdir()?;
+        let mut settings = vigil_audit::AuditSettings::embedded(dir.path().to_path_buf());
+        settings.listen = "127.0.0.1:0".parse()?;
+        settings.database_url = database_url.clone();
+        let app = vigil_audit::Application::build(settings).await?;
+        let base = format!("http://{}", app.local_addr());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        Ok(Served {
+            base,
+            stop,
+            server,
+            _dir: dir,
+        })
+    }
+
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        Ok(self.server.await??)
+    }
 }
 
 /// A query filter: the query string for a random draw.

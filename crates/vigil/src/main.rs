@@ -8,6 +8,7 @@ mod bench;
 mod bench_gateway;
 mod bench_jwt;
 mod bench_pipeline;
+mod bench_proofs;
 mod bench_regress;
 mod bench_retention;
 mod coverage;
@@ -16,6 +17,7 @@ mod duration_arg;
 mod example_service;
 mod pipeline;
 mod progress;
+mod prove;
 mod retention;
 mod settings_file;
 mod verify;
@@ -113,6 +115,10 @@ enum Command {
         #[arg(long = "trusted-key")]
         trusted_keys: Vec<String>,
     },
+    /// Prove one event through the API: its record against its leaf hash, the inclusion proof
+    /// against a checkpoint signed by a pinned key, and (given the checkpoint seen last time)
+    /// that the log only grew since. Exit 0 proven, 1 not proven, 2 usage or connection error.
+    Prove(Box<prove::ProveArgs>),
     /// Back the store up: a consistent snapshot in checksummed (optionally encrypted) parts
     /// with a manifest, to a directory or S3-compatible storage; also list, prune, check.
     Backup(Box<backup::BackupArgs>),
@@ -282,6 +288,20 @@ struct ServeArgs {
     /// without failed requests); 0: close at once.
     #[arg(long, env = "VIGIL_SHUTDOWN_DRAIN", default_value = "0s", value_parser = duration_arg::millis)]
     shutdown_drain: Duration,
+    /// The auth service the web console (/console) signs users in through
+    /// (http://host:port); without it only the development identity can sign in.
+    #[arg(long, env = "VIGIL_CONSOLE_AUTH_URL")]
+    console_auth_url: Option<String>,
+    /// The tracing backend's page for a trace, `{trace_id}` replaced (the console links
+    /// each event's trace id there), e.g. http://jaeger:16686/trace/{trace_id}.
+    #[arg(long, env = "VIGIL_TRACE_URL")]
+    trace_url: Option<String>,
+    /// A heartbeat on a live tail (GET /v1/events/tail) while no records arrive.
+    #[arg(long, env = "VIGIL_TAIL_HEARTBEAT", default_value = "15s", value_parser = duration_arg::millis)]
+    tail_heartbeat: Duration,
+    /// A live tail without records this long is closed (clients reconnect).
+    #[arg(long, env = "VIGIL_TAIL_IDLE", default_value = "5m", value_parser = duration_arg::millis)]
+    tail_idle: Duration,
     #[command(flatten)]
     kafka: KafkaArgs,
 }
@@ -367,6 +387,12 @@ impl ServeArgs {
         s.webhooks.backoff = self.webhook_backoff.max(Duration::from_millis(10));
         s.webhooks.max_attempts = self.webhook_max_attempts;
         s.shutdown_drain = self.shutdown_drain;
+        s.console = vigil_audit::settings::ConsoleSettings {
+            auth_url: self.console_auth_url.clone(),
+            trace_url: self.trace_url.clone(),
+            tail_heartbeat: self.tail_heartbeat,
+            tail_idle: self.tail_idle,
+        };
         if let Some(path) = &self.redaction_policy {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading the redaction policy {}", path.display()))?;
@@ -540,6 +566,7 @@ fn main() -> ExitCode {
                 .await
                 .map(|_| ExitCode::SUCCESS),
             Command::Drill { command } => drill::run(command).await,
+            Command::Prove(args) => prove::run(*args).await,
             Command::Coverage(args) => coverage::run(args),
             Command::Backup(args) => backup::run_backup(*args).await,
             Command::Restore(args) => backup::run_restore(*args).await,

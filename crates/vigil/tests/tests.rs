@@ -14,6 +14,8 @@ mod auth;
 mod backup;
 #[path = "suite/chaos.rs"]
 mod chaos;
+#[path = "suite/console.rs"]
+mod console;
 #[path = "suite/contract.rs"]
 mod contract;
 #[path = "suite/crash.rs"]

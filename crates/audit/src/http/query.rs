@@ -35,6 +35,7 @@ pub(super) fn router() -> Router<Arc<AppState>> {
         .route("/v1/chain/head", get(chain_head))
         .route("/v1/checkpoints/latest", get(latest_checkpoint))
         .route("/v1/keys", get(keys))
+        .route("/v1/events/tail", get(tail))
 }
 
 /// Filters of `GET /v1/events`. Unknown parameters are refused, so a typo never silently
@@ -439,6 +440,9 @@ pub(crate) struct CheckpointView {
     size: i64,
     /// Chain hash at `size` (hex).
     chain_hash: String,
+    /// The Merkle root at `size` (hex); absent from checkpoints signed before trees were kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    root: Option<String>,
     /// When it was signed.
     time: String,
     /// The signing key's name.
@@ -464,6 +468,7 @@ pub(super) async fn latest_checkpoint(
         tenant_id: cp.checkpoint.tenant,
         size: cp.checkpoint.size,
         chain_hash: cp.checkpoint.chain_hash.to_hex(),
+        root: cp.checkpoint.root.map(|r| r.to_hex()),
         time: cp.checkpoint.time,
         key_name: cp.key_name,
         note: cp.note,
@@ -567,4 +572,131 @@ mod fuzz {
             prop_assert!(Cursor::redeem(&c, &acme, "cd").is_err());
         }
     }
+}
+
+/// Parameters of `GET /v1/events/tail`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct TailParams {
+    /// Start after this seq (default: the head now, or the `Last-Event-ID` a reconnecting
+    /// client sends).
+    #[param(minimum = 0)]
+    after: Option<i64>,
+}
+
+/// How often the tail looks for new records.
+const TAIL_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// New records of the caller's tenant as they are stored: Server-Sent Events, one `record`
+/// event per record (its id the seq, its data the record as the caller's view shows it), a
+/// heartbeat comment while nothing arrives, and an `idle` event closing the stream after
+/// the service's idle timeout without records (a client reconnects with `Last-Event-ID`).
+/// Reads the store, so every instance behind a balancer tails the same chain.
+#[utoipa::path(
+    get, path = "/v1/events/tail", tag = "events", params(TailParams),
+    responses(
+        (status = 200, content_type = "text/event-stream", body = String),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)
+    )
+)]
+pub(super) async fn tail(
+    ctx: SecurityContext,
+    State(app): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+    QueryParams(params): QueryParams<TailParams>,
+) -> Result<
+    axum::response::sse::Sse<
+        impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+    >,
+    ApiError,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    ctx.require(Capability::AuditRead)?;
+    let resumed = match headers.get("last-event-id") {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+                .filter(|s| *s >= 0)
+                .ok_or_else(|| bad("Last-Event-ID", "must be a seq"))?,
+        ),
+        None => None,
+    };
+    let after = match params.after.or(resumed) {
+        Some(a) if a < 0 => return Err(bad("after", "must be a seq (0 or more)")),
+        Some(a) => a,
+        None => {
+            app.store
+                .head(&ctx.tenant_id)
+                .await
+                .map_err(store_error)?
+                .seq
+        }
+    };
+    let view = View::for_caller(&app, &ctx, false, "tail", None).await?;
+    let (heartbeat, idle) = (app.console.tail_heartbeat, app.console.tail_idle);
+    struct Tail {
+        app: Arc<AppState>,
+        ctx: SecurityContext,
+        view: View,
+        after: i64,
+        last_sent: tokio::time::Instant,
+        queue: std::collections::VecDeque<Record>,
+        done: bool,
+    }
+    let state = Tail {
+        app,
+        ctx,
+        view,
+        after,
+        last_sent: tokio::time::Instant::now(),
+        queue: Default::default(),
+        done: false,
+    };
+    let stream = futures::stream::unfold(state, move |mut t| async move {
+        loop {
+            if t.done {
+                return None;
+            }
+            if let Some(r) = t.queue.pop_front() {
+                let event = Event::default()
+                    .event("record")
+                    .id(r.seq.to_string())
+                    .json_data(&r)
+                    .unwrap_or_else(|_| Event::default().comment("unserializable record"));
+                t.last_sent = tokio::time::Instant::now();
+                return Some((Ok(event), t));
+            }
+            if t.last_sent.elapsed() >= idle {
+                t.done = true;
+                let event = Event::default().event("idle").data(format!(
+                    "no new records for {} s; reconnect to go on",
+                    idle.as_secs()
+                ));
+                return Some((Ok(event), t));
+            }
+            match t.app.store.scan(&t.ctx.tenant_id, t.after, 200).await {
+                Ok(mut records) if !records.is_empty() => {
+                    t.after = records.last().map_or(t.after, |r| r.seq);
+                    if t.app
+                        .redactor
+                        .open_sealed(&t.ctx.tenant_id, &mut records)
+                        .await
+                        .is_err()
+                    {
+                        // Try again on the next poll, from the same place.
+                        t.after = records[0].seq - 1;
+                        tokio::time::sleep(TAIL_POLL).await;
+                        continue;
+                    }
+                    t.view.apply(&t.app, &mut records);
+                    t.queue.extend(records);
+                }
+                // Nothing new, or the store briefly away: look again (heartbeats keep going).
+                _ => tokio::time::sleep(TAIL_POLL).await,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(heartbeat).text("heartbeat")))
 }

@@ -569,3 +569,22 @@ pub async fn admin_token(http: &Client, d: &Dev) -> String {
         .unwrap();
     r["access_token"].as_str().unwrap().to_owned()
 }
+
+/// The auth service in-process on a free port over a fresh SQLite store: (its base URL, its
+/// issuer, its store, the directory holding the store).
+pub async fn auth_in_process() -> (String, String, vigil_authsvc::store::AuthStore, TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("auth.db").display());
+    let mut s = vigil_authsvc::AuthSettings::new(db.clone());
+    s.listen = "127.0.0.1:0".parse().unwrap();
+    let auth = vigil_authsvc::Application::build(s, None).await.unwrap();
+    let (base, issuer) = (
+        format!("http://{}", auth.local_addr()),
+        auth.issuer().to_owned(),
+    );
+    tokio::spawn(auth.run_until_stopped(std::future::pending()));
+    let store = vigil_authsvc::app::open_store(&db.as_str().into())
+        .await
+        .unwrap();
+    (base, issuer, store, dir)
+}

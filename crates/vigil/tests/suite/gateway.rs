@@ -603,19 +603,7 @@ async fn redis_stopped_mid_load_and_started_again_costs_no_5xx() {
 async fn api_keys_identify_the_caller_until_revoked() {
     use vigil_authsvc::events::Actor;
     use vigil_security::capability::{Role, RoleSet};
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("auth.db").display());
-    let mut s = vigil_authsvc::AuthSettings::new(db.clone());
-    s.listen = "127.0.0.1:0".parse().unwrap();
-    let auth = vigil_authsvc::Application::build(s, None).await.unwrap();
-    let (auth_base, issuer) = (
-        format!("http://{}", auth.local_addr()),
-        auth.issuer().to_owned(),
-    );
-    tokio::spawn(auth.run_until_stopped(std::future::pending()));
-    let store = vigil_authsvc::app::open_store(&db.as_str().into())
-        .await
-        .unwrap();
+    let (auth_base, issuer, store, _dir) = crate::common::auth_in_process().await;
     let system = vigil_core::ids::TenantId::parse("system").unwrap();
     let acme = vigil_core::ids::TenantId::parse("acme").unwrap();
     let (client_id, secret) = vigil_authsvc::service::add_client(

@@ -128,6 +128,10 @@ const scenarios = {
     assert.equal(await page.locator("#detail-title").innerText(), `Event ${focused}`);
     assert.equal(await page.locator("#detail-verdict").innerText(), "verified");
     assert.match(await page.locator("#detail-body").innerText(), /in the signed tree \(proof verified here\)/);
+    // The trace id links to the tracing backend (not followed: no request leaves the origin).
+    const trace = page.locator("#detail-body a[href^='http://traces.example/trace/']");
+    assert.equal(await trace.count(), 1, "a trace link");
+    assert.match(await trace.getAttribute("href"), /^http:\/\/traces\.example\/trace\/[0-9a-f]{32}$/);
     await page.keyboard.press("Escape");
     await page.waitForSelector("#detail", { state: "hidden" });
     figures.newest = newest;

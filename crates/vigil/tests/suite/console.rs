@@ -75,6 +75,7 @@ async fn console_stack(engine: Engine) -> (TestApp, String) {
         s.checkpoint_every = 1;
         s.jwks = Some(jwks);
         s.console.auth_url = Some(auth_base.clone());
+        s.console.trace_url = Some("http://traces.example/trace/{trace_id}".into());
         s.console.tail_heartbeat = std::time::Duration::from_millis(500);
     })
     .await;
@@ -94,7 +95,11 @@ fn signed_in(user: &str) -> Vec<(&'static str, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_works_end_to_end_in_chromium() {
     let (app, vkey) = console_stack(Engine::Sqlite).await;
-    assert_eq!(app.post_events("acme", &events(0, 250)).await.status(), 200);
+    let mut body = events(0, 250);
+    for (i, e) in body.as_array_mut().unwrap().iter_mut().enumerate() {
+        e["trace_id"] = json!(format!("{:032x}", i + 1));
+    }
+    assert_eq!(app.post_events("acme", &body).await.status(), 200);
     // Static assets: embedded, with a policy that forbids inline script.
     let r = app.client.get(app.url("/console")).send().await.unwrap();
     assert_eq!(r.status(), 200);

@@ -45,19 +45,58 @@ pub async fn tile(
     Ok(hashes)
 }
 
-/// Runs `f` over the tiles it needs, read from the store.
+/// Runs `f` over the tiles it needs, read from the store (concurrently: a proof at a
+/// million leaves names about five).
 async fn with_tiles<T>(
     store: &dyn Store,
     tenant: &TenantId,
     f: impl Fn(&dyn merkle::Nodes) -> Result<T, merkle::MerkleError>,
 ) -> Result<T, AuditError> {
-    let mut nodes = TileNodes::default();
-    for id in merkle::tiles_needed(&f)? {
-        nodes
-            .0
-            .insert((id.level, id.index), tile(store, tenant, id).await?);
-    }
+    let ids = merkle::tiles_needed(&f)?;
+    let tiles =
+        futures::future::try_join_all(ids.iter().map(|id| tile(store, tenant, *id))).await?;
+    let nodes = TileNodes(
+        ids.iter()
+            .map(|id| (id.level, id.index))
+            .zip(tiles)
+            .collect(),
+    );
     Ok(f(&nodes)?)
+}
+
+/// The inclusion proof of the record at seq `index + 1` in the tree of `size` records, and
+/// that tree's root, from one read of the tiles both need.
+pub async fn inclusion_with_root(
+    store: &dyn Store,
+    tenant: &TenantId,
+    index: u64,
+    size: u64,
+) -> Result<(Vec<Hash32>, Hash32), AuditError> {
+    with_tiles(store, tenant, |n| {
+        Ok((
+            merkle::inclusion_proof(n, index, size)?,
+            merkle::root(n, size)?,
+        ))
+    })
+    .await
+}
+
+/// The consistency proof between the trees of `from` and `to` records, and both roots, from
+/// one read of the tiles they need.
+pub async fn consistency_with_roots(
+    store: &dyn Store,
+    tenant: &TenantId,
+    from: u64,
+    to: u64,
+) -> Result<(Vec<Hash32>, Hash32, Hash32), AuditError> {
+    with_tiles(store, tenant, |n| {
+        Ok((
+            merkle::consistency_proof(n, from, to)?,
+            merkle::root(n, from)?,
+            merkle::root(n, to)?,
+        ))
+    })
+    .await
 }
 
 /// The root of the tenant's first `size` records.

@@ -185,12 +185,10 @@ pub(super) async fn inclusion(
             record.seq
         )));
     }
-    let store = app.store.as_ref();
-    let (proof, root) = tokio::try_join!(
-        crate::merkle::inclusion_proof(store, &ctx.tenant_id, index, size),
-        crate::merkle::root(store, &ctx.tenant_id, size),
-    )
-    .map_err(proof_error)?;
+    let (proof, root) =
+        crate::merkle::inclusion_with_root(app.store.as_ref(), &ctx.tenant_id, index, size)
+            .await
+            .map_err(proof_error)?;
     Ok(Json(InclusionProof {
         tenant_id: ctx.tenant_id.to_string(),
         event_id: id.to_string(),
@@ -228,14 +226,11 @@ pub(super) async fn consistency(
             "from ({from}) is after to ({to})"
         )));
     }
-    let store = app.store.as_ref();
     let t = &ctx.tenant_id;
-    let (proof, from_root, to_root) = tokio::try_join!(
-        crate::merkle::consistency_proof(store, t, from, to),
-        crate::merkle::root(store, t, from),
-        crate::merkle::root(store, t, to),
-    )
-    .map_err(proof_error)?;
+    let (proof, from_root, to_root) =
+        crate::merkle::consistency_with_roots(app.store.as_ref(), t, from, to)
+            .await
+            .map_err(proof_error)?;
     Ok(Json(ConsistencyProof {
         tenant_id: t.to_string(),
         from,

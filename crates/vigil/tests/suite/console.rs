@@ -233,3 +233,41 @@ async fn the_live_tail_streams_new_records_with_heartbeats_and_an_idle_timeout()
     let r = get(None, Some("x"), "support").await.unwrap();
     assert_eq!(r.status(), 400);
 }
+
+/// The console's RFC 8785 (crates/audit/console/verify.js, run by node) gives the same bytes
+/// as PyPI's `rfc8785` for values that trip canonicalizers: key order by UTF-16 code units
+/// (astral and BMP characters), escapes, negative zero, exponents, large integers.
+#[tokio::test]
+async fn the_consoles_canonical_json_is_rfc_8785() {
+    let values = r#"[{"b":1,"a":[1,2.5,-0.0,1e21,1e-7,0.1,-1.5e-300],"é":"x","😀":1,"｡":2,"z":"\u000f\u007f\u2028\"\\/\u0000"}, 123456789012345, "café", null, true, {"":{}, "x": [[]]}]"#;
+    let script = format!(
+        "import('{}').then(m => console.log(JSON.stringify(JSON.parse(process.argv[1]).map(m.jcs))))",
+        repo_root().join("crates/audit/console/verify.js").display()
+    );
+    let js = std::process::Command::new("node")
+        .args(["-e", &script, values])
+        .output()
+        .expect("running node");
+    assert!(
+        js.status.success(),
+        "{}",
+        String::from_utf8_lossy(&js.stderr)
+    );
+    let python = std::env::var("VIGIL_PYTHON").unwrap_or_else(|_| "python3".into());
+    let py = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import json, sys, rfc8785\nprint(json.dumps([rfc8785.dumps(v).decode() for v in json.loads(sys.argv[1])]))",
+            values,
+        ])
+        .output()
+        .expect("running python");
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let js: Vec<String> = serde_json::from_slice(&js.stdout).unwrap();
+    let py: Vec<String> = serde_json::from_slice(&py.stdout).unwrap();
+    assert_eq!(js, py);
+}

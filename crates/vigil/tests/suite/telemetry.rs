@@ -243,6 +243,10 @@ async fn a_request_is_one_trace_from_the_gateway_through_the_service_into_the_au
             && s.iter().any(|x| {
                 x.trace_id == trace && x.service == "gateway" && x.name == "POST /v1/orders"
             })
+            // The gateway's server span ends (and is exported) after its client span.
+            && s.iter().any(|x| {
+                x.trace_id == trace && x.service == "gateway" && x.name == "POST /{*path}"
+            })
             && s.iter().any(|x| {
                 x.trace_id == trace && x.service == "orders" && x.name == "POST /v1/orders"
             })

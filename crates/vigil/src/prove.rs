@@ -101,6 +101,16 @@ fn hash(v: &serde_json::Value, what: &str) -> anyhow::Result<Hash32> {
         .ok_or_else(|| not_proven(format!("{what} is not a hash")))
 }
 
+/// The `proof` member of a proof answer, as hashes.
+fn path(answer: &serde_json::Value) -> anyhow::Result<Vec<Hash32>> {
+    answer["proof"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| hash(h, "a proof entry"))
+        .collect()
+}
+
 /// Opens a note with one of the keys.
 fn open(note: &str, keys: &[NoteVerifier], what: &str) -> anyhow::Result<Checkpoint> {
     keys.iter().find_map(|k| k.open(note).ok()).ok_or_else(|| {
@@ -179,12 +189,7 @@ async fn prove(args: ProveArgs) -> anyhow::Result<()> {
         .root
         .ok_or_else(|| not_proven("the checkpoint carries no Merkle root"))?;
     let size = cp.size as u64;
-    let proof: Vec<Hash32> = p["proof"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|h| hash(h, "a proof entry"))
-        .collect::<anyhow::Result<_>>()?;
+    let proof = path(&p)?;
     if p["tree_size"].as_u64() != Some(size) {
         return Err(not_proven("the proof is not for the checkpoint's tree"));
     }
@@ -216,12 +221,7 @@ async fn prove(args: ProveArgs) -> anyhow::Result<()> {
                 old.size
             ))
             .await?;
-        let proof: Vec<Hash32> = c["proof"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|h| hash(h, "a proof entry"))
-            .collect::<anyhow::Result<_>>()?;
+        let proof = path(&c)?;
         if !verify_consistency(old.size as u64, size, &old_root, &root, &proof) {
             return Err(not_proven(format!(
                 "the tree at {} is not a prefix of the tree at {size}: the log was rewritten",

@@ -369,6 +369,13 @@ async fn load_postgres(
         check_length(ctx.at, stream, reader.raw_bytes)?;
         copy.finish().await?;
     }
+    if !manifest
+        .streams
+        .iter()
+        .any(|s| s.name == "event_time_index")
+    {
+        load.rebuild_time_index().await?;
+    }
     load.commit().await?;
     let mut snap = PgSnapshot::begin(url).await?;
     let summary = snap.summary().await?;

@@ -374,9 +374,13 @@ pub async fn pg_drop(url: &str, tables: &[String]) -> Result<(), StoreError> {
         .begin()
         .await
         .map_err(db_err("starting a transaction"))?;
+    // This build's own tables too: a backup older than a migration does not list the tables
+    // it added, and migrating again over them would fail.
+    let ours: Vec<&str> = schema_tables().collect();
     for t in tables
         .iter()
         .map(String::as_str)
+        .chain(ours)
         .chain(["_sqlx_migrations"])
     {
         sqlx::query(&format!("DROP TABLE IF EXISTS {} CASCADE", quote_ident(t)))
@@ -387,6 +391,21 @@ pub async fn pg_drop(url: &str, tables: &[String]) -> Result<(), StoreError> {
     tx.commit().await.map_err(db_err("committing"))?;
     conn.close().await.ok();
     Ok(())
+}
+
+/// The tables this build's Postgres migrations create.
+fn schema_tables() -> impl Iterator<Item = &'static str> {
+    crate::sql::POSTGRES_MIGRATIONS.iter().flat_map(|m| {
+        let sql: &'static str = match &m.sql {
+            std::borrow::Cow::Borrowed(s) => s,
+            std::borrow::Cow::Owned(_) => "",
+        };
+        sql.split("CREATE TABLE ").skip(1).filter_map(|rest| {
+            rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .next()
+                .filter(|name| !name.is_empty())
+        })
+    })
 }
 
 /// Loading tables into a migrated, empty Postgres store in one transaction. As `pg_restore`
@@ -446,6 +465,20 @@ impl PgLoad {
             .await
             .map_err(db_err("starting COPY FROM STDIN"))?;
         Ok(TableLoad { copy })
+    }
+
+    /// Rebuilds the time index from the loaded records: a backup written before the index
+    /// existed carries none, and it is derived from `events` alone.
+    pub async fn rebuild_time_index(&mut self) -> Result<(), StoreError> {
+        let migration = include_str!("../migrations/postgres/0007_time_index.sql");
+        let backfill = &migration[migration
+            .find("INSERT INTO")
+            .expect("the migration fills the index")..];
+        sqlx::raw_sql(backfill)
+            .execute(&mut self.conn)
+            .await
+            .map(|_| ())
+            .map_err(db_err("rebuilding the time index"))
     }
 
     /// Builds the indexes set aside and commits everything loaded.

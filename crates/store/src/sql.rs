@@ -3,7 +3,7 @@
 //! engine's concrete pool type, so each is type-checked against its own driver.
 
 use crate::db::Database;
-use crate::query::{Bind, Query};
+use crate::query::{time_buckets, time_cover, ActionFilter, Bind, Query, Where};
 use crate::{
     Attempt, Delivery, Existing, NewDelivery, NewRecord, PublicKey, Purged, Space, Store,
     StoreError, StoredCheckpoint, WebhookSubscription,
@@ -98,6 +98,96 @@ impl SqlStore {
         Ok(SqlStore { pool })
     }
 
+    /// How to fetch a page for `q` (see [`Plan`]): the time index bounds a window's seqs, a
+    /// prefix becomes the actions under it.
+    async fn plan(&self, tenant: &TenantId, q: &Query) -> Result<Plan, StoreError> {
+        if q.limit <= 0 {
+            return Ok(Plan::Empty);
+        }
+        if q.since.is_some() || q.until.is_some() {
+            return self.time_plan(tenant, q).await;
+        }
+        if let Some(ActionFilter::Prefix(prefix)) = &q.action {
+            return self.prefix_plan(tenant, prefix).await;
+        }
+        Ok(Plan::Direct)
+    }
+
+    /// A window's records lie between the lowest and highest seq of the minutes, hours and
+    /// days covering it. Walking that seq range newest first finds a page after reading about
+    /// `limit × range / count` rows; fetching the window by time reads all `count` and sorts
+    /// them. The cheaper one is taken (for records that arrive roughly in the order they
+    /// occurred, the range is the window's own records).
+    async fn time_plan(&self, tenant: &TenantId, q: &Query) -> Result<Plan, StoreError> {
+        let cover = time_cover(q.since, q.until);
+        if cover.is_empty() || matches!((q.since, q.until), (Some(s), Some(u)) if s >= u) {
+            return Ok(Plan::Empty);
+        }
+        let mut w = Where::default();
+        for (i, r) in cover.into_iter().enumerate() {
+            w.cond(
+                if i == 0 {
+                    "(level = ?"
+                } else {
+                    " OR (level = ?"
+                },
+                Bind::Int(r.level),
+            );
+            w.cond(" AND bucket >= ?", Bind::Text(r.from));
+            w.cond(" AND bucket < ?)", Bind::Text(r.to));
+        }
+        let sql = format!(
+            "SELECT MIN(min_seq), MAX(max_seq), CAST(SUM(n) AS BIGINT) FROM event_time_index \
+             WHERE tenant_id = $1 AND ({})",
+            w.sql
+        );
+        let op = "reading the time index";
+        let row: (Option<i64>, Option<i64>, Option<i64>) = with_pool!(self, p => {
+            bind_all!(sqlx::query_as(&sql).persistent(false).bind(tenant.as_str()), w.binds).fetch_one(p).await
+        })
+        .map_err(|e| StoreError::from_sqlx(op, e))?;
+        let (Some(lo), Some(hi), Some(count)) = row else {
+            return Ok(Plan::Empty);
+        };
+        let hi = q.before_seq.map_or(hi, |before| hi.min(before - 1));
+        if hi < lo {
+            return Ok(Plan::Empty);
+        }
+        let range = hi - lo + 1;
+        let walk = (q.limit.saturating_mul(range) / count.max(1)).min(range);
+        Ok(if walk <= count {
+            Plan::Seqs { lo, hi }
+        } else {
+            Plan::Direct
+        })
+    }
+
+    /// The distinct actions under `prefix.` (one index seek each), so that each is walked in
+    /// seq order instead of fetching and sorting every record under the prefix.
+    async fn prefix_plan(&self, tenant: &TenantId, prefix: &str) -> Result<Plan, StoreError> {
+        /// Beyond this many actions, one walk over the prefix's range is cheaper.
+        const MAX_ACTIONS: i64 = 32;
+        let (from, to) = crate::query::prefix_range(prefix);
+        let sql = format!(
+            "WITH RECURSIVE a(action, k) AS ( \
+               SELECT (SELECT action FROM events WHERE tenant_id = $1 AND action >= $2 AND action < $3 ORDER BY action LIMIT 1), 1 \
+               UNION ALL \
+               SELECT (SELECT e.action FROM events e WHERE e.tenant_id = $1 AND e.action > a.action AND e.action < $3 ORDER BY e.action LIMIT 1), a.k + 1 \
+               FROM a WHERE a.action IS NOT NULL AND a.k <= {MAX_ACTIONS}) \
+             SELECT action FROM a WHERE action IS NOT NULL"
+        );
+        let op = "listing the actions under a prefix";
+        let actions: Vec<String> = with_pool!(self, p => {
+            sqlx::query_scalar(&sql).persistent(false).bind(tenant.as_str()).bind(&from).bind(&to).fetch_all(p).await
+        })
+        .map_err(|e| StoreError::from_sqlx(op, e))?;
+        Ok(match actions.len() {
+            0 => Plan::Empty,
+            n if n as i64 > MAX_ACTIONS => Plan::Direct,
+            _ => Plan::Actions(actions),
+        })
+    }
+
     /// Opens an existing, migrated store to read it: nothing created, nothing migrated
     /// ([`Database::open_existing`]).
     pub async fn open_existing(url: &str) -> Result<SqlStore, StoreError> {
@@ -110,6 +200,120 @@ impl SqlStore {
                 Database::Postgres(pool) => Pool::Postgres(pool),
             };
         Ok(SqlStore { pool })
+    }
+}
+
+/// How a page of records is fetched.
+enum Plan {
+    /// Nothing can match.
+    Empty,
+    /// The filters as given, newest first (each filter's index delivers seq order).
+    Direct,
+    /// The filters, within seqs `lo..=hi` (a time window's records lie there).
+    Seqs { lo: i64, hi: i64 },
+    /// The newest page of each of these actions, merged: a prefix filter.
+    Actions(Vec<String>),
+}
+
+/// Writes a batch of records into `events`, the fastest way the engine has.
+trait AppendRows {
+    async fn insert_events(&mut self, records: &[NewRecord]) -> Result<(), sqlx::Error>;
+}
+
+impl AppendRows for sqlx::SqliteConnection {
+    /// Multi-row `INSERT … VALUES`, in chunks under SQLite's bind limit.
+    async fn insert_events(&mut self, records: &[NewRecord]) -> Result<(), sqlx::Error> {
+        for chunk in records.chunks(INSERT_CHUNK) {
+            let mut qb =
+                QueryBuilder::new(format!("INSERT INTO events ({COLUMNS}, content_hash) "));
+            qb.push_values(chunk, |mut b, n| {
+                let r = &n.record;
+                b.push_bind(&r.tenant_id)
+                    .push_bind(r.seq)
+                    .push_bind(&r.event_id)
+                    .push_bind(&r.occurred_at)
+                    .push_bind(&r.received_at)
+                    .push_bind(&r.actor.kind)
+                    .push_bind(&r.actor.id)
+                    .push_bind(&r.action)
+                    .push_bind(&r.resource.kind)
+                    .push_bind(&r.resource.id)
+                    .push_bind(&r.outcome)
+                    .push_bind(&r.severity)
+                    .push_bind(&r.source.service)
+                    .push_bind(&r.source.producer_id)
+                    .push_bind(r.source.producer_seq)
+                    .push_bind(&r.trace_id)
+                    .push_bind(r.schema_version)
+                    .push_bind(to_json(&r.payload_commitments))
+                    .push_bind(to_json(&r.payload))
+                    .push_bind(to_json(&r.payload_salts))
+                    .push_bind(&r.leaf_hash)
+                    .push_bind(&r.chain_hash)
+                    .push_bind(&r.subject_ref)
+                    .push_bind(to_json(&r.sealed))
+                    .push_bind(n.content_hash.to_hex());
+            });
+            qb.build().execute(&mut *self).await?;
+        }
+        Ok(())
+    }
+}
+
+impl AppendRows for sqlx::PgConnection {
+    /// One `INSERT … SELECT FROM UNNEST` of one array per column: a single statement of 25
+    /// parameters for any batch, instead of 25 parameters per row to parse and plan.
+    async fn insert_events(&mut self, records: &[NewRecord]) -> Result<(), sqlx::Error> {
+        fn col<T>(records: &[NewRecord], f: impl Fn(&NewRecord) -> T) -> Vec<T> {
+            records.iter().map(f).collect()
+        }
+        let sql = format!(
+            "INSERT INTO events ({COLUMNS}, content_hash) SELECT * FROM UNNEST(\
+             $1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+             $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], \
+             $15::bigint[], $16::text[], $17::bigint[], $18::text[], $19::text[], $20::text[], \
+             $21::text[], $22::text[], $23::text[], $24::text[], $25::text[])"
+        );
+        sqlx::query(&sql)
+            .bind(col(records, |n| n.record.tenant_id.clone()))
+            .bind(col(records, |n| n.record.seq))
+            .bind(col(records, |n| n.record.event_id.clone()))
+            .bind(col(records, |n| n.record.occurred_at.clone()))
+            .bind(col(records, |n| n.record.received_at.clone()))
+            .bind(col(records, |n| n.record.actor.kind.clone()))
+            .bind(col(records, |n| n.record.actor.id.clone()))
+            .bind(col(records, |n| n.record.action.clone()))
+            .bind(col(records, |n| n.record.resource.kind.clone()))
+            .bind(col(records, |n| n.record.resource.id.clone()))
+            .bind(col(records, |n| n.record.outcome.clone()))
+            .bind(col(records, |n| n.record.severity.clone()))
+            .bind(col(records, |n| n.record.source.service.clone()))
+            .bind(col(records, |n| n.record.source.producer_id.clone()))
+            .bind(col(records, |n| n.record.source.producer_seq))
+            .bind(col(records, |n| n.record.trace_id.clone()))
+            .bind(col(records, |n| n.record.schema_version))
+            .bind(col(records, |n| to_json(&n.record.payload_commitments)))
+            .bind(col(records, |n| to_json(&n.record.payload)))
+            .bind(col(records, |n| to_json(&n.record.payload_salts)))
+            .bind(col(records, |n| n.record.leaf_hash.clone()))
+            .bind(col(records, |n| n.record.chain_hash.clone()))
+            .bind(col(records, |n| n.record.subject_ref.clone()))
+            .bind(col(records, |n| to_json(&n.record.sealed)))
+            .bind(col(records, |n| n.content_hash.to_hex()))
+            .execute(&mut *self)
+            .await
+            .map(|_| ())
+    }
+}
+
+impl Plan {
+    fn name(&self) -> &'static str {
+        match self {
+            Plan::Empty => "empty",
+            Plan::Direct => "direct",
+            Plan::Seqs { .. } => "seq range",
+            Plan::Actions(_) => "actions",
+        }
     }
 }
 
@@ -343,38 +547,35 @@ impl Store for SqlStore {
         let op = "appending records";
         let _guard = self.write_guard().await;
         let first_seq = records[0].record.seq;
+        let merge_time_buckets = match self.pool {
+            Pool::Sqlite { .. } => {
+                " ON CONFLICT (tenant_id, level, bucket) DO UPDATE SET \
+                 min_seq = min(event_time_index.min_seq, excluded.min_seq), \
+                 max_seq = max(event_time_index.max_seq, excluded.max_seq), \
+                 n = event_time_index.n + excluded.n"
+            }
+            Pool::Postgres(_) => {
+                " ON CONFLICT (tenant_id, level, bucket) DO UPDATE SET \
+                 min_seq = LEAST(event_time_index.min_seq, excluded.min_seq), \
+                 max_seq = GREATEST(event_time_index.max_seq, excluded.max_seq), \
+                 n = event_time_index.n + excluded.n"
+            }
+        };
         with_pool!(self, p => {
             let mut tx = p.begin().await.map_err(|e| StoreError::from_sqlx(op, e))?;
-            for chunk in records.chunks(INSERT_CHUNK) {
-                let mut qb = QueryBuilder::new(format!("INSERT INTO events ({COLUMNS}, content_hash) "));
-                qb.push_values(chunk, |mut b, n| {
-                    let r = &n.record;
-                    b.push_bind(&r.tenant_id)
-                        .push_bind(r.seq)
-                        .push_bind(&r.event_id)
-                        .push_bind(&r.occurred_at)
-                        .push_bind(&r.received_at)
-                        .push_bind(&r.actor.kind)
-                        .push_bind(&r.actor.id)
-                        .push_bind(&r.action)
-                        .push_bind(&r.resource.kind)
-                        .push_bind(&r.resource.id)
-                        .push_bind(&r.outcome)
-                        .push_bind(&r.severity)
-                        .push_bind(&r.source.service)
-                        .push_bind(&r.source.producer_id)
-                        .push_bind(r.source.producer_seq)
-                        .push_bind(&r.trace_id)
-                        .push_bind(r.schema_version)
-                        .push_bind(to_json(&r.payload_commitments))
-                        .push_bind(to_json(&r.payload))
-                        .push_bind(to_json(&r.payload_salts))
-                        .push_bind(&r.leaf_hash)
-                        .push_bind(&r.chain_hash)
-                        .push_bind(&r.subject_ref)
-                        .push_bind(to_json(&r.sealed))
-                        .push_bind(n.content_hash.to_hex());
+            AppendRows::insert_events(&mut *tx, records).await.map_err(|e| StoreError::from_sqlx(op, e))?;
+            let buckets = time_buckets(records.iter().map(|n| (n.record.occurred_at.as_str(), n.record.seq)));
+            for chunk in buckets.chunks(INSERT_CHUNK) {
+                let mut qb = QueryBuilder::new("INSERT INTO event_time_index (tenant_id, level, bucket, min_seq, max_seq, n) ");
+                qb.push_values(chunk, |mut b, r| {
+                    b.push_bind(tenant.as_str())
+                        .push_bind(r.level)
+                        .push_bind(&r.bucket)
+                        .push_bind(r.min_seq)
+                        .push_bind(r.max_seq)
+                        .push_bind(r.n);
                 });
+                qb.push(merge_time_buckets);
                 qb.build().execute(&mut *tx).await.map_err(|e| StoreError::from_sqlx(op, e))?;
             }
             for (producer, seq) in producers {
@@ -411,14 +612,41 @@ impl Store for SqlStore {
         })
     }
 
-    #[tracing::instrument(name = "store.query", skip_all, fields(db.system.name = self.engine(), tenant = %tenant))]
+    #[tracing::instrument(name = "store.query", skip_all, fields(db.system.name = self.engine(), tenant = %tenant, plan = tracing::field::Empty))]
     async fn query(&self, tenant: &TenantId, q: &Query) -> Result<Vec<Record>, StoreError> {
-        let (cond, binds) = q.where_clause();
-        let sql = format!(
-            "SELECT {COLUMNS} FROM events WHERE tenant_id = $1{cond} ORDER BY seq DESC LIMIT {}",
-            q.limit.max(0)
-        );
+        let limit = q.limit.max(0);
+        let mut w = Where::default();
+        let plan = self.plan(tenant, q).await?;
+        tracing::Span::current().record("plan", plan.name());
+        let sql = match plan {
+            Plan::Empty => return Ok(vec![]),
+            Plan::Direct => {
+                q.push_conditions(&mut w);
+                format!("SELECT {COLUMNS} FROM events WHERE tenant_id = $1{} ORDER BY seq DESC LIMIT {limit}", w.sql)
+            }
+            Plan::Seqs { lo, hi } => {
+                w.cond(" AND seq >= ?", Bind::Int(lo));
+                w.cond(" AND seq <= ?", Bind::Int(hi));
+                q.push_conditions(&mut w);
+                format!("SELECT {COLUMNS} FROM events WHERE tenant_id = $1{} ORDER BY seq DESC LIMIT {limit}", w.sql)
+            }
+            Plan::Actions(actions) => {
+                let mut walks = vec![];
+                for (i, action) in actions.into_iter().enumerate() {
+                    let exact = Query {
+                        action: Some(ActionFilter::Exact(action)),
+                        ..q.clone()
+                    };
+                    let at = w.sql.len();
+                    exact.push_conditions(&mut w);
+                    let cond = w.sql.split_off(at);
+                    walks.push(format!("SELECT seq FROM (SELECT seq FROM events WHERE tenant_id = $1{cond} ORDER BY seq DESC LIMIT {limit}) AS a{i}"));
+                }
+                format!("SELECT {COLUMNS} FROM events WHERE tenant_id = $1 AND seq IN ({}) ORDER BY seq DESC LIMIT {limit}", walks.join(" UNION ALL "))
+            }
+        };
         let op = "querying events";
+        let binds = w.binds;
         with_pool!(self, p => {
             let rows = bind_all!(sqlx::query(&sql).persistent(false).bind(tenant.as_str()), binds).fetch_all(p).await.map_err(|e| StoreError::from_sqlx(op, e))?;
             rows.iter().map(|row| Ok::<_, sqlx::Error>(record_from_row!(row))).collect::<Result<Vec<_>, _>>().map_err(|e| StoreError::from_sqlx(op, e))

@@ -9,9 +9,14 @@
 #
 # Needs: wrk and nginx (apt-get install wrk nginx), Redis at 127.0.0.1:6379, a release build
 # (cargo build --release -p vigil). Usage: scripts/bench_gateway.sh [seconds per run]
+# PIN=1 runs wrk on CPU 0 and nginx (proxy and upstream) and both gateways on CPU 1
+# (taskset), so that the ratio is not only the load generator and the proxy sharing cores;
+# Redis and the auth service stay where the scheduler puts them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${1:-10}"
+LOAD=(); PROXY=()
+if [ "${PIN:-0}" = 1 ]; then LOAD=(taskset -c 0); PROXY=(taskset -c 1); fi
 VIGIL="${CARGO_TARGET_DIR:-$HOME/.cache/vigil-target}/release/vigil"
 [ -x "$VIGIL" ] || { echo "build first: cargo build --release -p vigil" >&2; exit 2; }
 command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "needs wrk and nginx (apt-get install wrk nginx)" >&2; exit 2; }
@@ -36,7 +41,7 @@ http {
   }
 }
 EOF
-nginx -p "$W" -c "$W/nginx.conf"
+"${PROXY[@]}" nginx -p "$W" -c "$W/nginx.conf"
 
 VIGIL_LOG=warn "$VIGIL" auth serve --listen 127.0.0.1:$AUTH --database-url "sqlite://$W/auth.db" --token-ttl-secs 3600 &
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$AUTH/readyz" >/dev/null && break; sleep 0.1; done
@@ -57,17 +62,17 @@ key_prefix = "vigil-bench:$$:"
 prefix = "/"
 upstreams = ["http://127.0.0.1:$UP"]
 EOF
-VIGIL_LOG=warn "$VIGIL" gateway serve --config "$W/gateway.toml" &
+VIGIL_LOG=warn "${PROXY[@]}" "$VIGIL" gateway serve --config "$W/gateway.toml" &
 # For reference: the same gateway deciding limits in memory (no Redis round trip).
 sed -e "s/^listen = .*/listen = \"127.0.0.1:$GWM\"/" -e '/^redis_url/d' "$W/gateway.toml" > "$W/gateway-memory.toml"
-VIGIL_LOG=warn "$VIGIL" gateway serve --config "$W/gateway-memory.toml" &
+VIGIL_LOG=warn "${PROXY[@]}" "$VIGIL" gateway serve --config "$W/gateway-memory.toml" &
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$GWM/gateway/readyz" >/dev/null && break; sleep 0.1; done
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$GW/gateway/readyz" >/dev/null && break; sleep 0.1; done
 [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$GW/x")" = 200 ] || { echo "the gateway does not pass the bench request" >&2; exit 1; }
 
 run() { # name url connections [header]
   local out
-  if [ -n "${4:-}" ]; then out=$(wrk -t 1 -c "$3" -d "${SECS}s" --latency -H "$4" "$2"); else out=$(wrk -t 1 -c "$3" -d "${SECS}s" --latency "$2"); fi
+  if [ -n "${4:-}" ]; then out=$("${LOAD[@]}" wrk -t 1 -c "$3" -d "${SECS}s" --latency -H "$4" "$2"); else out=$("${LOAD[@]}" wrk -t 1 -c "$3" -d "${SECS}s" --latency "$2"); fi
   local rps p50 p99 non2xx
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}')

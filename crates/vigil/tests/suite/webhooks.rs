@@ -362,13 +362,22 @@ async fn deliveries_verify_with_the_reference_package_and_fail_over_to_the_dead_
             .any(|e| e["id"] == msg.as_str() && e["result"] == "ok")
     })
     .await;
-    let (_, delivered) = admin(
-        &app,
-        Method::GET,
-        &format!("/v1/webhooks/{id}/deliveries?status=delivered"),
-        None,
-    )
-    .await;
+    // The receiver has answered; the service records the delivery just after: wait for it.
+    let mut delivered = Value::Null;
+    for _ in 0..200 {
+        delivered = admin(
+            &app,
+            Method::GET,
+            &format!("/v1/webhooks/{id}/deliveries?status=delivered"),
+            None,
+        )
+        .await
+        .1;
+        if delivered["deliveries"].as_array().map_or(0, Vec::len) >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(
         delivered["deliveries"].as_array().unwrap().len(),
         4,

@@ -206,6 +206,20 @@ impl SqlStore {
     }
 }
 
+/// The upsert tail that merges a batch's time buckets into `event_time_index`, with the
+/// engine's two-argument minimum and maximum.
+macro_rules! merge_time_buckets {
+    ($least:literal, $greatest:literal) => {
+        concat!(
+            " ON CONFLICT (tenant_id, level, bucket) DO UPDATE SET min_seq = ",
+            $least,
+            "(event_time_index.min_seq, excluded.min_seq), max_seq = ",
+            $greatest,
+            "(event_time_index.max_seq, excluded.max_seq), n = event_time_index.n + excluded.n"
+        )
+    };
+}
+
 /// How a page of records is fetched.
 enum Plan {
     /// Nothing can match.
@@ -461,18 +475,8 @@ impl Store for SqlStore {
         let _guard = self.write_guard().await;
         let first_seq = records[0].record.seq;
         let merge_time_buckets = match self.pool {
-            Pool::Sqlite { .. } => {
-                " ON CONFLICT (tenant_id, level, bucket) DO UPDATE SET \
-                 min_seq = min(event_time_index.min_seq, excluded.min_seq), \
-                 max_seq = max(event_time_index.max_seq, excluded.max_seq), \
-                 n = event_time_index.n + excluded.n"
-            }
-            Pool::Postgres(_) => {
-                " ON CONFLICT (tenant_id, level, bucket) DO UPDATE SET \
-                 min_seq = LEAST(event_time_index.min_seq, excluded.min_seq), \
-                 max_seq = GREATEST(event_time_index.max_seq, excluded.max_seq), \
-                 n = event_time_index.n + excluded.n"
-            }
+            Pool::Sqlite { .. } => merge_time_buckets!("min", "max"),
+            Pool::Postgres(_) => merge_time_buckets!("LEAST", "GREATEST"),
         };
         with_pool!(self, p => {
             let mut tx = p.begin().await.map_err(|e| StoreError::from_sqlx(op, e))?;
@@ -565,13 +569,11 @@ impl Store for SqlStore {
         tracing::Span::current().record("plan", plan.name());
         let sql = match plan {
             Plan::Empty => return Ok(vec![]),
-            Plan::Direct => {
-                q.push_conditions(&mut w);
-                format!("SELECT {COLUMNS} FROM events WHERE tenant_id = $1{} ORDER BY seq DESC LIMIT {limit}", w.sql)
-            }
-            Plan::Seqs { lo, hi } => {
-                w.cond(" AND seq >= ?", Bind::Int(lo));
-                w.cond(" AND seq <= ?", Bind::Int(hi));
+            plan @ (Plan::Direct | Plan::Seqs { .. }) => {
+                if let Plan::Seqs { lo, hi } = plan {
+                    w.cond(" AND seq >= ?", Bind::Int(lo));
+                    w.cond(" AND seq <= ?", Bind::Int(hi));
+                }
                 q.push_conditions(&mut w);
                 format!("SELECT {COLUMNS} FROM events WHERE tenant_id = $1{} ORDER BY seq DESC LIMIT {limit}", w.sql)
             }

@@ -2,7 +2,8 @@
 # The console's time to its first verified page (issue 14): headless Chromium (Debian's,
 # driven by playwright-core) opens /console signed in with the development identity and a
 # pinned key, and times navigation → 100 records shown and verified in the browser
-# (canonical form, leaf hash, commitments, chain links, 100 inclusion proofs, the
+# (canonical form, leaf hash, commitments, chain links, 100 inclusion proofs computed from
+# the few tiles they name and checked against the signed root, the
 # checkpoint's Ed25519 signature). The tenant holds EVENTS events (default 100,000) with a
 # checkpoint over all of them. Target: < 1 s.
 #

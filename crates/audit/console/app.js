@@ -2,7 +2,7 @@
 // each shown record verified here, in the browser (verify.js), against checkpoint keys the
 // user pinned. Talks to this origin only; no inline script (the CSP forbids it).
 
-import { openCheckpoint, parseVerifierKey, verifyPage, hex, leafHash } from "./verify.js";
+import { openCheckpoint, parseVerifierKey, verifyPage, tileProofs, hex, leafHash } from "./verify.js";
 
 const $ = (sel) => document.querySelector(sel);
 const KEYS = "vigil.trustedKeys";
@@ -36,6 +36,13 @@ async function api(path, init = {}) {
   const body = await r.json().catch(() => null);
   if (!r.ok) throw new ApiError(r.status, body);
   return body;
+}
+
+// A tile of the tenant's Merkle tree, as bytes (immutable: the browser may cache it).
+async function tileBytes(path) {
+  const r = await fetch("/v1/tiles/" + path, { headers: headers() });
+  if (!r.ok) throw new ApiError(r.status, await r.json().catch(() => null));
+  return new Uint8Array(await r.arrayBuffer());
 }
 
 function text(el, s) { el.textContent = s == null ? "" : String(s); return el; }
@@ -225,8 +232,7 @@ async function load(cursor) {
 }
 
 async function verify(events, checkpoint) {
-  verdicts = await verifyPage(events, checkpoint, (r) =>
-    api(`/v1/proofs/inclusion?event_id=${encodeURIComponent(r.event_id)}&tree_size=${checkpoint.size}`));
+  verdicts = await verifyPage(events, checkpoint, checkpoint?.root && tileProofs(checkpoint.size, tileBytes));
   render();
   const counts = {};
   for (const v of verdicts.values()) counts[v.verdict] = (counts[v.verdict] || 0) + 1;

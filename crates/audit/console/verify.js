@@ -104,6 +104,90 @@ export async function verifyInclusion(leaf, index, size, proof, root) {
   return sn === 0 && equal(r, root);
 }
 
+// ---- proofs from tiles (C2SP tlog-tiles) ---------------------------------------------------
+// A page's inclusion proofs are computed here from the few tiles they name (each fetched
+// once, immutable, cacheable), not asked for one by one. Nothing fetched is trusted: every
+// proof is then checked against the signed root like one the server would have sent.
+
+const TILE = 256;
+
+// The tile's path: tile/<L>/<N>[.p/<W>], N in three-digit groups, all but the last x-prefixed.
+export function tilePath(level, index, width) {
+  const groups = [String(index % 1000).padStart(3, "0")];
+  for (let n = Math.floor(index / 1000); n > 0; n = Math.floor(n / 1000)) {
+    groups.unshift("x" + String(n % 1000).padStart(3, "0"));
+  }
+  return `tile/${level}/${groups.join("/")}` + (width < TILE ? `.p/${width}` : "");
+}
+
+// The largest power of two strictly below n (n ≥ 2); exact in doubles up to 2^53.
+function split(n) {
+  let k = 1;
+  while (k * 2 < n) k *= 2;
+  return k;
+}
+
+const isPow2 = (n) => 2 ** Math.round(Math.log2(n)) === n;
+
+// The ranges whose subtree hashes are PATH(m, D[begin:end]) (RFC 9162 §2.1.3.1), bottom-up.
+function pathRanges(m, begin, end, out = []) {
+  const n = end - begin;
+  if (n === 1) return out;
+  const k = split(n);
+  if (m < k) {
+    pathRanges(m, begin, begin + k, out);
+    out.push([begin + k, end]);
+  } else {
+    pathRanges(m - k, begin + k, end, out);
+    out.push([begin, begin + k]);
+  }
+  return out;
+}
+
+// proofFor(record) for verifyPage: its inclusion proof in the tree of `size`, computed from
+// tiles that fetchTile(path) → Uint8Array brings.
+export function tileProofs(size, fetchTile) {
+  const tiles = new Map(); // path → Promise<Uint8Array>
+  const nodes = new Map(); // "level/index" → Promise<Uint8Array>
+  function tile(level, index) {
+    const stored = Math.floor(size / TILE ** level); // hashes at tree level 8·level
+    const width = Math.min(TILE, stored - index * TILE);
+    const path = tilePath(level, index, width);
+    if (!tiles.has(path)) {
+      tiles.set(path, fetchTile(path).then((b) => {
+        if (b.length !== 32 * width) throw new Error(`${path} holds ${b.length} bytes`);
+        return b;
+      }));
+    }
+    return tiles.get(path);
+  }
+  // A complete subtree: read at tree levels 8, 16…, hashed up from them in between.
+  function node(level, index) {
+    const key = `${level}/${index}`;
+    if (!nodes.has(key)) {
+      nodes.set(key, level % 8 === 0
+        ? tile(level / 8, Math.floor(index / TILE)).then((t) => {
+            const at = 32 * (index % TILE);
+            return t.slice(at, at + 32);
+          })
+        : Promise.all([node(level - 1, 2 * index), node(level - 1, 2 * index + 1)])
+          .then(([l, r]) => sha256(Uint8Array.of(1), l, r)));
+    }
+    return nodes.get(key);
+  }
+  async function subtree(begin, end) {
+    const n = end - begin;
+    if (isPow2(n) && begin % n === 0) return node(Math.round(Math.log2(n)), begin / n);
+    const k = split(n);
+    const [l, r] = await Promise.all([subtree(begin, begin + k), subtree(begin + k, end)]);
+    return sha256(Uint8Array.of(1), l, r);
+  }
+  return async (record) => {
+    const proof = await Promise.all(pathRanges(record.seq - 1, 0, size).map(([b, e]) => subtree(b, e)));
+    return { tree_size: size, proof: proof.map(hex) };
+  };
+}
+
 // A verifier key as `vigil keys list` and GET /v1/keys give it: name+keyid+base64(0x01 ‖ key).
 export async function parseVerifierKey(vkey) {
   // The key's base64 may hold '+' itself: the name ends at the first, the id at the second.
@@ -158,7 +242,7 @@ export async function verifyPage(records, checkpoint, proofFor) {
   const out = new Map();
   let carried = null, carriedSeq = null, brokenAt = null;
   const proofs = await Promise.all(ordered.map((r) =>
-    checkpoint && r.seq <= checkpoint.size ? proofFor(r).catch((e) => ({ error: e.message })) : null));
+    checkpoint && checkpoint.root && r.seq <= checkpoint.size ? proofFor(r).catch((e) => ({ error: e.message })) : null));
   for (let i = 0; i < ordered.length; i++) {
     const r = ordered[i];
     const v = { seq: r.seq, problems: [], link: "", proof: "" };

@@ -17,13 +17,21 @@ fn store_err(what: &str) -> impl FnOnce(vigil_store::StoreError) -> AuditError +
     }
 }
 
-/// The hashes of one tile; a store that lacks some of them (records deleted, or nodes not
-/// stored yet) is an error naming the first missing node, never a shorter tile.
+/// The hashes of one tile: its stored blob when one that wide is kept, else read from the
+/// leaves or nodes it is made of; a store that lacks some of them (records deleted, or nodes
+/// not stored yet) is an error naming the first missing node, never a shorter tile.
 pub async fn tile(
     store: &dyn Store,
     tenant: &TenantId,
     id: TileId,
 ) -> Result<Vec<Hash32>, AuditError> {
+    if let Some(hashes) = store
+        .merkle_tile(tenant, id.level, id.index, id.width)
+        .await
+        .map_err(store_err("reading a Merkle tile"))?
+    {
+        return Ok(hashes);
+    }
     let first = id.index * TILE_WIDTH;
     let hashes = if id.level == 0 {
         store
@@ -125,7 +133,9 @@ pub async fn consistency_proof(
 }
 
 /// Stores every complete subtree at levels 8, 16, 24… of the tree of `size` records that is
-/// not stored yet (each from the 256 hashes of the tile below it); returns how many it stored.
+/// not stored yet (each from the 256 hashes of the tile below it, which is stored as one blob
+/// too), then the partial tile at each level's right edge, so that proofs in the tree of
+/// `size` read one row per tile; returns how many nodes it stored.
 pub async fn maintain(
     store: &dyn Store,
     tenant: &TenantId,
@@ -153,6 +163,7 @@ pub async fn maintain(
             n => window + n,
         };
         let mut made = Vec::new();
+        let mut tiles = Vec::new();
         for index in have..complete {
             let hashes = tile(
                 store,
@@ -165,22 +176,52 @@ pub async fn maintain(
             )
             .await?;
             made.push((tree_level, index, merkle::perfect_root(&hashes)));
-            if made.len() >= 256 {
-                store
-                    .put_merkle_nodes(tenant, &made)
-                    .await
-                    .map_err(store_err("storing Merkle nodes"))?;
-                stored += made.len();
-                made.clear();
+            tiles.push((level - 1, index, hashes));
+            if made.len() >= 64 {
+                stored += put(store, tenant, &mut tiles, &mut made).await?;
             }
         }
-        store
-            .put_merkle_nodes(tenant, &made)
-            .await
-            .map_err(store_err("storing Merkle nodes"))?;
-        stored += made.len();
+        stored += put(store, tenant, &mut tiles, &mut made).await?;
         below = complete;
         level += 1;
     }
+    // The right edge: at each level, the hashes past the last full tile.
+    let mut edge = Vec::new();
+    let (mut n, mut level) = (size, 0u32);
+    while n > 0 {
+        if !n.is_multiple_of(TILE_WIDTH) {
+            let id = TileId {
+                level,
+                index: n / TILE_WIDTH,
+                width: n % TILE_WIDTH,
+            };
+            edge.push((id.level, id.index, tile(store, tenant, id).await?));
+        }
+        n /= TILE_WIDTH;
+        level += 1;
+    }
+    put(store, tenant, &mut edge, &mut Vec::new()).await?;
     Ok(stored)
+}
+
+/// Stores `tiles` (first: a node is only stored once the tile below it is) and `nodes`,
+/// draining both; returns how many nodes it stored.
+async fn put(
+    store: &dyn Store,
+    tenant: &TenantId,
+    tiles: &mut Vec<(u32, u64, Vec<Hash32>)>,
+    nodes: &mut Vec<(u32, u64, Hash32)>,
+) -> Result<usize, AuditError> {
+    store
+        .put_merkle_tiles(tenant, tiles)
+        .await
+        .map_err(store_err("storing Merkle tiles"))?;
+    tiles.clear();
+    store
+        .put_merkle_nodes(tenant, nodes)
+        .await
+        .map_err(store_err("storing Merkle nodes"))?;
+    let n = nodes.len();
+    nodes.clear();
+    Ok(n)
 }

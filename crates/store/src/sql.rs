@@ -709,6 +709,9 @@ impl Store for SqlStore {
             "INSERT INTO merkle_nodes (tenant_id, level, idx, hash) VALUES ($1, $2, $3, $4) \
                            ON CONFLICT DO NOTHING";
         let op = "storing Merkle nodes";
+        if nodes.is_empty() {
+            return Ok(());
+        }
         with_pool!(self, p => {
             let mut tx = p.begin().await.map_err(|e| StoreError::from_sqlx(op, e))?;
             for (level, idx, hash) in nodes {
@@ -717,6 +720,70 @@ impl Store for SqlStore {
                     .bind(*level as i32)
                     .bind(*idx as i64)
                     .bind(hash.to_hex())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| StoreError::from_sqlx(op, e))?;
+            }
+            tx.commit().await.map_err(|e| StoreError::from_sqlx(op, e))
+        })
+    }
+
+    async fn merkle_tile(
+        &self,
+        tenant: &TenantId,
+        level: u32,
+        index: u64,
+        width: u64,
+    ) -> Result<Option<Vec<Hash32>>, StoreError> {
+        const SQL: &str = "SELECT hashes FROM merkle_tiles WHERE tenant_id = $1 AND level = $2 \
+                           AND idx = $3 AND width >= $4";
+        let op = "reading a Merkle tile";
+        let blob: Option<Vec<u8>> = with_pool!(self, p => sqlx::query_scalar(SQL)
+            .bind(tenant.as_str()).bind(level as i32).bind(index as i64).bind(width as i32)
+            .fetch_optional(p).await)
+        .map_err(|e| StoreError::from_sqlx(op, e))?;
+        let Some(blob) = blob else { return Ok(None) };
+        let want = usize::try_from(width).unwrap_or(usize::MAX);
+        if blob.len() % 32 != 0 || blob.len() / 32 < want {
+            return Err(StoreError::Database {
+                op,
+                message: format!(
+                    "tile {level}/{index} holds {} bytes, not {want} or more whole hashes: run vigil verify",
+                    blob.len()
+                ),
+            });
+        }
+        Ok(Some(
+            blob.chunks_exact(32)
+                .take(want)
+                .map(|c| Hash32(c.try_into().expect("32-byte chunk")))
+                .collect(),
+        ))
+    }
+
+    async fn put_merkle_tiles(
+        &self,
+        tenant: &TenantId,
+        tiles: &[(u32, u64, Vec<Hash32>)],
+    ) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO merkle_tiles (tenant_id, level, idx, width, hashes) \
+                           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, level, idx) \
+                           DO UPDATE SET width = excluded.width, hashes = excluded.hashes \
+                           WHERE excluded.width > merkle_tiles.width";
+        let op = "storing Merkle tiles";
+        if tiles.is_empty() {
+            return Ok(());
+        }
+        with_pool!(self, p => {
+            let mut tx = p.begin().await.map_err(|e| StoreError::from_sqlx(op, e))?;
+            for (level, idx, hashes) in tiles {
+                let blob: Vec<u8> = hashes.iter().flat_map(|h| h.0).collect();
+                sqlx::query(SQL)
+                    .bind(tenant.as_str())
+                    .bind(*level as i32)
+                    .bind(*idx as i64)
+                    .bind(hashes.len() as i32)
+                    .bind(blob)
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| StoreError::from_sqlx(op, e))?;

@@ -701,6 +701,28 @@ async fn leaf_hashes_and_merkle_nodes_round_trip_per_tenant(e: Engine) {
     assert_eq!(s.merkle_nodes(&a, 8, 0, 1).await.unwrap(), vec![h(1)]);
 }
 
+/// Tiles as blobs: a stored tile serves any request no wider than it, the wider of two writes
+/// is kept whichever comes first, and tenants and levels are apart.
+async fn merkle_tiles_keep_the_widest_and_serve_narrower_requests(e: Engine) {
+    let (s, a, b) = (&*e.store, tenant("acme"), tenant("globex"));
+    let hs = |n: u8| (0..n).map(|i| Hash32([i; 32])).collect::<Vec<_>>();
+    assert_eq!(s.merkle_tile(&a, 0, 3, 1).await.unwrap(), None);
+    s.put_merkle_tiles(&a, &[(0, 3, hs(40)), (1, 0, hs(2))])
+        .await
+        .unwrap();
+    assert_eq!(s.merkle_tile(&a, 0, 3, 40).await.unwrap(), Some(hs(40)));
+    assert_eq!(s.merkle_tile(&a, 0, 3, 7).await.unwrap(), Some(hs(7)));
+    assert_eq!(s.merkle_tile(&a, 0, 3, 41).await.unwrap(), None);
+    assert_eq!(s.merkle_tile(&a, 1, 0, 2).await.unwrap(), Some(hs(2)));
+    assert_eq!(s.merkle_tile(&a, 1, 3, 2).await.unwrap(), None);
+    assert_eq!(s.merkle_tile(&b, 0, 3, 1).await.unwrap(), None);
+    // Wider replaces narrower; narrower never replaces wider.
+    s.put_merkle_tiles(&a, &[(0, 3, hs(255))]).await.unwrap();
+    s.put_merkle_tiles(&a, &[(0, 3, hs(12))]).await.unwrap();
+    assert_eq!(s.merkle_tile(&a, 0, 3, 255).await.unwrap(), Some(hs(255)));
+    s.put_merkle_tiles(&a, &[]).await.unwrap();
+}
+
 /// Seals one event per `(occurred_at, action)` after `head`.
 fn seal_at(t: &TenantId, head: &mut ChainHead, events: &[(Timestamp, String)]) -> Vec<NewRecord> {
     events
@@ -862,6 +884,7 @@ contract!(
     reclaiming_space_after_a_purge_shrinks_the_database,
     webhook_deliveries_queue_retry_and_dead_letter_per_tenant,
     leaf_hashes_and_merkle_nodes_round_trip_per_tenant,
+    merkle_tiles_keep_the_widest_and_serve_narrower_requests,
     planned_filters_return_exactly_the_newest_matches,
 );
 

@@ -122,14 +122,19 @@ pub(crate) struct Results {
 }
 
 impl Results {
-    /// The baseline file name for this run in a directory of baselines.
-    fn baseline_name(&self) -> String {
-        format!(
-            "{}.{}.{}.json",
-            self.machine.kind,
-            self.build,
-            self.profile.name()
-        )
+    /// The baseline file names for this run in a directory of baselines, the one for this CPU
+    /// model first (`<kind>.<cpu>.<build>.<profile>.json`), then the one for any CPU of the
+    /// kind: hosts of one kind name come in CPU generations whose in-run references (SHA-256,
+    /// `/healthz`) move differently from the figures measured against them.
+    fn baseline_names(&self) -> [String; 2] {
+        let (kind, build, profile) = (&self.machine.kind, &self.build, self.profile.name());
+        [
+            format!(
+                "{kind}.{}.{build}.{profile}.json",
+                cpu_slug(&self.machine.cpu_model)
+            ),
+            format!("{kind}.{build}.{profile}.json"),
+        ]
     }
 }
 
@@ -258,6 +263,12 @@ fn read(path: &Path) -> anyhow::Result<Results> {
 
 /// Prints the comparison; whether anything regressed.
 fn report(baseline: &Results, current: &Results, threshold: f64) -> bool {
+    if baseline.machine.cpu_model != current.machine.cpu_model {
+        eprintln!(
+            "note: this machine's CPU is \"{}\", the baseline's \"{}\"",
+            current.machine.cpu_model, baseline.machine.cpu_model
+        );
+    }
     if baseline.machine.kind != current.machine.kind
         || baseline.build != current.build
         || baseline.profile != current.profile
@@ -295,6 +306,20 @@ pub(crate) fn run_compare(a: CompareArgs) -> anyhow::Result<std::process::ExitCo
     } else {
         std::process::ExitCode::SUCCESS
     })
+}
+
+/// A CPU model as a file-name part: `Intel(R) Xeon(R) Processor` → `intel-r-xeon-r-processor`.
+fn cpu_slug(model: &str) -> String {
+    let words: Vec<String> = model
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    if words.is_empty() {
+        "unknown-cpu".into()
+    } else {
+        words.join("-")
+    }
 }
 
 /// This machine: its kind names the baseline that applies.
@@ -703,20 +728,28 @@ pub(crate) async fn run_regress(a: RegressArgs) -> anyhow::Result<std::process::
     let Some(baseline) = &a.baseline else {
         return Ok(std::process::ExitCode::SUCCESS);
     };
+    let names = results.baseline_names();
     let file = if baseline.is_dir() {
-        baseline.join(results.baseline_name())
+        let found = names.iter().map(|n| baseline.join(n)).find(|f| f.exists());
+        let Some(file) = found else {
+            eprintln!(
+                "no baseline for this machine kind, CPU model, build and profile: neither {} nor \
+                 {} is in {}. Record one with `vigil bench regress --profile {} --rounds 7 --out \
+                 {}` on a quiet machine and check it in.",
+                names[0],
+                names[1],
+                baseline.display(),
+                results.profile.name(),
+                baseline.join(&names[0]).display()
+            );
+            return Ok(std::process::ExitCode::from(3));
+        };
+        file
     } else {
         baseline.clone()
     };
     if !file.exists() {
-        eprintln!(
-            "no baseline for this machine kind, build and profile: {} does not exist. Record one \
-             with `vigil bench regress --profile {} --rounds 5 --out {}` on a quiet machine and \
-             check it in.",
-            file.display(),
-            results.profile.name(),
-            file.display()
-        );
+        eprintln!("no baseline: {} does not exist", file.display());
         return Ok(std::process::ExitCode::from(3));
     }
     let base = read(&file)?;
@@ -787,6 +820,26 @@ mod tests {
             ("gone", Better::Higher, true, vec![2.0, 2.0]),
         ]);
         assert!(compare(&base, &better, 0.10).iter().all(|x| !x.regression));
+    }
+
+    #[test]
+    fn baselines_are_looked_up_for_this_cpu_model_first() {
+        assert_eq!(
+            cpu_slug("Intel(R) Xeon(R) Processor"),
+            "intel-r-xeon-r-processor"
+        );
+        assert_eq!(cpu_slug("AMD EPYC"), "amd-epyc");
+        assert_eq!(cpu_slug(" "), "unknown-cpu");
+        let mut r = results(vec![]);
+        r.machine.kind = "x86_64-2cpu-24g".into();
+        r.machine.cpu_model = "AMD EPYC".into();
+        assert_eq!(
+            r.baseline_names(),
+            [
+                "x86_64-2cpu-24g.amd-epyc.debug.short.json".to_string(),
+                "x86_64-2cpu-24g.debug.short.json".to_string()
+            ]
+        );
     }
 
     #[test]

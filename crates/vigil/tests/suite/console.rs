@@ -271,3 +271,83 @@ async fn the_consoles_canonical_json_is_rfc_8785() {
     let py: Vec<String> = serde_json::from_slice(&py.stdout).unwrap();
     assert_eq!(js, py);
 }
+
+/// The console's proofs from tiles (verify.js's `tileProofs`, run by node) equal vigil-core's
+/// RFC 9162 inclusion proofs: every index of trees around tile edges, and random indices of a
+/// tree three tile levels high; each tile fetched once however many proofs need it.
+#[tokio::test]
+async fn the_consoles_proofs_from_tiles_equal_the_servers() {
+    use rand::{Rng, SeedableRng};
+    use vigil_core::merkle::{inclusion_proof, tiles_of, MemoryTree, Nodes};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(14);
+    let mut tree = MemoryTree::new();
+    let mut cases = Vec::new();
+    for size in [1u64, 2, 3, 7, 255, 256, 257, 600, 65_536, 65_536 + 300] {
+        while tree.size() < size {
+            tree.push(vigil_core::hash::Hash32::digest(&[&tree
+                .size()
+                .to_be_bytes()]));
+        }
+        let tiles: serde_json::Map<String, Value> = tiles_of(size)
+            .into_iter()
+            .map(|t| {
+                let bytes: String = (t.index * 256..t.index * 256 + t.width)
+                    .map(|i| tree.node(t.level * 8, i).unwrap().to_hex())
+                    .collect();
+                (t.path(), Value::String(bytes))
+            })
+            .collect();
+        let indices: Vec<u64> = if size <= 600 {
+            (0..size).collect()
+        } else {
+            (0..40).map(|_| rng.gen_range(0..size)).collect()
+        };
+        let want: Vec<Vec<String>> = indices
+            .iter()
+            .map(|&i| {
+                inclusion_proof(&tree, i, size)
+                    .unwrap()
+                    .iter()
+                    .map(|h| h.to_hex())
+                    .collect()
+            })
+            .collect();
+        cases.push(json!({ "size": size, "tiles": tiles, "indices": indices, "want": want }));
+    }
+    let input = std::env::temp_dir().join(format!("vigil-tile-proofs-{}.json", std::process::id()));
+    std::fs::write(&input, serde_json::to_vec(&cases).unwrap()).unwrap();
+    let script = format!(
+        r#"const m = await import('{}');
+const cases = JSON.parse(require('fs').readFileSync(process.argv[1], 'utf8'));
+const out = [];
+for (const c of cases) {{
+  const fetched = [];
+  const proofFor = m.tileProofs(c.size, async (p) => {{
+    fetched.push(p);
+    if (!(p in c.tiles)) throw new Error('no tile ' + p);
+    return m.unhex(c.tiles[p]);
+  }});
+  const got = await Promise.all(c.indices.map((i) => proofFor({{ seq: i + 1 }}).then((r) => r.proof)));
+  out.push({{ size: c.size, same: JSON.stringify(got) === JSON.stringify(c.want), fetched: fetched.length, unique: new Set(fetched).size }});
+}}
+console.log(JSON.stringify(out));"#,
+        repo_root().join("crates/audit/console/verify.js").display()
+    );
+    let js = std::process::Command::new("node")
+        .args(["--input-type=commonjs", "-e", &format!("(async () => {{ {script} }})().catch((e) => {{ console.error(e); process.exit(1); }})")])
+        .arg(&input)
+        .output()
+        .expect("running node");
+    std::fs::remove_file(&input).ok();
+    assert!(
+        js.status.success(),
+        "{}",
+        String::from_utf8_lossy(&js.stderr)
+    );
+    let out: Vec<Value> = serde_json::from_slice(&js.stdout).unwrap();
+    assert_eq!(out.len(), 10);
+    for r in out {
+        assert_eq!(r["same"], true, "{r}");
+        assert_eq!(r["fetched"], r["unique"], "a tile fetched twice: {r}");
+    }
+}

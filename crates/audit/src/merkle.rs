@@ -25,13 +25,22 @@ pub async fn tile(
     tenant: &TenantId,
     id: TileId,
 ) -> Result<Vec<Hash32>, AuditError> {
-    if let Some(hashes) = store
-        .merkle_tile(tenant, id.level, id.index, id.width)
+    let stored = store
+        .merkle_tiles(tenant, &[(id.level, id.index, id.width)])
         .await
-        .map_err(store_err("reading a Merkle tile"))?
-    {
-        return Ok(hashes);
+        .map_err(store_err("reading a Merkle tile"))?;
+    match stored.into_iter().next().flatten() {
+        Some(hashes) => Ok(hashes),
+        None => unstored_tile(store, tenant, id).await,
     }
+}
+
+/// A tile read from the leaves or nodes it is made of.
+async fn unstored_tile(
+    store: &dyn Store,
+    tenant: &TenantId,
+    id: TileId,
+) -> Result<Vec<Hash32>, AuditError> {
     let first = id.index * TILE_WIDTH;
     let hashes = if id.level == 0 {
         store
@@ -53,16 +62,26 @@ pub async fn tile(
     Ok(hashes)
 }
 
-/// Runs `f` over the tiles it needs, read from the store (concurrently: a proof at a
-/// million leaves names about five).
+/// Runs `f` over the tiles it needs, read from the store: the stored ones in one statement
+/// (a proof at a million leaves names about five), any other from its rows, concurrently.
 async fn with_tiles<T>(
     store: &dyn Store,
     tenant: &TenantId,
     f: impl Fn(&dyn merkle::Nodes) -> Result<T, merkle::MerkleError>,
 ) -> Result<T, AuditError> {
     let ids = merkle::tiles_needed(&f)?;
-    let tiles =
-        futures::future::try_join_all(ids.iter().map(|id| tile(store, tenant, *id))).await?;
+    let asked: Vec<(u32, u64, u64)> = ids.iter().map(|t| (t.level, t.index, t.width)).collect();
+    let stored = store
+        .merkle_tiles(tenant, &asked)
+        .await
+        .map_err(store_err("reading Merkle tiles"))?;
+    let tiles = futures::future::try_join_all(ids.iter().zip(stored).map(|(id, s)| async move {
+        match s {
+            Some(hashes) => Ok(hashes),
+            None => unstored_tile(store, tenant, *id).await,
+        }
+    }))
+    .await?;
     let nodes = TileNodes(
         ids.iter()
             .map(|id| (id.level, id.index))

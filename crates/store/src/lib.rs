@@ -286,15 +286,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         nodes: &[(u32, u64, Hash32)],
     ) -> Result<(), StoreError>;
 
-    /// The first `width` hashes of the stored tile at tile `level`, index `index` (see
-    /// migration 0008), or `None` when no tile that wide is stored there.
-    async fn merkle_tile(
+    /// For each `(level, index, width)`, the first `width` hashes of the stored tile at tile
+    /// `level`, index `index` (see migration 0008), or `None` when no tile that wide is stored
+    /// there; in the order asked, from one statement.
+    async fn merkle_tiles(
         &self,
         tenant: &TenantId,
-        level: u32,
-        index: u64,
-        width: u64,
-    ) -> Result<Option<Vec<Hash32>>, StoreError>;
+        tiles: &[(u32, u64, u64)],
+    ) -> Result<Vec<Option<Vec<Hash32>>>, StoreError>;
 
     /// Stores tiles `(level, index, hashes)`; where one is stored already, the wider is kept
     /// (a tile's first hashes never change).

@@ -728,37 +728,60 @@ impl Store for SqlStore {
         })
     }
 
-    async fn merkle_tile(
+    async fn merkle_tiles(
         &self,
         tenant: &TenantId,
-        level: u32,
-        index: u64,
-        width: u64,
-    ) -> Result<Option<Vec<Hash32>>, StoreError> {
-        const SQL: &str = "SELECT hashes FROM merkle_tiles WHERE tenant_id = $1 AND level = $2 \
-                           AND idx = $3 AND width >= $4";
-        let op = "reading a Merkle tile";
-        let blob: Option<Vec<u8>> = with_pool!(self, p => sqlx::query_scalar(SQL)
-            .bind(tenant.as_str()).bind(level as i32).bind(index as i64).bind(width as i32)
-            .fetch_optional(p).await)
-        .map_err(|e| StoreError::from_sqlx(op, e))?;
-        let Some(blob) = blob else { return Ok(None) };
-        let want = usize::try_from(width).unwrap_or(usize::MAX);
-        if blob.len() % 32 != 0 || blob.len() / 32 < want {
-            return Err(StoreError::Database {
-                op,
-                message: format!(
-                    "tile {level}/{index} holds {} bytes, not {want} or more whole hashes: run vigil verify",
-                    blob.len()
-                ),
-            });
+        tiles: &[(u32, u64, u64)],
+    ) -> Result<Vec<Option<Vec<Hash32>>>, StoreError> {
+        let op = "reading Merkle tiles";
+        if tiles.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(Some(
-            blob.chunks_exact(32)
-                .take(want)
-                .map(|c| Hash32(c.try_into().expect("32-byte chunk")))
-                .collect(),
-        ))
+        // One statement per number of tiles (a proof names about five), so each shape is
+        // prepared once per connection.
+        let mut sql = String::from(
+            "SELECT level, idx, width, hashes FROM merkle_tiles WHERE tenant_id = $1 AND (",
+        );
+        for i in 0..tiles.len() {
+            let sep = if i == 0 { "" } else { " OR " };
+            sql += &format!("{sep}(level = ${} AND idx = ${})", 2 * i + 2, 2 * i + 3);
+        }
+        sql.push(')');
+        let rows: Vec<(i32, i64, i32, Vec<u8>)> = with_pool!(self, p => {
+            let mut q = sqlx::query_as(&sql).bind(tenant.as_str());
+            for (level, index, _) in tiles {
+                q = q.bind(*level as i32).bind(*index as i64);
+            }
+            q.fetch_all(p).await
+        })
+        .map_err(|e| StoreError::from_sqlx(op, e))?;
+        tiles
+            .iter()
+            .map(|&(level, index, width)| {
+                let Some((_, _, stored, blob)) = rows
+                    .iter()
+                    .find(|r| r.0 as u32 == level && r.1 as u64 == index)
+                else {
+                    return Ok(None);
+                };
+                let want = usize::try_from(width).unwrap_or(usize::MAX);
+                if blob.len() != 32 * (*stored).max(0) as usize {
+                    return Err(StoreError::Database {
+                        op,
+                        message: format!(
+                            "tile {level}/{index} holds {} bytes for {stored} hashes: run vigil verify",
+                            blob.len()
+                        ),
+                    });
+                }
+                Ok((*stored as usize >= want).then(|| {
+                    blob.chunks_exact(32)
+                        .take(want)
+                        .map(|c| Hash32(c.try_into().expect("32-byte chunk")))
+                        .collect()
+                }))
+            })
+            .collect()
     }
 
     async fn put_merkle_tiles(

@@ -706,21 +706,38 @@ async fn leaf_hashes_and_merkle_nodes_round_trip_per_tenant(e: Engine) {
 async fn merkle_tiles_keep_the_widest_and_serve_narrower_requests(e: Engine) {
     let (s, a, b) = (&*e.store, tenant("acme"), tenant("globex"));
     let hs = |n: u8| (0..n).map(|i| Hash32([i; 32])).collect::<Vec<_>>();
-    assert_eq!(s.merkle_tile(&a, 0, 3, 1).await.unwrap(), None);
+    let tile = |t: &TenantId, level: u32, index: u64, width: u64| {
+        let t = t.clone();
+        async move {
+            s.merkle_tiles(&t, &[(level, index, width)])
+                .await
+                .unwrap()
+                .remove(0)
+        }
+    };
+    assert_eq!(tile(&a, 0, 3, 1).await, None);
     s.put_merkle_tiles(&a, &[(0, 3, hs(40)), (1, 0, hs(2))])
         .await
         .unwrap();
-    assert_eq!(s.merkle_tile(&a, 0, 3, 40).await.unwrap(), Some(hs(40)));
-    assert_eq!(s.merkle_tile(&a, 0, 3, 7).await.unwrap(), Some(hs(7)));
-    assert_eq!(s.merkle_tile(&a, 0, 3, 41).await.unwrap(), None);
-    assert_eq!(s.merkle_tile(&a, 1, 0, 2).await.unwrap(), Some(hs(2)));
-    assert_eq!(s.merkle_tile(&a, 1, 3, 2).await.unwrap(), None);
-    assert_eq!(s.merkle_tile(&b, 0, 3, 1).await.unwrap(), None);
+    assert_eq!(tile(&a, 0, 3, 40).await, Some(hs(40)));
+    assert_eq!(tile(&a, 0, 3, 7).await, Some(hs(7)));
+    assert_eq!(tile(&a, 0, 3, 41).await, None);
+    assert_eq!(tile(&a, 1, 0, 2).await, Some(hs(2)));
+    assert_eq!(tile(&a, 1, 3, 2).await, None);
+    assert_eq!(tile(&b, 0, 3, 1).await, None);
     // Wider replaces narrower; narrower never replaces wider.
     s.put_merkle_tiles(&a, &[(0, 3, hs(255))]).await.unwrap();
     s.put_merkle_tiles(&a, &[(0, 3, hs(12))]).await.unwrap();
-    assert_eq!(s.merkle_tile(&a, 0, 3, 255).await.unwrap(), Some(hs(255)));
+    assert_eq!(tile(&a, 0, 3, 255).await, Some(hs(255)));
     s.put_merkle_tiles(&a, &[]).await.unwrap();
+    // Several at once, in the order asked, missing ones as None.
+    assert_eq!(
+        s.merkle_tiles(&a, &[(1, 0, 1), (5, 5, 1), (0, 3, 3)])
+            .await
+            .unwrap(),
+        vec![Some(hs(1)), None, Some(hs(3))]
+    );
+    assert!(s.merkle_tiles(&a, &[]).await.unwrap().is_empty());
 }
 
 /// Seals one event per `(occurred_at, action)` after `head`.

@@ -150,6 +150,8 @@ fn example_service(port: u16, spool: &Path, target: [&str; 2]) -> Server {
 /// Orders posted at a steady rate, round-robin over tenants, and what was acknowledged.
 struct Load {
     acked: Arc<Mutex<Vec<(String, String)>>>,
+    /// Requests that got no 201: a service killed mid-request may have stored their events.
+    unanswered: Arc<std::sync::atomic::AtomicUsize>,
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -159,7 +161,8 @@ impl Load {
         let tenants: Vec<String> = tenants.iter().map(|t| t.to_string()).collect();
         let acked = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (a, s) = (acked.clone(), stop.clone());
+        let unanswered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (a, s, u) = (acked.clone(), stop.clone(), unanswered.clone());
         let task = tokio::spawn(async move {
             let http = Client::builder()
                 .timeout(Duration::from_secs(30))
@@ -172,7 +175,7 @@ impl Load {
                 tick.tick().await;
                 let tenant = tenants[i % tenants.len()].clone();
                 i += 1;
-                let (http, base, a) = (http.clone(), base.clone(), a.clone());
+                let (http, base, a, u) = (http.clone(), base.clone(), a.clone(), u.clone());
                 inflight.spawn(async move {
                     let r = http
                         .post(format!("{base}/v1/orders"))
@@ -181,13 +184,16 @@ impl Load {
                         .json(&json!({"item": "tea", "qty": 1}))
                         .send()
                         .await;
-                    if let Ok(r) = r {
-                        if r.status() == 201 {
+                    match r.ok().filter(|r| r.status() == 201) {
+                        Some(r) => {
                             if let Some(id) = r.headers().get("x-audit-event-id") {
                                 a.lock()
                                     .unwrap()
                                     .push((tenant, id.to_str().unwrap().to_owned()));
                             }
+                        }
+                        None => {
+                            u.fetch_add(1, Ordering::SeqCst);
                         }
                     }
                 });
@@ -195,14 +201,24 @@ impl Load {
             }
             while inflight.join_next().await.is_some() {}
         });
-        Load { acked, stop, task }
+        Load {
+            acked,
+            unanswered,
+            stop,
+            task,
+        }
     }
 
     async fn finish(self) -> Vec<(String, String)> {
+        self.finish_counting().await.0
+    }
+
+    /// What was acknowledged, and how many requests got no 201.
+    async fn finish_counting(self) -> (Vec<(String, String)>, usize) {
         self.stop.store(true, Ordering::SeqCst);
         self.task.await.unwrap();
         let acked = self.acked.lock().unwrap().clone();
-        acked
+        (acked, self.unanswered.load(Ordering::SeqCst))
     }
 }
 
@@ -227,6 +243,18 @@ async fn stored(db: &str) -> Vec<(String, String)> {
 /// Waits until every acknowledged event is stored, then checks each is stored exactly once,
 /// nothing else is, and the chains verify.
 async fn assert_stored_exactly_once(db: &str, acked: &[(String, String)], within: Duration) {
+    assert_acked_stored_once(db, acked, 0, within).await
+}
+
+/// As [`assert_stored_exactly_once`], but up to `unanswered` events stored without an
+/// acknowledgement are allowed: a service killed between making an event durable and
+/// answering its request (the client saw no 201, so it cannot know the event's id).
+async fn assert_acked_stored_once(
+    db: &str,
+    acked: &[(String, String)],
+    unanswered: usize,
+    within: Duration,
+) {
     let want: BTreeSet<(String, String)> = acked.iter().cloned().collect();
     assert_eq!(
         want.len(),
@@ -252,8 +280,13 @@ async fn assert_stored_exactly_once(db: &str, acked: &[(String, String)], within
         want.len()
     );
     assert_eq!(got.len(), have.len(), "an event is stored twice");
-    let extra: Vec<_> = have.difference(&want).take(5).collect();
-    assert!(extra.is_empty(), "stored but never acknowledged: {extra:?}");
+    let extra: Vec<_> = have.difference(&want).collect();
+    assert!(
+        extra.len() <= unanswered,
+        "stored but never acknowledged ({} requests went unanswered): {:?}",
+        unanswered,
+        &extra[..extra.len().min(5)]
+    );
     let (code, out) = run_verify(db, &[]);
     assert_eq!(code, 0, "{out}");
 }
@@ -533,7 +566,7 @@ async fn the_emitting_service_killed_with_a_full_spool_drains_it_after_a_restart
     tokio::time::sleep(Duration::from_secs(4)).await;
     let spooled = metric_of(&url(&svc), "audit_producer_spool_bytes").await;
     svc.kill9();
-    let acked = load.finish().await;
+    let (acked, unanswered) = load.finish_counting().await;
     assert!(
         spooled > 0.0 && acked.len() > 50,
         "{spooled} bytes, {} acked",
@@ -545,7 +578,7 @@ async fn the_emitting_service_killed_with_a_full_spool_drains_it_after_a_restart
     audit.wait_ready().await;
     let mut svc = example_service(port, &spool, ["--kafka-bootstrap", &b]);
     svc.wait_for("/healthz").await;
-    assert_stored_exactly_once(&db, &acked, Duration::from_secs(60)).await;
+    assert_acked_stored_once(&db, &acked, unanswered, Duration::from_secs(60)).await;
     assert_eq!(
         metric_of(&url(&svc), "audit_producer_spool_bytes").await,
         0.0

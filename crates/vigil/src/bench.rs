@@ -94,6 +94,9 @@ pub(crate) struct IngestArgs {
     /// were kept), alternating with the usual run, and report the ratio.
     #[arg(long)]
     tree_cost: bool,
+    /// Events per tenant between signed checkpoints (the audit service's default: 1,000).
+    #[arg(long, default_value_t = 1000)]
+    checkpoint_every: i64,
 }
 
 #[derive(Args, Debug)]
@@ -218,7 +221,7 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
         Arc::clone(&store),
         signer,
         metrics.clone(),
-        1000,
+        a.checkpoint_every,
         Duration::from_secs(60),
     ));
     let seq = Sequencer::new(
@@ -260,7 +263,7 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
                 Arc::clone(&store),
                 NoteSigner::new("bench", &[7; 32])?,
                 metrics.clone(),
-                1000,
+                a.checkpoint_every,
                 Duration::from_secs(60),
             )
             .without_tree(),

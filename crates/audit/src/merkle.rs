@@ -25,14 +25,28 @@ pub async fn tile(
     tenant: &TenantId,
     id: TileId,
 ) -> Result<Vec<Hash32>, AuditError> {
-    let stored = store
-        .merkle_tiles(tenant, &[(id.level, id.index, id.width)])
+    Ok(tiles(store, tenant, &[id]).await?.remove(0))
+}
+
+/// Tiles, each as [`tile`] reads it: the kept ones in one statement (a proof at a million
+/// leaves names about five), any other from its rows, concurrently.
+async fn tiles(
+    store: &dyn Store,
+    tenant: &TenantId,
+    ids: &[TileId],
+) -> Result<Vec<Vec<Hash32>>, AuditError> {
+    let asked: Vec<(u32, u64, u64)> = ids.iter().map(|t| (t.level, t.index, t.width)).collect();
+    let kept = store
+        .merkle_tiles(tenant, &asked)
         .await
-        .map_err(store_err("reading a Merkle tile"))?;
-    match stored.into_iter().next().flatten() {
-        Some(hashes) => Ok(hashes),
-        None => unstored_tile(store, tenant, id).await,
-    }
+        .map_err(store_err("reading Merkle tiles"))?;
+    futures::future::try_join_all(ids.iter().zip(kept).map(|(id, k)| async move {
+        match k {
+            Some(hashes) => Ok(hashes),
+            None => unstored_tile(store, tenant, *id).await,
+        }
+    }))
+    .await
 }
 
 /// A tile read from the leaves or nodes it is made of.
@@ -62,26 +76,14 @@ async fn unstored_tile(
     Ok(hashes)
 }
 
-/// Runs `f` over the tiles it needs, read from the store: the stored ones in one statement
-/// (a proof at a million leaves names about five), any other from its rows, concurrently.
+/// Runs `f` over the tiles it needs, read from the store (see [`tiles`]).
 async fn with_tiles<T>(
     store: &dyn Store,
     tenant: &TenantId,
     f: impl Fn(&dyn merkle::Nodes) -> Result<T, merkle::MerkleError>,
 ) -> Result<T, AuditError> {
     let ids = merkle::tiles_needed(&f)?;
-    let asked: Vec<(u32, u64, u64)> = ids.iter().map(|t| (t.level, t.index, t.width)).collect();
-    let stored = store
-        .merkle_tiles(tenant, &asked)
-        .await
-        .map_err(store_err("reading Merkle tiles"))?;
-    let tiles = futures::future::try_join_all(ids.iter().zip(stored).map(|(id, s)| async move {
-        match s {
-            Some(hashes) => Ok(hashes),
-            None => unstored_tile(store, tenant, *id).await,
-        }
-    }))
-    .await?;
+    let tiles = tiles(store, tenant, &ids).await?;
     let nodes = TileNodes(
         ids.iter()
             .map(|id| (id.level, id.index))
@@ -184,7 +186,8 @@ pub async fn maintain(
         let mut made = Vec::new();
         let mut tiles = Vec::new();
         for index in have..complete {
-            let hashes = tile(
+            // Not kept yet: a tile is kept with the node above it.
+            let hashes = unstored_tile(
                 store,
                 tenant,
                 TileId {
@@ -205,20 +208,24 @@ pub async fn maintain(
         level += 1;
     }
     // The right edge: at each level, the hashes past the last full tile.
-    let mut edge = Vec::new();
+    let mut ids = Vec::new();
     let (mut n, mut level) = (size, 0u32);
     while n > 0 {
         if !n.is_multiple_of(TILE_WIDTH) {
-            let id = TileId {
+            ids.push(TileId {
                 level,
                 index: n / TILE_WIDTH,
                 width: n % TILE_WIDTH,
-            };
-            edge.push((id.level, id.index, tile(store, tenant, id).await?));
+            });
         }
         n /= TILE_WIDTH;
         level += 1;
     }
+    let mut edge = ids
+        .iter()
+        .zip(tiles(store, tenant, &ids).await?)
+        .map(|(id, hashes)| (id.level, id.index, hashes))
+        .collect();
     put(store, tenant, &mut edge, &mut Vec::new()).await?;
     Ok(stored)
 }

@@ -47,6 +47,7 @@ pub mod number;
 pub mod record;
 pub mod redaction;
 pub mod retention;
+pub mod stored;
 pub mod time;
 pub mod verify;
 pub mod webhook;

@@ -134,67 +134,44 @@ impl Record {
 
     /// Appends the canonical hashed form to `w`.
     pub fn write_hashed_form(&self, w: &mut Writer) {
-        w.raw("{");
-        w.key("action");
-        w.string(&self.action);
-        w.raw(",");
-        w.key("actor");
-        w.party(&self.actor.id, &self.actor.kind);
-        w.raw(",");
-        w.key("event_id");
-        w.string(&self.event_id);
-        w.raw(",");
-        w.key("occurred_at");
-        w.string(&self.occurred_at);
-        w.raw(",");
-        w.key("outcome");
-        w.string(&self.outcome);
-        w.raw(",");
-        w.key("payload_commitments");
-        w.raw("{");
-        let mut keys: Vec<&String> = self.payload_commitments.keys().collect();
-        if keys.iter().any(|k| !k.is_ascii()) {
-            keys.sort_by(|a, b| utf16_cmp(a, b));
-        }
-        for (i, k) in keys.into_iter().enumerate() {
-            if i > 0 {
-                w.raw(",");
+        self.hashed_fields().write(w, |w| {
+            w.raw("{");
+            let mut keys: Vec<&String> = self.payload_commitments.keys().collect();
+            if keys.iter().any(|k| !k.is_ascii()) {
+                keys.sort_by(|a, b| utf16_cmp(a, b));
             }
-            w.string(k);
-            w.raw(":");
-            w.string(&self.payload_commitments[k]);
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    w.raw(",");
+                }
+                w.string(k);
+                w.raw(":");
+                w.string(&self.payload_commitments[k]);
+            }
+            w.raw("}");
+        });
+    }
+
+    fn hashed_fields(&self) -> HashedFields<'_> {
+        HashedFields {
+            tenant_id: &self.tenant_id,
+            seq: self.seq,
+            event_id: &self.event_id,
+            occurred_at: &self.occurred_at,
+            received_at: &self.received_at,
+            actor_kind: &self.actor.kind,
+            actor_id: &self.actor.id,
+            action: &self.action,
+            resource_kind: &self.resource.kind,
+            resource_id: &self.resource.id,
+            outcome: &self.outcome,
+            severity: &self.severity,
+            service: &self.source.service,
+            producer_id: self.source.producer_id.as_deref(),
+            producer_seq: self.source.producer_seq,
+            trace_id: self.trace_id.as_deref(),
+            schema_version: self.schema_version,
         }
-        w.raw("},");
-        w.key("received_at");
-        w.string(&self.received_at);
-        w.raw(",");
-        w.key("resource");
-        w.party(&self.resource.id, &self.resource.kind);
-        w.raw(",");
-        w.key("schema_version");
-        w.int(self.schema_version);
-        w.raw(",");
-        w.key("seq");
-        w.int(self.seq);
-        w.raw(",");
-        w.key("severity");
-        w.string(&self.severity);
-        w.raw(",");
-        w.key("source");
-        w.source(
-            &self.source.service,
-            self.source.producer_id.as_deref(),
-            self.source.producer_seq,
-        );
-        w.raw(",");
-        w.key("tenant_id");
-        w.string(&self.tenant_id);
-        if let Some(t) = &self.trace_id {
-            w.raw(",");
-            w.key("trace_id");
-            w.string(t);
-        }
-        w.raw("}");
     }
 
     /// The hashed form as a JSON value (what a third party reconstructs from a served record).
@@ -218,6 +195,80 @@ impl Record {
         scratch.buf.push(LEAF_PREFIX);
         self.write_hashed_form(scratch);
         Hash32::digest(&[&scratch.buf])
+    }
+}
+
+/// The hashed form's members other than `payload_commitments`, borrowed from wherever the
+/// record is held (a [`Record`], or a stored row still in its columns' text).
+pub(crate) struct HashedFields<'a> {
+    pub(crate) tenant_id: &'a str,
+    pub(crate) seq: i64,
+    pub(crate) event_id: &'a str,
+    pub(crate) occurred_at: &'a str,
+    pub(crate) received_at: &'a str,
+    pub(crate) actor_kind: &'a str,
+    pub(crate) actor_id: &'a str,
+    pub(crate) action: &'a str,
+    pub(crate) resource_kind: &'a str,
+    pub(crate) resource_id: &'a str,
+    pub(crate) outcome: &'a str,
+    pub(crate) severity: &'a str,
+    pub(crate) service: &'a str,
+    pub(crate) producer_id: Option<&'a str>,
+    pub(crate) producer_seq: Option<i64>,
+    pub(crate) trace_id: Option<&'a str>,
+    pub(crate) schema_version: i64,
+}
+
+impl HashedFields<'_> {
+    /// Appends the canonical hashed form to `w`, `commitments` writing the
+    /// `payload_commitments` object.
+    pub(crate) fn write(&self, w: &mut Writer, commitments: impl FnOnce(&mut Writer)) {
+        w.raw("{");
+        w.key("action");
+        w.string(self.action);
+        w.raw(",");
+        w.key("actor");
+        w.party(self.actor_id, self.actor_kind);
+        w.raw(",");
+        w.key("event_id");
+        w.string(self.event_id);
+        w.raw(",");
+        w.key("occurred_at");
+        w.string(self.occurred_at);
+        w.raw(",");
+        w.key("outcome");
+        w.string(self.outcome);
+        w.raw(",");
+        w.key("payload_commitments");
+        commitments(w);
+        w.raw(",");
+        w.key("received_at");
+        w.string(self.received_at);
+        w.raw(",");
+        w.key("resource");
+        w.party(self.resource_id, self.resource_kind);
+        w.raw(",");
+        w.key("schema_version");
+        w.int(self.schema_version);
+        w.raw(",");
+        w.key("seq");
+        w.int(self.seq);
+        w.raw(",");
+        w.key("severity");
+        w.string(self.severity);
+        w.raw(",");
+        w.key("source");
+        w.source(self.service, self.producer_id, self.producer_seq);
+        w.raw(",");
+        w.key("tenant_id");
+        w.string(self.tenant_id);
+        if let Some(t) = self.trace_id {
+            w.raw(",");
+            w.key("trace_id");
+            w.string(t);
+        }
+        w.raw("}");
     }
 }
 

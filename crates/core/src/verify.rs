@@ -9,8 +9,9 @@ use crate::chain::{link, ChainHead};
 use crate::checkpoint::Checkpoint;
 use crate::hash::Hash32;
 use crate::jcs::Writer;
-use crate::record::{commitment_with, Record};
+use crate::record::{commitment_with, HashedFields, Record, LEAF_PREFIX};
 use crate::retention::PurgeManifest;
+use crate::stored::{plain_hex_map, PlainHexMap, StoredRow};
 use std::fmt;
 
 /// What is wrong at the first bad seq.
@@ -137,6 +138,8 @@ pub struct ChainVerifier {
     purges: Vec<PurgeManifest>,
     /// The Merkle tree over the verified leaf hashes, for the checkpoints' roots.
     tree: crate::merkle::Frontier,
+    /// Rows [`ChainVerifier::push_stored`] had to decode.
+    decoded: u64,
 }
 
 impl ChainVerifier {
@@ -152,6 +155,7 @@ impl ChainVerifier {
             next_checkpoint: next,
             purges: Vec::new(),
             tree: crate::merkle::Frontier::default(),
+            decoded: 0,
         }
     }
 
@@ -208,7 +212,77 @@ impl ChainVerifier {
         if let Err(damage) = check_payload(r, purged, &mut self.scratch) {
             return bad(damage);
         }
-        if let Some(m) = self.purges.iter().find(|m| m.to_seq == r.seq) {
+        self.accept(r.seq, leaf, chain)
+    }
+
+    /// Checks the next record straight from its stored columns. A row whose JSON columns are
+    /// as Vigil writes them is checked without decoding them (its commitments object hashed
+    /// as it stands, each payload member's text against its commitment); any other row, and
+    /// any row that does not check out that way, is decoded and checked by
+    /// [`ChainVerifier::push`]: the verdict is the same either way, the fast path only
+    /// accepts what `push` accepts.
+    pub fn push_stored(&mut self, row: &StoredRow<'_>) -> Result<(), Finding> {
+        match self.check_stored(row) {
+            Some((leaf, chain)) => self.accept(row.seq, leaf, chain),
+            None => {
+                self.decoded += 1;
+                self.push(&row.to_record())
+            }
+        }
+    }
+
+    /// How many rows [`ChainVerifier::push_stored`] could not check from their text as it
+    /// stands and decoded (a store written by Vigil has none but rows with sealed members).
+    pub fn decoded_rows(&self) -> u64 {
+        self.decoded
+    }
+
+    /// The leaf and chain hash of a row that checks out from its text as it stands, or None.
+    fn check_stored(&mut self, row: &StoredRow<'_>) -> Option<(Hash32, Hash32)> {
+        if row.seq != self.head.seq + 1 || row.payload_sealed != "{}" {
+            return None;
+        }
+        let commitments = plain_hex_map(row.payload_commitments, 64)?;
+        let fields = HashedFields {
+            tenant_id: row.tenant_id,
+            seq: row.seq,
+            event_id: row.event_id,
+            occurred_at: row.occurred_at,
+            received_at: row.received_at,
+            actor_kind: row.actor_type,
+            actor_id: row.actor_id,
+            action: row.action,
+            resource_kind: row.resource_type,
+            resource_id: row.resource_id,
+            outcome: row.outcome,
+            severity: row.severity,
+            service: row.source_service,
+            producer_id: row.producer_id,
+            producer_seq: row.producer_seq,
+            trace_id: row.trace_id,
+            schema_version: row.schema_version,
+        };
+        self.scratch.buf.clear();
+        self.scratch.buf.push(LEAF_PREFIX);
+        fields.write(&mut self.scratch, |w| w.raw(commitments.text));
+        let leaf = Hash32::digest(&[&self.scratch.buf]);
+        if Hash32::from_hex(row.leaf_hash) != Some(leaf) {
+            return None;
+        }
+        let chain = link(&self.head.hash, &leaf);
+        if Hash32::from_hex(row.chain_hash) != Some(chain) {
+            return None;
+        }
+        let purged = self.purges.iter().any(|m| m.covers(row.seq));
+        payload_text_matches(row.payload, row.payload_salts, commitments, purged)
+            .then_some((leaf, chain))
+    }
+
+    /// Takes a record whose content, hashes and payload checked out as the new head: checks
+    /// a purge manifest ending here and the checkpoints up to here.
+    fn accept(&mut self, seq: i64, leaf: Hash32, chain: Hash32) -> Result<(), Finding> {
+        let bad = |damage| Err(Finding { seq, damage });
+        if let Some(m) = self.purges.iter().find(|m| m.to_seq == seq) {
             if m.boundary != chain {
                 return bad(Damage::PurgeManifestMismatch {
                     from_seq: m.from_seq,
@@ -216,10 +290,7 @@ impl ChainVerifier {
                 });
             }
         }
-        self.head = ChainHead {
-            seq: r.seq,
-            hash: chain,
-        };
+        self.head = ChainHead { seq, hash: chain };
         self.tree.push(leaf);
         while let Some(cp) = &self.next_checkpoint {
             if cp.size > self.head.seq {
@@ -296,6 +367,69 @@ fn check_payload(r: &Record, purged: bool, scratch: &mut Writer) -> Result<(), D
     Ok(())
 }
 
+/// The payload check of [`check_payload`] on the stored text: true only when the payload is
+/// a JSON object whose members' texts each hash, with their salt, to their commitment, every
+/// commitment has its member (unless `purged`), and the salts are as Vigil writes them.
+/// A member's text that hashes to its commitment is the canonical form of the committed
+/// value, so decoding and canonicalizing it would give the same bytes; false sends the row
+/// to the general check, which names what is wrong, if anything.
+fn payload_text_matches(
+    payload: &str,
+    salts: &str,
+    commitments: PlainHexMap<'_>,
+    purged: bool,
+) -> bool {
+    use serde::de::{Deserializer as _, MapAccess, Visitor};
+    struct Members<'c> {
+        commitments: PlainHexMap<'c>,
+        salts: PlainHexMap<'c>,
+    }
+    impl<'de> Visitor<'de> for Members<'_> {
+        /// Which commitments (by index) a member matched.
+        type Value = Option<u64>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a payload object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<u64>, A::Error> {
+            let mut seen = 0u64;
+            while let Some((k, v)) =
+                map.next_entry::<&'de str, &'de serde_json::value::RawValue>()?
+            {
+                let (Some((i, c)), Some((_, s))) = (self.commitments.get(k), self.salts.get(k))
+                else {
+                    return Ok(None);
+                };
+                let (mut salt, mut want) = ([0u8; 16], [0u8; 32]);
+                let fresh = seen & (1 << i) == 0;
+                if !fresh
+                    || !crate::hash::decode_hex(s.as_bytes(), &mut salt)
+                    || !crate::hash::decode_hex(c.as_bytes(), &mut want)
+                    || Hash32::digest(&[&salt, v.get().as_bytes()]).0 != want
+                {
+                    return Ok(None);
+                }
+                seen |= 1 << i;
+            }
+            Ok(Some(seen))
+        }
+    }
+    let Some(salt_map) = crate::stored::plain_hex_map(salts, 32) else {
+        return false;
+    };
+    if commitments.count > 63 {
+        return false;
+    }
+    let mut de = serde_json::Deserializer::from_str(payload);
+    let seen = de.deserialize_map(Members {
+        commitments,
+        salts: salt_map,
+    });
+    match (seen, de.end()) {
+        (Ok(Some(seen)), Ok(())) => purged || seen == (1u64 << commitments.count) - 1,
+        _ => false,
+    }
+}
+
 /// Checks one record on its own, as a client holding only it can: its content against its
 /// leaf hash and its payload against its commitments (a record whose payload a purge removed
 /// reports the removal). The chain and the tree are checked elsewhere.
@@ -331,6 +465,7 @@ mod tests {
     use super::*;
     use crate::record::tests::chain;
     use proptest::prelude::*;
+    use serde_json::Value;
 
     fn finding(v: Verdict) -> Finding {
         match v {
@@ -338,6 +473,209 @@ mod tests {
             Verdict::Intact { head } => {
                 panic!("tampering went unnoticed (intact up to {})", head.seq)
             }
+        }
+    }
+
+    /// A record's JSON columns as the store writes them.
+    #[derive(Clone, Debug)]
+    struct Columns {
+        commitments: String,
+        payload: String,
+        salts: String,
+        sealed: String,
+        leaf: String,
+        chain: String,
+    }
+
+    fn columns(r: &Record) -> Columns {
+        fn json(v: &impl serde::Serialize) -> String {
+            serde_json::to_string(v).unwrap()
+        }
+        Columns {
+            commitments: json(&r.payload_commitments),
+            payload: json(&r.payload),
+            salts: json(&r.payload_salts),
+            sealed: json(&r.sealed),
+            leaf: r.leaf_hash.clone(),
+            chain: r.chain_hash.clone(),
+        }
+    }
+
+    fn row<'a>(r: &'a Record, c: &'a Columns) -> StoredRow<'a> {
+        StoredRow {
+            tenant_id: &r.tenant_id,
+            seq: r.seq,
+            event_id: &r.event_id,
+            occurred_at: &r.occurred_at,
+            received_at: &r.received_at,
+            actor_type: &r.actor.kind,
+            actor_id: &r.actor.id,
+            action: &r.action,
+            resource_type: &r.resource.kind,
+            resource_id: &r.resource.id,
+            outcome: &r.outcome,
+            severity: &r.severity,
+            source_service: &r.source.service,
+            producer_id: r.source.producer_id.as_deref(),
+            producer_seq: r.source.producer_seq,
+            trace_id: r.trace_id.as_deref(),
+            schema_version: r.schema_version,
+            payload_commitments: &c.commitments,
+            payload: &c.payload,
+            payload_salts: &c.salts,
+            leaf_hash: &c.leaf,
+            chain_hash: &c.chain,
+            subject_ref: r.subject_ref.as_deref(),
+            payload_sealed: &c.sealed,
+        }
+    }
+
+    /// The verdict `push_stored` reaches, how many rows it decoded, and the verdict `push`
+    /// reaches on the same rows decoded.
+    fn both_ways(rows: &[StoredRow<'_>], purges: Vec<PurgeManifest>) -> (Verdict, u64, Verdict) {
+        let mut fast = ChainVerifier::new(Vec::new()).with_purges(purges.clone());
+        let stored = rows
+            .iter()
+            .try_for_each(|r| fast.push_stored(r))
+            .map_or_else(Verdict::Tampered, |()| Verdict::Intact {
+                head: fast.head(),
+            });
+        let decoded = fast.decoded;
+        let stored = match stored {
+            Verdict::Intact { .. } => fast.finish(),
+            v => v,
+        };
+        let records: Vec<Record> = rows.iter().map(StoredRow::to_record).collect();
+        (stored, decoded, verify_with(&records, purges))
+    }
+
+    #[test]
+    fn rows_as_the_store_writes_them_verify_from_their_text() {
+        let rs = chain(20);
+        let cs: Vec<Columns> = rs.iter().map(columns).collect();
+        let rows: Vec<StoredRow<'_>> = rs.iter().zip(&cs).map(|(r, c)| row(r, c)).collect();
+        let (stored, decoded, records) = both_ways(&rows, vec![]);
+        assert!(stored.is_intact(), "{stored:?}");
+        assert_eq!(stored, records);
+        // serde_json writes these payloads (non-ASCII text included) exactly as RFC 8785
+        // does, so no row needed decoding.
+        assert_eq!(decoded, 0);
+    }
+
+    /// Text edits of a stored row, some harmless (another spelling of the same JSON), most
+    /// not; the stored-text path must reach exactly the decoded path's verdict on each.
+    /// A named edit of a row's columns.
+    type Edit = (&'static str, fn(&mut Columns));
+
+    fn edits() -> Vec<Edit> {
+        vec![
+            ("commitments spaced", |c| {
+                c.commitments = c.commitments.replace("\":\"", "\": \"")
+            }),
+            ("commitments upper case", |c| {
+                c.commitments = c.commitments.to_uppercase()
+            }),
+            ("commitment key escaped", |c| {
+                c.commitments = c.commitments.replacen("\"n\"", "\"\\u006e\"", 1)
+            }),
+            ("payload spaced", |c| {
+                c.payload = c.payload.replace(':', ": ")
+            }),
+            ("payload reordered", |c| {
+                let m: serde_json::Map<String, Value> = serde_json::from_str(&c.payload).unwrap();
+                let mut parts: Vec<String> = m
+                    .iter()
+                    .map(|(k, v)| format!("{}:{}", Value::from(k.clone()), v))
+                    .collect();
+                parts.reverse();
+                c.payload = format!("{{{}}}", parts.join(","));
+            }),
+            ("payload member duplicated", |c| {
+                c.payload = c.payload.replacen('{', "{\"n\":0,", 1)
+            }),
+            ("payload value changed", |c| {
+                c.payload = c.payload.replacen("\"n\":", "\"n\":1", 1)
+            }),
+            ("payload member removed", |c| {
+                let mut m: serde_json::Map<String, Value> =
+                    serde_json::from_str(&c.payload).unwrap();
+                m.remove("n");
+                c.payload = serde_json::to_string(&m).unwrap();
+            }),
+            ("payload member added", |c| {
+                c.payload = c.payload.replacen('{', "{\"zz\":1,", 1)
+            }),
+            ("payload not an object", |c| c.payload = "[]".into()),
+            ("payload unparseable", |c| c.payload = "{".into()),
+            ("payload trailing text", |c| c.payload.push_str(" x")),
+            ("salt changed", |c| {
+                if let Some(i) = c.salts.find(":\"").map(|i| i + 2) {
+                    let digit = if &c.salts[i..=i] == "0" { "1" } else { "0" };
+                    c.salts.replace_range(i..=i, digit);
+                }
+            }),
+            ("salts spaced", |c| c.salts = c.salts.replace(':', ": ")),
+            ("salts empty", |c| c.salts = "{}".into()),
+            ("sealed member", |c| c.sealed = "{\"n\":\"x\"}".into()),
+            ("sealed spaced", |c| c.sealed = "{ }".into()),
+            ("leaf upper case", |c| c.leaf = c.leaf.to_uppercase()),
+            ("leaf changed", |c| {
+                c.leaf = c.leaf.replacen(|_| true, "f", 1)
+            }),
+            ("chain changed", |c| {
+                c.chain = c.chain.chars().rev().collect()
+            }),
+            ("commitments swallow more", |c| {
+                c.commitments = c.commitments.replacen('}', "},\"x\":\"y\"", 1)
+            }),
+        ]
+    }
+
+    #[test]
+    fn every_edit_of_the_stored_text_gets_the_decoded_paths_verdict() {
+        let rs = chain(6);
+        let signer = crate::checkpoint::NoteSigner::new("k", &[5; 32]).unwrap();
+        let (purged_rs, manifest) = purged(&signer);
+        for (name, edit) in edits() {
+            for at in [0, 2, 5] {
+                for (rs, purges) in [(&rs, vec![]), (&purged_rs, vec![manifest.clone()])] {
+                    let mut cs: Vec<Columns> = rs.iter().map(columns).collect();
+                    edit(&mut cs[at.min(rs.len() - 1)]);
+                    let rows: Vec<StoredRow<'_>> =
+                        rs.iter().zip(&cs).map(|(r, c)| row(r, c)).collect();
+                    let (stored, _, records) = both_ways(&rows, purges);
+                    assert_eq!(stored, records, "{name} at {at}");
+                }
+            }
+        }
+    }
+
+    proptest! {
+        /// Any one character of any JSON or hash column replaced: the same verdict both ways.
+        #[test]
+        fn a_character_replaced_anywhere_gets_the_decoded_paths_verdict(
+            at in 0usize..4,
+            column in 0usize..6,
+            position in any::<prop::sample::Index>(),
+            with in prop::sample::select(vec!['"', '\\', ',', ':', '{', '}', ' ', '0', 'a', 'F', 'é', 'n']),
+        ) {
+            let rs = chain(4);
+            let mut cs: Vec<Columns> = rs.iter().map(columns).collect();
+            let c = &mut cs[at];
+            let text = match column {
+                0 => &mut c.commitments,
+                1 => &mut c.payload,
+                2 => &mut c.salts,
+                3 => &mut c.sealed,
+                4 => &mut c.leaf,
+                _ => &mut c.chain,
+            };
+            let chars: Vec<char> = text.chars().collect();
+            let i = position.index(chars.len());
+            *text = chars[..i].iter().chain([&with]).chain(&chars[i + 1..]).collect();
+            let rows: Vec<StoredRow<'_>> = rs.iter().zip(&cs).map(|(r, c)| row(r, c)).collect();
+            let (stored, _, records) = both_ways(&rows, vec![]);
+            prop_assert_eq!(stored, records);
         }
     }
 

@@ -66,6 +66,19 @@ impl StoreError {
         }
     }
 
+    /// Classifies an error of the SQLite reader whole-chain scans use (see `scan_stored`).
+    pub(crate) fn from_rusqlite(op: &'static str, e: rusqlite::Error) -> StoreError {
+        let message = e.to_string();
+        match e.sqlite_error_code() {
+            Some(
+                rusqlite::ErrorCode::DatabaseBusy
+                | rusqlite::ErrorCode::DatabaseLocked
+                | rusqlite::ErrorCode::CannotOpen,
+            ) => StoreError::Unavailable { op, message },
+            _ => StoreError::Database { op, message },
+        }
+    }
+
     /// True when retrying later may succeed.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Unavailable { .. })

@@ -259,6 +259,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: i64,
     ) -> Result<Vec<Record>, StoreError>;
 
+    /// [`Store::scan`] as stored, the JSON columns undecoded, in one buffer: what reading a
+    /// whole chain (verification) uses.
+    async fn scan_stored(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+        limit: i64,
+    ) -> Result<vigil_core::stored::StoredBatch, StoreError>;
+
     /// The leaf hashes of seqs `from_seq..=to_seq`, in seq order (fewer when the chain is
     /// shorter): the level-0 tiles of the tenant's Merkle tree.
     async fn leaf_hashes(

@@ -12,13 +12,14 @@ use async_trait::async_trait;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 use sqlx::{QueryBuilder, Row};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use vigil_core::chain::ChainHead;
 use vigil_core::checkpoint::Checkpoint;
 use vigil_core::hash::Hash32;
 use vigil_core::ids::TenantId;
-use vigil_core::record::{Party, Record, RecordSource};
+use vigil_core::record::Record;
 use vigil_core::redaction::Policy;
+use vigil_core::stored::{StoredBatch, StoredRow};
 use vigil_core::time::Timestamp;
 
 pub(crate) static SQLITE_MIGRATIONS: sqlx::migrate::Migrator =
@@ -40,8 +41,22 @@ enum Pool {
         // SQLite has one writer at a time; queueing writers here instead of in SQLite's busy
         // handler keeps latency even and never surfaces SQLITE_BUSY.
         write: tokio::sync::Mutex<()>,
+        // The database file (None in memory), which whole-chain scans read directly.
+        file: Option<std::path::PathBuf>,
     },
     Postgres(PgPool),
+}
+
+impl Pool {
+    fn sqlite(pool: SqlitePool, url: &str) -> Pool {
+        let memory = url.contains(":memory:") || url.contains("mode=memory");
+        let file = (!memory).then(|| pool.connect_options().get_filename().to_path_buf());
+        Pool::Sqlite {
+            pool,
+            write: tokio::sync::Mutex::new(()),
+            file,
+        }
+    }
 }
 
 /// A store on SQLite or Postgres.
@@ -89,10 +104,7 @@ impl SqlStore {
     /// Opens and migrates the store at `url`.
     pub async fn open(url: &str) -> Result<SqlStore, StoreError> {
         let pool = match Database::open(url, &SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await? {
-            Database::Sqlite(pool) => Pool::Sqlite {
-                pool,
-                write: tokio::sync::Mutex::new(()),
-            },
+            Database::Sqlite(pool) => Pool::sqlite(pool, url),
             Database::Postgres(pool) => Pool::Postgres(pool),
         };
         Ok(SqlStore { pool })
@@ -196,10 +208,7 @@ impl SqlStore {
     pub async fn open_existing(url: &str) -> Result<SqlStore, StoreError> {
         let pool =
             match Database::open_existing(url, &SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await? {
-                Database::Sqlite(pool) => Pool::Sqlite {
-                    pool,
-                    write: tokio::sync::Mutex::new(()),
-                },
+                Database::Sqlite(pool) => Pool::sqlite(pool, url),
                 Database::Postgres(pool) => Pool::Postgres(pool),
             };
         Ok(SqlStore { pool })
@@ -244,12 +253,6 @@ impl Plan {
     }
 }
 
-/// Decodes a JSON column of a possibly tampered row. Anything unparseable becomes a marker
-/// member, so that verification reports the record instead of the read failing.
-fn json_map<T: serde::de::DeserializeOwned>(raw: &str, marker: impl FnOnce(String) -> T) -> T {
-    serde_json::from_str(raw).unwrap_or_else(|_| marker(raw.to_owned()))
-}
-
 /// Copies the write-ahead log into the database file now, so that the file shrinks after a
 /// vacuum and what was overwritten (purged values, destroyed keys) is zeroed there; the log's
 /// own old frames are overwritten as it is reused. Passive: it never waits for, or disturbs,
@@ -262,56 +265,93 @@ async fn checkpoint_wal(pool: &SqlitePool) -> Result<(), StoreError> {
         .map_err(|e| StoreError::from_sqlx("checkpointing the write-ahead log", e))
 }
 
-macro_rules! record_from_row {
-    ($row:expr) => {{
-        let row = $row;
-        let commitments: String = row.try_get(17)?;
-        let payload: String = row.try_get(18)?;
-        let salts: String = row.try_get(19)?;
-        Record {
-            tenant_id: row.try_get(0)?,
-            seq: row.try_get(1)?,
-            event_id: row.try_get(2)?,
-            occurred_at: row.try_get(3)?,
-            received_at: row.try_get(4)?,
-            actor: Party {
-                kind: row.try_get(5)?,
-                id: row.try_get(6)?,
-            },
-            action: row.try_get(7)?,
-            resource: Party {
-                kind: row.try_get(8)?,
-                id: row.try_get(9)?,
-            },
-            outcome: row.try_get(10)?,
-            severity: row.try_get(11)?,
-            source: RecordSource {
-                service: row.try_get(12)?,
-                producer_id: row.try_get(13)?,
-                producer_seq: row.try_get(14)?,
-            },
-            trace_id: row.try_get(15)?,
-            schema_version: row.try_get(16)?,
-            payload_commitments: json_map(&commitments, |raw| {
-                BTreeMap::from([("\u{0}unparseable".to_owned(), raw)])
-            }),
-            payload: json_map(&payload, |raw| {
-                serde_json::Map::from_iter([(
-                    "\u{0}unparseable".to_owned(),
-                    serde_json::Value::String(raw),
-                )])
-            }),
-            payload_salts: json_map(&salts, |_| BTreeMap::new()),
-            withheld: BTreeMap::new(),
-            leaf_hash: row.try_get(20)?,
-            chain_hash: row.try_get(21)?,
-            subject_ref: row.try_get(22)?,
-            // An unparseable column reads as a sealed member that never opens: reported.
-            sealed: json_map(&row.try_get::<String, _>(23)?, |raw| {
-                BTreeMap::from([("\u{0}unparseable".to_owned(), raw)])
-            }),
+/// A row of [`COLUMNS`], borrowed, read with the given column readers (text, nullable text,
+/// integer, nullable integer: each takes the column's index and returns a `Result`).
+macro_rules! stored_row {
+    ($text:expr, $opt:expr, $int:expr, $opt_int:expr) => {{
+        let (text, opt, int, opt_int) = ($text, $opt, $int, $opt_int);
+        StoredRow {
+            tenant_id: text(0)?,
+            seq: int(1)?,
+            event_id: text(2)?,
+            occurred_at: text(3)?,
+            received_at: text(4)?,
+            actor_type: text(5)?,
+            actor_id: text(6)?,
+            action: text(7)?,
+            resource_type: text(8)?,
+            resource_id: text(9)?,
+            outcome: text(10)?,
+            severity: text(11)?,
+            source_service: text(12)?,
+            producer_id: opt(13)?,
+            producer_seq: opt_int(14)?,
+            trace_id: opt(15)?,
+            schema_version: int(16)?,
+            payload_commitments: text(17)?,
+            payload: text(18)?,
+            payload_salts: text(19)?,
+            leaf_hash: text(20)?,
+            chain_hash: text(21)?,
+            subject_ref: opt(22)?,
+            payload_sealed: text(23)?,
         }
     }};
+    ($row:expr) => {{
+        let row = &$row;
+        stored_row!(
+            |i| row.try_get::<&str, _>(i),
+            |i| row.try_get::<Option<&str>, _>(i),
+            |i| row.try_get::<i64, _>(i),
+            |i| row.try_get::<Option<i64>, _>(i)
+        )
+    }};
+}
+
+/// A row of [`COLUMNS`] as a [`Record`]; an unparseable JSON column reads as a marker member,
+/// so that verification reports the record instead of the read failing.
+macro_rules! record_from_row {
+    ($row:expr) => {{
+        stored_row!($row).to_record()
+    }};
+}
+
+/// Reads up to `limit` rows of `tenant` after seq `after` from the SQLite file at `path` on
+/// this (blocking) thread, through a read-only connection of its own: one statement stepped
+/// here, each row copied into the batch as it stands. sqlx's driver hands every row from its
+/// worker thread to the task over a channel and allocates each column, which cost ten times
+/// what verifying the row does.
+fn read_stored_sqlite(
+    path: &std::path::Path,
+    sql: &str,
+    tenant: &str,
+    after: i64,
+    limit: i64,
+) -> Result<StoredBatch, rusqlite::Error> {
+    use rusqlite::OpenFlags;
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let mut stmt = conn.prepare(sql)?;
+    let mut rows = stmt.query(rusqlite::params![tenant, after, limit])?;
+    let mut batch = StoredBatch::with_capacity(usize::try_from(limit.min(5000)).unwrap_or(0), 1024);
+    while let Some(row) = rows.next()? {
+        let opt = |i: usize| -> Result<Option<&str>, rusqlite::Error> {
+            row.get_ref(i)?.as_str_or_null().map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    i,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })
+        };
+        // A NULL where the schema forbids one reads as empty text (and fails verification).
+        let text = |i: usize| opt(i).map(Option::unwrap_or_default);
+        batch.push(&stored_row!(text, opt, |i| row.get(i), |i| row.get(i)));
+    }
+    Ok(batch)
 }
 
 macro_rules! checkpoint_from_row {
@@ -613,6 +653,42 @@ impl Store for SqlStore {
         with_pool!(self, p => {
             let rows = sqlx::query(&sql).bind(tenant.as_str()).bind(after).bind(limit).fetch_all(p).await.map_err(|e| StoreError::from_sqlx(op, e))?;
             rows.iter().map(|row| Ok::<_, sqlx::Error>(record_from_row!(row))).collect::<Result<Vec<_>, _>>().map_err(|e| StoreError::from_sqlx(op, e))
+        })
+    }
+
+    async fn scan_stored(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+        limit: i64,
+    ) -> Result<StoredBatch, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM events WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        );
+        let op = "scanning records";
+        if let Pool::Sqlite {
+            file: Some(path), ..
+        } = &self.pool
+        {
+            let (path, tenant) = (path.clone(), tenant.as_str().to_owned());
+            let read = tokio::task::spawn_blocking(move || {
+                read_stored_sqlite(&path, &sql, &tenant, after, limit)
+            });
+            return match read.await {
+                Ok(batch) => batch.map_err(|e| StoreError::from_rusqlite(op, e)),
+                Err(e) => Err(StoreError::Database {
+                    op,
+                    message: e.to_string(),
+                }),
+            };
+        }
+        with_pool!(self, p => {
+            let rows = sqlx::query(&sql).bind(tenant.as_str()).bind(after).bind(limit).fetch_all(p).await.map_err(|e| StoreError::from_sqlx(op, e))?;
+            let mut batch = StoredBatch::with_capacity(rows.len(), 1024);
+            for row in &rows {
+                batch.push(&(|| Ok::<_, sqlx::Error>(stored_row!(row)))().map_err(|e| StoreError::from_sqlx(op, e))?);
+            }
+            Ok(batch)
         })
     }
 
@@ -918,7 +994,7 @@ impl Store for SqlStore {
     async fn reclaim_space(&self, full: bool) -> Result<Space, StoreError> {
         let op = "reclaiming space";
         match &self.pool {
-            Pool::Sqlite { pool, write } => {
+            Pool::Sqlite { pool, write, .. } => {
                 let before = sqlite_size(pool).await?;
                 let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
                     .fetch_one(pool)

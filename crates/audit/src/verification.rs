@@ -7,8 +7,9 @@ use vigil_core::ids::TenantId;
 use vigil_core::verify::{ChainVerifier, Damage, Finding, Verdict};
 use vigil_store::{Store, StoreError};
 
-/// Records fetched per round trip.
-const SCAN_BATCH: i64 = 5000;
+/// Records fetched per statement: about 1.5 MB of rows, small enough for the allocator to
+/// reuse (at 5,000 every batch was fresh pages from the kernel, zeroed: 7 % of the CPU).
+const SCAN_BATCH: i64 = 1000;
 
 /// The verdict on one tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,19 +117,9 @@ pub async fn verify_tenant(
     // a receipt covering every one of them.
     let mut sealed: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
     // The next batch is read (on another thread, for SQLite) while this one is verified.
-    let read = |after: i64| {
-        let (store, tenant) = (store.clone(), tenant.clone());
-        tokio::spawn(async move { store.scan_stored(&tenant, after, SCAN_BATCH).await })
-    };
-    let mut next = read(0);
-    loop {
-        let batch = (&mut next).await.map_err(|e| StoreError::Database {
-            op: "scanning records",
-            message: e.to_string(),
-        })??;
-        let Some(last) = batch.last_seq() else { break };
-        let full = batch.len() as i64 == SCAN_BATCH;
-        next = read(last);
+    let mut batches = store.scan_stored(tenant, 0, SCAN_BATCH);
+    while let Some(batch) = batches.recv().await {
+        let batch = batch?;
         for row in batch.rows() {
             // Most rows are checked from their text; those with sealed members or an erasure
             // receipt are decoded, for what else they say.
@@ -166,11 +157,7 @@ pub async fn verify_tenant(
             }
         }
         progress(batch.len() as u64);
-        if !full {
-            break;
-        }
     }
-    next.abort();
     let refs: Vec<String> = sealed.keys().cloned().collect();
     let keyed = store.subject_keys(tenant, &refs).await?;
     for (subject, seqs) in &sealed {

@@ -253,87 +253,199 @@ impl StoredBatch {
     }
 }
 
-/// The members of a JSON object written the way Vigil writes its string maps — `{"k":"v",…}`
-/// with keys of printable ASCII other than `"` and `\`, in strictly ascending order, no
-/// whitespace, and every value exactly `value_len` lowercase hex digits — or None for any
-/// other text (which may still be valid JSON: the caller then decodes it the general way).
-/// Such text is its own RFC 8785 form: hashing it as it stands is hashing it canonicalized.
-pub(crate) fn plain_hex_map(s: &str, value_len: usize) -> Option<PlainHexMap<'_>> {
+/// The most members [`plain_string_map`] takes (more go the general way).
+const MAX_PLAIN_MEMBERS: usize = 64;
+
+/// The members of a JSON object of strings written the way Vigil writes its string maps —
+/// `{"k":"v",…}` with no whitespace, no escapes or control characters anywhere, keys of ASCII
+/// in strictly ascending order, at most 64 members — or None for any other text (which may
+/// still be valid JSON: the caller then decodes it the general way). Such text is its own
+/// RFC 8785 form: hashing it as it stands is hashing it canonicalized.
+pub(crate) fn plain_string_map(s: &str) -> Option<PlainMap<'_>> {
     let b = s.as_bytes();
-    if b.first() != Some(&b'{') || b.last() != Some(&b'}') {
+    // One pass the compiler vectorizes; after it, every '"' is a string's delimiter.
+    if b.first() != Some(&b'{')
+        || b.last() != Some(&b'}')
+        || !b
+            .iter()
+            .fold(true, |ok, &c| ok & (c >= 0x20) & (c != b'\\'))
+    {
         return None;
     }
-    let mut i = 1;
-    let mut prev: Option<&[u8]> = None;
-    let mut count = 0;
+    let mut map = PlainMap {
+        text: s,
+        count: 0,
+        members: [(0, 0, 0); MAX_PLAIN_MEMBERS],
+    };
+    let quote = |from: usize| memchr::memchr(b'"', &b[from..]).map(|n| from + n);
     let end = b.len() - 1;
+    let mut i = 1;
+    let mut prev: &[u8] = &[];
     while i < end {
-        if count > 0 {
+        if map.count > 0 {
             if b[i] != b',' {
                 return None;
             }
             i += 1;
         }
-        if b.get(i) != Some(&b'"') {
+        if b.get(i) != Some(&b'"') || map.count == MAX_PLAIN_MEMBERS {
             return None;
         }
         let k0 = i + 1;
-        let mut j = k0;
-        while j < end && b[j] != b'"' {
-            if !(0x20..0x7f).contains(&b[j]) || b[j] == b'\\' {
-                return None;
-            }
-            j += 1;
-        }
-        let key = &b[k0..j];
-        if prev.is_some_and(|p| p >= key) {
+        let k1 = quote(k0)?;
+        let key = &b[k0..k1];
+        if !key.is_ascii() || (map.count > 0 && prev >= key) {
             return None;
         }
-        prev = Some(key);
-        // `":"` then the value in quotes.
-        let v0 = j + 3;
-        let v1 = v0 + value_len;
-        if b.get(j..v0) != Some(b"\":\"")
-            || v1 >= end
-            || b[v1] != b'"'
-            || !b[v0..v1]
-                .iter()
-                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
-        {
+        prev = key;
+        // `":"` then the value up to its closing quote.
+        let v0 = k1 + 3;
+        if b.get(k1..v0) != Some(b"\":\"") {
             return None;
         }
+        let v1 = quote(v0)?;
+        if v1 >= end {
+            return None;
+        }
+        map.members[map.count] = (k0 as u32, k1 as u32, v1 as u32);
+        map.count += 1;
         i = v1 + 1;
-        count += 1;
     }
-    Some(PlainHexMap { text: s, count })
+    Some(map)
 }
 
-/// A JSON object [`plain_hex_map`] accepted.
+/// A JSON object [`plain_string_map`] accepted.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct PlainHexMap<'a> {
+pub(crate) struct PlainMap<'a> {
     /// The object's text, canonical as it stands.
     pub(crate) text: &'a str,
     /// How many members it has.
     pub(crate) count: usize,
+    /// Where each member's key starts and ends, and where its value ends (it starts three
+    /// bytes after the key's end).
+    members: [(u32, u32, u32); MAX_PLAIN_MEMBERS],
 }
 
-impl<'a> PlainHexMap<'a> {
-    /// The members in order, with their index.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
-        let inner = &self.text[1..self.text.len() - 1];
-        inner.split("\",\"").filter(|m| !m.is_empty()).map(|m| {
-            let m = m.strip_prefix('"').unwrap_or(m);
-            let m = m.strip_suffix('"').unwrap_or(m);
-            m.split_once("\":\"").expect("checked by plain_hex_map")
-        })
+impl<'a> PlainMap<'a> {
+    fn member(&self, i: usize) -> (&'a str, &'a str) {
+        let (k0, k1, v1) = self.members[i];
+        let (k0, k1, v1) = (k0 as usize, k1 as usize, v1 as usize);
+        (&self.text[k0..k1], &self.text[k1 + 3..v1])
+    }
+
+    /// The members in order.
+    #[cfg(test)]
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + '_ {
+        (0..self.count).map(|i| self.member(i))
     }
 
     /// The value of `key`, and the member's index.
     pub(crate) fn get(&self, key: &str) -> Option<(usize, &'a str)> {
-        self.iter()
-            .enumerate()
+        (0..self.count)
+            .map(|i| (i, self.member(i)))
             .find(|(_, (k, _))| *k == key)
             .map(|(i, (_, v))| (i, v))
+    }
+}
+
+/// Splits a JSON object written without whitespace — `{"k":V,…}`, keys without escapes —
+/// into its members, calling `f` with each key and value text until it returns false; false
+/// when `f` did, or the text is not of that shape. A value's text is delimited, not
+/// validated: the caller hashes it against a commitment, and a text that hashes to one is
+/// the canonical JSON of the committed value. With every value valid JSON, the object is
+/// too, and a JSON parser reads exactly these members.
+pub(crate) fn plain_members<'a>(s: &'a str, mut f: impl FnMut(&'a str, &'a str) -> bool) -> bool {
+    let b = s.as_bytes();
+    if b.first() != Some(&b'{') || b.last() != Some(&b'}') {
+        return false;
+    }
+    let end = b.len() - 1;
+    let mut i = 1;
+    while i < end {
+        if i > 1 {
+            if b[i] != b',' {
+                return false;
+            }
+            i += 1;
+        }
+        if b.get(i) != Some(&b'"') {
+            return false;
+        }
+        let k0 = i + 1;
+        let Some(k1) = memchr::memchr2(b'"', b'\\', &b[k0..end]).map(|n| k0 + n) else {
+            return false;
+        };
+        if b[k1] != b'"' || b.get(k1 + 1) != Some(&b':') {
+            return false;
+        }
+        let v0 = k1 + 2;
+        let Some(v1) = value_end(b, v0, end) else {
+            return false;
+        };
+        // Every index sliced at is that of an ASCII byte: a character boundary.
+        if !f(&s[k0..k1], &s[v0..v1]) {
+            return false;
+        }
+        i = v1;
+    }
+    i == end
+}
+
+/// Where the JSON value starting at `i` ends (exclusive), for well-formed text without
+/// whitespace; None when it is unclosed by `end`, its brackets do not pair (up to 64 deep)
+/// or a top-level number or literal is empty. Garbage gives some end at an ASCII byte, never
+/// a panic.
+fn value_end(b: &[u8], mut i: usize, end: usize) -> Option<usize> {
+    // Bit n: the bracket open at depth n is '{' (else '[').
+    let (mut depth, mut braces) = (0u32, 0u64);
+    loop {
+        if i >= end {
+            return None;
+        }
+        match b[i] {
+            b'"' => {
+                i += 1;
+                loop {
+                    i += memchr::memchr2(b'"', b'\\', b.get(i..end)?)?;
+                    if b[i] == b'"' {
+                        i += 1;
+                        break;
+                    }
+                    i += 2;
+                }
+            }
+            c @ (b'{' | b'[') => {
+                if depth == 64 {
+                    return None;
+                }
+                braces = (braces & !(1 << depth)) | (u64::from(c == b'{') << depth);
+                depth += 1;
+                i += 1;
+                continue;
+            }
+            c @ (b'}' | b']') => {
+                depth = depth.checked_sub(1)?;
+                if (braces >> depth) & 1 != u64::from(c == b'}') {
+                    return None;
+                }
+                i += 1;
+            }
+            _ if depth > 0 => {
+                i += 1;
+                continue;
+            }
+            // A number or a literal at the top.
+            _ => {
+                let n = b[i..end]
+                    .iter()
+                    .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'+' | b'-'))
+                    .count();
+                return (n > 0).then_some(i + n);
+            }
+        }
+        if depth == 0 {
+            return Some(i);
+        }
     }
 }
 
@@ -345,7 +457,7 @@ mod tests {
     fn plain_maps_are_recognized_and_anything_else_is_not() {
         let h = "ab".repeat(32);
         let ok = format!(r#"{{"a":"{h}","b c":"{h}"}}"#);
-        let m = plain_hex_map(&ok, 64).expect("plain");
+        let m = plain_string_map(&ok).expect("plain");
         assert_eq!(m.count, 2);
         assert_eq!(
             m.iter().collect::<Vec<_>>(),
@@ -353,26 +465,80 @@ mod tests {
         );
         assert_eq!(m.get("b c"), Some((1, &h[..])));
         assert_eq!(m.get("c"), None);
-        assert_eq!(plain_hex_map("{}", 64).map(|m| m.count), Some(0));
+        assert_eq!(plain_string_map("{}").map(|m| m.count), Some(0));
+        let many = |n: usize| {
+            let m: Vec<String> = (0..n).map(|i| format!(r#""k{i:03}":"{h}""#)).collect();
+            format!("{{{}}}", m.join(","))
+        };
+        assert_eq!(plain_string_map(&many(64)).map(|m| m.count), Some(64));
+        assert!(plain_string_map(&many(65)).is_none());
         let empty_key = format!(r#"{{"":"{h}","x":"{h}"}}"#);
-        let m = plain_hex_map(&empty_key, 64).expect("an empty key is a key");
+        let m = plain_string_map(&empty_key).expect("an empty key is a key");
         assert_eq!(m.iter().collect::<Vec<_>>(), [("", &h[..]), ("x", &h[..])]);
         for bad in [
-            format!(r#"{{"b":"{h}","a":"{h}"}}"#),        // out of order
-            format!(r#"{{"a":"{h}","a":"{h}"}}"#),        // duplicate
-            format!(r#"{{"a": "{h}"}}"#),                 // whitespace
-            format!(r#"{{"a":"{}"}}"#, h.to_uppercase()), // upper case
-            format!(r#"{{"a":"{}"}}"#, &h[2..]),          // short
-            format!(r#"{{"\u0061":"{h}"}}"#),             // escape
-            format!(r#"{{"é":"{h}"}}"#),                  // not ASCII
-            format!(r#"{{"a":"{h}",}}"#),                 // trailing comma
-            format!(r#"{{"a":"{h}"}},"x":1}}"#),          // more after the object
+            format!(r#"{{"b":"{h}","a":"{h}"}}"#), // out of order
+            format!(r#"{{"a":"{h}","a":"{h}"}}"#), // duplicate
+            format!(r#"{{"a": "{h}"}}"#),          // whitespace
+            "{\"a\":\"x\ny\"}".to_owned(),         // control character
+            r#"{"a":"x\"y"}"#.to_owned(),          // escaped quote
+            format!(r#"{{"a":"{h}","b":1}}"#),     // not a string
+            format!(r#"{{"\u0061":"{h}"}}"#),      // escape
+            format!(r#"{{"é":"{h}"}}"#),           // not ASCII
+            format!(r#"{{"a":"{h}",}}"#),          // trailing comma
+            format!(r#"{{"a":"{h}"}},"x":1}}"#),   // more after the object
             "".to_owned(),
             "{".to_owned(),
             "}".to_owned(),
             r#"{""}"#.to_owned(),
         ] {
-            assert!(plain_hex_map(&bad, 64).is_none(), "{bad}");
+            assert!(plain_string_map(&bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn plain_members_split_what_a_parser_would_and_refuse_other_shapes() {
+        let split = |s: &str| {
+            let mut out = vec![];
+            plain_members(s, |k, v| {
+                out.push((k.to_owned(), v.to_owned()));
+                true
+            })
+            .then_some(out)
+        };
+        let text =
+            r#"{"a":1.5,"b":"x\"}y","c":{"d":[1,{"e":"]"}],"f":null},"g":[],"h":true,"i":-2e-7}"#;
+        let parsed: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(text).unwrap();
+        let got = split(text).expect("plain");
+        assert_eq!(
+            got.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            parsed.keys().map(String::as_str).collect::<Vec<_>>()
+        );
+        for (k, v) in &got {
+            assert_eq!(
+                &serde_json::from_str::<serde_json::Value>(v).unwrap(),
+                &parsed[k]
+            );
+        }
+        assert_eq!(split("{}"), Some(vec![]));
+        for bad in [
+            r#"{"a": 1}"#,
+            r#"{"a":1 ,"b":2}"#,
+            r#"{"a":1,}"#,
+            r#"{"\u0061":1}"#,
+            r#"{"a":"unclosed}"#,
+            r#"{"a":[1}"#,
+            r#"{"a":1]}"#,
+            r#"["a",1]"#,
+            r#"{"a"}"#,
+            "{",
+            "",
+        ] {
+            assert!(split(bad).is_none(), "{bad}");
+        }
+        // Garbage never panics, whatever it is split into.
+        for junk in ["{\"a\":\"\\é\"}", "{\"é\":é}", "{\"a\":}}}", "{\"a\":\"\\"] {
+            let _ = split(junk);
         }
     }
 

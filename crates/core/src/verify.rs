@@ -11,7 +11,7 @@ use crate::hash::Hash32;
 use crate::jcs::Writer;
 use crate::record::{commitment_with, HashedFields, Record, LEAF_PREFIX};
 use crate::retention::PurgeManifest;
-use crate::stored::{plain_hex_map, PlainHexMap, StoredRow};
+use crate::stored::{plain_string_map, PlainMap, StoredRow};
 use std::fmt;
 
 /// What is wrong at the first bad seq.
@@ -242,7 +242,7 @@ impl ChainVerifier {
         if row.seq != self.head.seq + 1 || row.payload_sealed != "{}" {
             return None;
         }
-        let commitments = plain_hex_map(row.payload_commitments, 64)?;
+        let commitments = plain_string_map(row.payload_commitments)?;
         let fields = HashedFields {
             tenant_id: row.tenant_id,
             seq: row.seq,
@@ -376,58 +376,29 @@ fn check_payload(r: &Record, purged: bool, scratch: &mut Writer) -> Result<(), D
 fn payload_text_matches(
     payload: &str,
     salts: &str,
-    commitments: PlainHexMap<'_>,
+    commitments: PlainMap<'_>,
     purged: bool,
 ) -> bool {
-    use serde::de::{Deserializer as _, MapAccess, Visitor};
-    struct Members<'c> {
-        commitments: PlainHexMap<'c>,
-        salts: PlainHexMap<'c>,
-    }
-    impl<'de> Visitor<'de> for Members<'_> {
-        /// Which commitments (by index) a member matched.
-        type Value = Option<u64>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a payload object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<u64>, A::Error> {
-            let mut seen = 0u64;
-            while let Some((k, v)) =
-                map.next_entry::<&'de str, &'de serde_json::value::RawValue>()?
-            {
-                let (Some((i, c)), Some((_, s))) = (self.commitments.get(k), self.salts.get(k))
-                else {
-                    return Ok(None);
-                };
-                let (mut salt, mut want) = ([0u8; 16], [0u8; 32]);
-                let fresh = seen & (1 << i) == 0;
-                if !fresh
-                    || !crate::hash::decode_hex(s.as_bytes(), &mut salt)
-                    || !crate::hash::decode_hex(c.as_bytes(), &mut want)
-                    || Hash32::digest(&[&salt, v.get().as_bytes()]).0 != want
-                {
-                    return Ok(None);
-                }
-                seen |= 1 << i;
-            }
-            Ok(Some(seen))
-        }
-    }
-    let Some(salt_map) = crate::stored::plain_hex_map(salts, 32) else {
+    let Some(salts) = crate::stored::plain_string_map(salts) else {
         return false;
     };
     if commitments.count > 63 {
         return false;
     }
-    let mut de = serde_json::Deserializer::from_str(payload);
-    let seen = de.deserialize_map(Members {
-        commitments,
-        salts: salt_map,
+    let mut seen = 0u64;
+    let whole = crate::stored::plain_members(payload, |k, v| {
+        let (Some((i, c)), Some((_, s))) = (commitments.get(k), salts.get(k)) else {
+            return false;
+        };
+        let (mut salt, mut want) = ([0u8; 16], [0u8; 32]);
+        let fresh = seen & (1 << i) == 0;
+        seen |= 1 << i;
+        fresh
+            && crate::hash::decode_hex(s.as_bytes(), &mut salt)
+            && crate::hash::decode_hex(c.as_bytes(), &mut want)
+            && Hash32::digest(&[&salt, v.as_bytes()]).0 == want
     });
-    match (seen, de.end()) {
-        (Ok(Some(seen)), Ok(())) => purged || seen == (1u64 << commitments.count) - 1,
-        _ => false,
-    }
+    whole && (purged || seen == (1u64 << commitments.count) - 1)
 }
 
 /// Checks one record on its own, as a client holding only it can: its content against its

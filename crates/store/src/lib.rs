@@ -259,14 +259,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: i64,
     ) -> Result<Vec<Record>, StoreError>;
 
-    /// [`Store::scan`] as stored, the JSON columns undecoded, in one buffer: what reading a
-    /// whole chain (verification) uses.
-    async fn scan_stored(
+    /// Every record of `tenant` after seq `after`, in seq order, as stored (the JSON columns
+    /// undecoded), in batches of up to `batch` rows sent as they are read: what reading a
+    /// whole chain (verification) uses. The reader stays at most one batch ahead (bounded
+    /// memory) and stops when the receiver is dropped; an error ends the stream.
+    fn scan_stored(
         &self,
         tenant: &TenantId,
         after: i64,
-        limit: i64,
-    ) -> Result<vigil_core::stored::StoredBatch, StoreError>;
+        batch: i64,
+    ) -> tokio::sync::mpsc::Receiver<Result<vigil_core::stored::StoredBatch, StoreError>>;
 
     /// The leaf hashes of seqs `from_seq..=to_seq`, in seq order (fewer when the chain is
     /// shorter): the level-0 tiles of the tenant's Merkle tree.

@@ -910,23 +910,37 @@ async fn whole_chain_scans_read_rows_as_stored(e: Engine) {
     s.append(&t, &recs, &[]).await.unwrap();
     let want = s.scan(&t, 0, 100).await.unwrap();
     assert_eq!(want.len(), 30);
-    // Paged as verification pages, and all at once.
-    let mut got = vec![];
-    let mut after = 0;
-    loop {
-        let batch = s.scan_stored(&t, after, 8).await.unwrap();
-        let Some(last) = batch.last_seq() else { break };
-        got.extend(batch.rows().map(|r| r.to_record()));
-        after = last;
-    }
+    // In batches smaller than the chain, and all in one.
+    let t = &t;
+    let read = |after: i64, batch: i64| async move {
+        let mut rx = s.scan_stored(t, after, batch);
+        let mut batches = vec![];
+        while let Some(b) = rx.recv().await {
+            batches.push(b.unwrap());
+        }
+        batches
+    };
+    let paged = read(0, 8).await;
+    assert_eq!(
+        paged.iter().map(|b| b.len()).collect::<Vec<_>>(),
+        [8, 8, 8, 6]
+    );
+    let got: Vec<_> = paged
+        .iter()
+        .flat_map(|b| b.rows().map(|r| r.to_record()))
+        .collect();
     assert_eq!(got, want);
-    let all = s.scan_stored(&t, 0, 100).await.unwrap();
+    let from_ten = read(10, 100).await;
+    assert_eq!(from_ten.len(), 1);
+    assert_eq!(from_ten[0].rows().next().unwrap().seq, 11);
+    let all = read(0, 100).await.pop().unwrap();
     assert_eq!(all.rows().map(|r| r.to_record()).collect::<Vec<_>>(), want);
-    assert!(s
-        .scan_stored(&tenant("nobody"), 0, 100)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(
+        read(0, 10).await.len() == 3,
+        "a full last batch ends the stream with nothing more"
+    );
+    let mut none = s.scan_stored(&tenant("nobody"), 0, 100);
+    assert!(none.recv().await.is_none());
     // What the store wrote verifies from its text: only the sealed row is decoded.
     let mut v = vigil_core::verify::ChainVerifier::new(vec![]);
     for r in all.rows() {

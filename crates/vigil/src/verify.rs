@@ -76,7 +76,7 @@ pub(crate) async fn verify_tenants(
         "{spinner} [{bar:40}] {pos}/{len} records ({per_sec}, {eta})",
     );
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let limit = Arc::new(tokio::sync::Semaphore::new(workers));
+    let limit = Arc::new(tokio::sync::Semaphore::new(workers * 2));
     let mut tasks = Vec::with_capacity(tenants.len());
     for t in tenants {
         let (store, keys, bar, limit) = (store.clone(), keys.clone(), bar.clone(), limit.clone());

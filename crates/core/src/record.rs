@@ -134,22 +134,25 @@ impl Record {
 
     /// Appends the canonical hashed form to `w`.
     pub fn write_hashed_form(&self, w: &mut Writer) {
-        self.hashed_fields().write(w, |w| {
-            w.raw("{");
-            let mut keys: Vec<&String> = self.payload_commitments.keys().collect();
-            if keys.iter().any(|k| !k.is_ascii()) {
-                keys.sort_by(|a, b| utf16_cmp(a, b));
+        self.hashed_fields().write(w, |w| self.write_commitments(w));
+    }
+
+    /// Writes `payload_commitments` canonically.
+    fn write_commitments(&self, w: &mut Writer) {
+        w.raw("{");
+        let mut keys: Vec<&String> = self.payload_commitments.keys().collect();
+        if keys.iter().any(|k| !k.is_ascii()) {
+            keys.sort_by(|a, b| utf16_cmp(a, b));
+        }
+        for (i, k) in keys.into_iter().enumerate() {
+            if i > 0 {
+                w.raw(",");
             }
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    w.raw(",");
-                }
-                w.string(k);
-                w.raw(":");
-                w.string(&self.payload_commitments[k]);
-            }
-            w.raw("}");
-        });
+            w.string(k);
+            w.raw(":");
+            w.string(&self.payload_commitments[k]);
+        }
+        w.raw("}");
     }
 
     fn hashed_fields(&self) -> HashedFields<'_> {
@@ -191,10 +194,8 @@ impl Record {
 
     /// [`Record::compute_leaf_hash`], writing into `scratch` (cleared first).
     pub fn compute_leaf_hash_with(&self, scratch: &mut Writer) -> Hash32 {
-        scratch.buf.clear();
-        scratch.buf.push(LEAF_PREFIX);
-        self.write_hashed_form(scratch);
-        Hash32::digest(&[&scratch.buf])
+        self.hashed_fields()
+            .leaf_hash(scratch, |w| self.write_commitments(w))
     }
 }
 
@@ -221,6 +222,18 @@ pub(crate) struct HashedFields<'a> {
 }
 
 impl HashedFields<'_> {
+    /// `SHA-256(0x00 ‖ JCS(hashed form))`, writing into `scratch` (cleared first).
+    pub(crate) fn leaf_hash(
+        &self,
+        scratch: &mut Writer,
+        commitments: impl FnOnce(&mut Writer),
+    ) -> Hash32 {
+        scratch.buf.clear();
+        scratch.buf.push(LEAF_PREFIX);
+        self.write(scratch, commitments);
+        Hash32::digest(&[&scratch.buf])
+    }
+
     /// Appends the canonical hashed form to `w`, `commitments` writing the
     /// `payload_commitments` object.
     pub(crate) fn write(&self, w: &mut Writer, commitments: impl FnOnce(&mut Writer)) {

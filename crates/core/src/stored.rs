@@ -6,7 +6,7 @@
 //! [`StoredRow::to_record`] decodes a row only where a [`Record`] is wanted; the verifier
 //! checks most rows straight from the text (`ChainVerifier::push_stored`).
 
-use crate::record::{Party, Record, RecordSource};
+use crate::record::{HashedFields, Party, Record, RecordSource};
 use std::collections::BTreeMap;
 
 /// One stored row, borrowed: every column as the store returned it.
@@ -71,7 +71,30 @@ fn json_map<T: serde::de::DeserializeOwned>(raw: &str, marker: impl FnOnce(Strin
 /// The marker member an unparseable JSON column reads as.
 const UNPARSEABLE: &str = "\u{0}unparseable";
 
-impl StoredRow<'_> {
+impl<'a> StoredRow<'a> {
+    /// The hashed form's members other than the commitments, as the columns hold them.
+    pub(crate) fn hashed_fields(&self) -> HashedFields<'a> {
+        HashedFields {
+            tenant_id: self.tenant_id,
+            seq: self.seq,
+            event_id: self.event_id,
+            occurred_at: self.occurred_at,
+            received_at: self.received_at,
+            actor_kind: self.actor_type,
+            actor_id: self.actor_id,
+            action: self.action,
+            resource_kind: self.resource_type,
+            resource_id: self.resource_id,
+            outcome: self.outcome,
+            severity: self.severity,
+            service: self.source_service,
+            producer_id: self.producer_id,
+            producer_seq: self.producer_seq,
+            trace_id: self.trace_id,
+            schema_version: self.schema_version,
+        }
+    }
+
     /// The record this row holds. A JSON column that does not parse reads as a marker member
     /// (an unparseable commitments or sealed column as a member that never verifies), so a
     /// tampered row is reported by the verifier instead of failing the read.

@@ -9,9 +9,9 @@ use crate::chain::{link, ChainHead};
 use crate::checkpoint::Checkpoint;
 use crate::hash::Hash32;
 use crate::jcs::Writer;
-use crate::record::{commitment_with, HashedFields, Record, LEAF_PREFIX};
+use crate::record::{commitment_with, Record};
 use crate::retention::PurgeManifest;
-use crate::stored::{plain_string_map, PlainMap, StoredRow};
+use crate::stored::{plain_members, plain_string_map, PlainMap, StoredRow};
 use std::fmt;
 
 /// What is wrong at the first bad seq.
@@ -243,29 +243,9 @@ impl ChainVerifier {
             return None;
         }
         let commitments = plain_string_map(row.payload_commitments)?;
-        let fields = HashedFields {
-            tenant_id: row.tenant_id,
-            seq: row.seq,
-            event_id: row.event_id,
-            occurred_at: row.occurred_at,
-            received_at: row.received_at,
-            actor_kind: row.actor_type,
-            actor_id: row.actor_id,
-            action: row.action,
-            resource_kind: row.resource_type,
-            resource_id: row.resource_id,
-            outcome: row.outcome,
-            severity: row.severity,
-            service: row.source_service,
-            producer_id: row.producer_id,
-            producer_seq: row.producer_seq,
-            trace_id: row.trace_id,
-            schema_version: row.schema_version,
-        };
-        self.scratch.buf.clear();
-        self.scratch.buf.push(LEAF_PREFIX);
-        fields.write(&mut self.scratch, |w| w.raw(commitments.text));
-        let leaf = Hash32::digest(&[&self.scratch.buf]);
+        let leaf = row
+            .hashed_fields()
+            .leaf_hash(&mut self.scratch, |w| w.raw(commitments.text));
         if Hash32::from_hex(row.leaf_hash) != Some(leaf) {
             return None;
         }
@@ -379,14 +359,14 @@ fn payload_text_matches(
     commitments: PlainMap<'_>,
     purged: bool,
 ) -> bool {
-    let Some(salts) = crate::stored::plain_string_map(salts) else {
+    let Some(salts) = plain_string_map(salts) else {
         return false;
     };
     if commitments.count > 63 {
         return false;
     }
     let mut seen = 0u64;
-    let whole = crate::stored::plain_members(payload, |k, v| {
+    let whole = plain_members(payload, |k, v| {
         let (Some((i, c)), Some((_, s))) = (commitments.get(k), salts.get(k)) else {
             return false;
         };

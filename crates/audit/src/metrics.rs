@@ -2,8 +2,8 @@
 //! a user controls: results, operations and engines are closed sets.
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    CounterVec, Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// Every metric of one audit service instance, in its own registry.
@@ -22,6 +22,11 @@ pub struct AuditMetrics {
     pub group_size: Histogram,
     /// `audit_group_commit_duration_seconds`: one group commit, lookups to commit.
     pub commit_seconds: Histogram,
+    /// `audit_writer_seconds_total{stage}`: time the tenant writers spent, by stage: `plan`
+    /// (lookups, sequencing, hashing of the next group), `commit_wait` (waiting for the
+    /// group in flight to commit, with nothing left to plan), `checkpoint` (signing inline).
+    /// A writer's time not in these is waiting for events.
+    pub writer_seconds: CounterVec,
     /// `audit_store_errors_total{op,kind}`.
     pub store_errors: IntCounterVec,
     /// `audit_chain_conflicts_total`: appends refused because another writer took the seq.
@@ -118,6 +123,14 @@ impl AuditMetrics {
             "Duration of one group commit",
             buckets_seconds(),
         );
+        let writer_seconds = CounterVec::new(
+            Opts::new(
+                "audit_writer_seconds_total",
+                "Seconds the tenant writers spent planning, waiting for a commit, checkpointing",
+            ),
+            &["stage"],
+        )
+        .expect("valid metric");
         let store_errors = IntCounterVec::new(
             Opts::new(
                 "audit_store_errors_total",
@@ -228,7 +241,8 @@ impl AuditMetrics {
             "Data subjects erased: their key destroyed, a signed receipt in the chain",
         )
         .expect("valid metric");
-        let collectors: [Box<dyn prometheus::core::Collector>; 24] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 25] = [
+            Box::new(writer_seconds.clone()),
             Box::new(processed.clone()),
             Box::new(chain_gap.clone()),
             Box::new(batch_size.clone()),
@@ -284,6 +298,7 @@ impl AuditMetrics {
             ingest_seconds,
             group_size,
             commit_seconds,
+            writer_seconds,
             store_errors,
             chain_conflicts,
             checkpoints,

@@ -402,6 +402,7 @@ impl TenantWriter {
         loop {
             tokio::select! {
                 done = async { (&mut inflight.as_mut().expect("guarded").task).await }, if inflight.is_some() => {
+                    // Nothing queued to plan meanwhile: the writer waited for this commit.
                     let f = inflight.take().expect("guarded");
                     self.settle(f.jobs, f.plan, f.started, done).await;
                     self.maybe_checkpoint(false).await;
@@ -413,8 +414,12 @@ impl TenantWriter {
                         inflight = match inflight.take() {
                             None => self.launch(jobs, None).await,
                             Some(f) => {
+                                let t = Instant::now();
                                 let next = self.prepare(&jobs, Some(&f.plan), Lookup::Optimistic).await;
+                                self.spent("plan", t);
+                                let t = Instant::now();
                                 let done = f.task.await;
+                                self.spent("commit_wait", t);
                                 let ok = self.settle(f.jobs, f.plan, f.started, done).await;
                                 self.maybe_checkpoint(false).await;
                                 match next {
@@ -476,13 +481,25 @@ impl TenantWriter {
     /// Plans `jobs` on the stored head and starts their transaction; on a lookup failure
     /// answers them at once.
     async fn launch(&mut self, jobs: Vec<Job>, base: Option<&Plan>) -> Option<InFlight> {
-        match self.prepare(&jobs, base, Lookup::Optimistic).await {
+        let t = Instant::now();
+        let planned = self.prepare(&jobs, base, Lookup::Optimistic).await;
+        self.spent("plan", t);
+        match planned {
             Ok(plan) => Some(self.spawn(jobs, plan)),
             Err(e) => {
                 self.fail(jobs, e);
                 None
             }
         }
+    }
+
+    /// Counts the time since `since` as spent in `stage` (`audit_writer_seconds_total`).
+    fn spent(&self, stage: &str, since: Instant) {
+        self.inner
+            .metrics
+            .writer_seconds
+            .with_label_values(&[stage])
+            .inc_by(since.elapsed().as_secs_f64());
     }
 
     fn spawn(&self, jobs: Vec<Job>, mut plan: Plan) -> InFlight {
@@ -598,7 +615,10 @@ impl TenantWriter {
         if !due {
             return false;
         }
-        match cp.checkpoint(&self.tenant, head).await {
+        let t = Instant::now();
+        let made = cp.checkpoint(&self.tenant, head).await;
+        self.spent("checkpoint", t);
+        match made {
             Ok(_) => {
                 self.last_checkpoint = Some(head.seq);
                 self.last_checkpoint_at = Instant::now();

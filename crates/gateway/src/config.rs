@@ -11,6 +11,7 @@
 //! health_interval_ms = 1000
 //! eject_ms = 5000               # an upstream refusing connections sits out this long
 //! shutdown_drain_ms = 0         # on SIGTERM: not ready, still serving, this long
+//! serving_threads = 2           # default: one per core; 0: on the caller's runtime
 //!
 //! [auth]
 //! jwks_url = "http://127.0.0.1:8081/.well-known/jwks.json"
@@ -24,6 +25,7 @@
 //! fail_mode = "fail_open_local"  # or "fail_closed"
 //! instances = 2                  # the fallback gives each instance 1/instances of a limit
 //! redis_timeout_ms = 25
+//! max_lease = 64                 # admissions one round trip may take ahead, far below the limit
 //! shadow = false                 # count, don't reject
 //! allow = ["internal"]           # never limited
 //! tenants = { acme = 1200 }      # per-tenant overrides (requests per minute)
@@ -95,6 +97,14 @@ pub struct GatewayConfig {
     /// none: they wait in memory only, and are dropped — counted — when the queue is full.
     #[serde(default)]
     pub audit_spool_dir: Option<std::path::PathBuf>,
+    /// Threads that serve requests, each a single-threaded runtime with its own listener on
+    /// the port (`SO_REUSEPORT`: the kernel spreads connections over them), its own upstream
+    /// connection pool and its own Redis connection, so a request and its upstream exchange
+    /// stay on one thread, as nginx's workers do. Unset: one per core; 0: no threads of its
+    /// own, requests are served on the runtime that runs the gateway (as tasks of a
+    /// multi-threaded runtime, sharing one pool).
+    #[serde(default)]
+    pub serving_threads: Option<usize>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -200,6 +210,13 @@ pub struct RateLimitConfig {
     /// Most tenants the in-memory engine tracks at once.
     #[serde(default = "default_local_keys")]
     pub max_local_keys: usize,
+    /// Most admissions one Redis round trip may take ahead for a key far below its limit
+    /// (a lease, used by this instance's next requests within 50 ms; near the limit every
+    /// decision is a round trip). The limit is never exceeded; unused leased admissions are
+    /// lost, refusing early by at most a quarter of what remained. 1: every decision is a
+    /// round trip.
+    #[serde(default = "default_max_lease")]
+    pub max_lease: u32,
 }
 
 impl std::fmt::Debug for RateLimitConfig {
@@ -218,6 +235,7 @@ impl std::fmt::Debug for RateLimitConfig {
             .field("shadow", &self.shadow)
             .field("allow", &self.allow)
             .field("tenants", &self.tenants)
+            .field("max_lease", &self.max_lease)
             .finish_non_exhaustive()
     }
 }
@@ -245,6 +263,9 @@ fn default_threshold() -> u32 {
 }
 fn default_probe() -> u64 {
     500
+}
+fn default_max_lease() -> u32 {
+    64
 }
 fn default_local_keys() -> usize {
     100_000

@@ -112,6 +112,10 @@ pub enum LimiterError {
 pub trait RateLimiter: Send + Sync + std::fmt::Debug {
     /// One decision (and, when admitted, the admission recorded).
     async fn check(&self, key: &str, limit: &Limit) -> Result<Decision, LimiterError>;
+
+    /// Called once on each serving thread, on its runtime, before it serves: an engine
+    /// with connections may open one for that thread's decisions (see [`RedisLimiter`]).
+    async fn attach_thread(&self) {}
 }
 
 fn unix_micros() -> u64 {
@@ -215,11 +219,15 @@ impl RateLimiter for MemoryLimiter {
     }
 }
 
-/// GCRA in one Lua script, on Redis's own clock so every instance agrees. Returns
-/// `{allowed, remaining, reset_us, retry_us}`; the key expires when it is replenished.
+/// GCRA in one Lua script, on Redis's own clock so every instance agrees. `ARGV[3]` asks for
+/// up to that many admissions at once (a lease, see [`RedisLimiter`]); it grants as many as
+/// the limit allows now, moving the TAT one interval for each. Returns
+/// `{granted, remaining, reset_us, retry_us}` (granted 0: refused); the key expires when it
+/// is replenished.
 const SCRIPT: &str = r#"
 local t = tonumber(ARGV[1])
 local tau = tonumber(ARGV[2])
+local want = tonumber(ARGV[3] or '1')
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -227,17 +235,105 @@ if tat < now then tat = now end
 if tat - now > tau then
   return {0, 0, tat - now, tat - now - tau}
 end
-local new_tat = tat + t
+local granted = math.min(want, math.floor((tau - (tat - now)) / t) + 1)
+local new_tat = tat + granted * t
 local ahead = new_tat - now
 redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(ahead / 1000) + 1)
-return {1, math.floor((tau + t - ahead) / t), ahead, 0}
+return {granted, math.floor((tau + t - ahead) / t), ahead, 0}
 "#;
 
-/// The Redis engine: one `EVALSHA` round trip per decision.
+/// Most admissions one lease takes, by default (`rate_limit.max_lease`).
+pub const MAX_LEASE: u32 = 64;
+/// How long a lease's admissions may be used; unused ones are lost (counted as admitted).
+const LEASE_TTL: Duration = Duration::from_millis(50);
+/// Keys with a lease, at most (beyond that, decisions go to Redis one by one).
+const MAX_LEASED_KEYS: usize = 10_000;
+
+/// Admissions taken from Redis ahead of the requests that use them.
+#[derive(Debug)]
+struct Lease {
+    /// Admissions left to hand out.
+    left: u32,
+    /// How many the last lease took.
+    size: u32,
+    /// Until when they may be used.
+    until: Instant,
+    /// What Redis said remained after granting them.
+    remaining: u32,
+    /// When the key is replenished, as Redis said.
+    reset_at: Instant,
+    /// For the same limit only.
+    limit: Limit,
+}
+
+impl Lease {
+    /// How many to ask for next: double the last when it was used up in time, half when
+    /// some expired unused; never more than a quarter of what remained, nor [`MAX_LEASE`].
+    /// Near the limit (fewer than 8 remaining) that is 1: every decision is Redis's own.
+    fn next_size(prev: Option<&Lease>, now: Instant, max: u32) -> u32 {
+        let Some(p) = prev else { return 1 };
+        let wanted = if p.left == 0 && now <= p.until + LEASE_TTL {
+            p.size.saturating_mul(2)
+        } else {
+            p.size / 2
+        };
+        wanted.min(p.remaining / 4).clamp(1, max.max(1))
+    }
+}
+
+/// The Redis engine: one `EVALSHA` round trip per decision — or, for a key far below its
+/// limit, per lease of several. A lease takes up to `max_lease` admissions from Redis at
+/// once (atomically, as that many decisions) and hands them to this instance's next requests
+/// for that key within [`LEASE_TTL`]. The bound: no instance ever admits more than Redis
+/// granted, so the limit is never exceeded; a lease's unused admissions are lost when it
+/// expires, so a tenant can be refused early by at most what its leases hold unused — never
+/// more than a quarter of what remained when each was taken, and nothing near the limit
+/// (fewer than 8 remaining: one decision per round trip, as without leases). Leases grow
+/// while they are used up in time and shrink when they expire unused.
 pub struct RedisLimiter {
     conn: redis::aio::ConnectionManager,
+    leases: Mutex<HashMap<String, Lease>>,
+    max_lease: u32,
+    /// Round trips to Redis (decisions and leases).
+    round_trips: AtomicU64,
     script: redis::Script,
     prefix: String,
+    /// To open a serving thread's own connection.
+    client: redis::Client,
+    config: redis::aio::ConnectionManagerConfig,
+    timeout: Duration,
+}
+
+thread_local! {
+    /// A serving thread's own connection, with the limiter (its address) it belongs to: its
+    /// decisions are written, read and answered on that thread, never waking the runtime
+    /// that holds the shared connection.
+    static THREAD_REDIS: std::cell::RefCell<Option<(usize, redis::aio::ConnectionManager)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+impl RedisLimiter {
+    /// Takes at most `max` admissions per round trip (1: every decision is one).
+    pub fn with_max_lease(mut self, max: u32) -> RedisLimiter {
+        self.max_lease = max.max(1);
+        self
+    }
+
+    /// Round trips made to Redis so far (decisions and leases).
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+
+    /// This thread's connection when it has one, else the shared one.
+    fn connection(&self) -> redis::aio::ConnectionManager {
+        let me = std::ptr::from_ref(self) as usize;
+        THREAD_REDIS
+            .with_borrow(|t| match t {
+                Some((owner, conn)) if *owner == me => Some(conn.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| self.conn.clone())
+    }
 }
 
 impl std::fmt::Debug for RedisLimiter {
@@ -264,15 +360,21 @@ impl RedisLimiter {
             .set_max_delay(1000);
         let conn = tokio::time::timeout(
             timeout * 10,
-            redis::aio::ConnectionManager::new_with_config(client, config),
+            redis::aio::ConnectionManager::new_with_config(client.clone(), config.clone()),
         )
         .await
         .map_err(|_| LimiterError::Timeout)?
         .map_err(|e| LimiterError::Failed(e.to_string()))?;
         Ok(RedisLimiter {
             conn,
+            leases: Mutex::new(HashMap::new()),
+            max_lease: MAX_LEASE,
+            round_trips: AtomicU64::new(0),
             script: redis::Script::new(SCRIPT),
             prefix: prefix.to_owned(),
+            client,
+            config,
+            timeout,
         })
     }
 }
@@ -280,21 +382,121 @@ impl RedisLimiter {
 #[async_trait::async_trait]
 impl RateLimiter for RedisLimiter {
     async fn check(&self, key: &str, limit: &Limit) -> Result<Decision, LimiterError> {
-        let mut conn = self.conn.clone();
-        let (allowed, remaining, reset, retry): (i64, i64, i64, i64) = self
+        let now = Instant::now();
+        let want = {
+            let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+            let lease = leases.get_mut(key).filter(|l| l.limit == *limit);
+            if let Some(l) = lease {
+                if l.left > 0 && now < l.until {
+                    l.left -= 1;
+                    return Ok(Decision {
+                        allowed: true,
+                        remaining: l.remaining + l.left,
+                        reset: l.reset_at.saturating_duration_since(now),
+                        retry_after: Duration::ZERO,
+                    });
+                }
+                Lease::next_size(Some(l), now, self.max_lease)
+            } else {
+                Lease::next_size(None, now, self.max_lease)
+            }
+        };
+        let mut conn = self.connection();
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let (granted, remaining, reset, retry): (i64, i64, i64, i64) = self
             .script
             .key(format!("{}{key}", self.prefix))
             .arg(limit.interval_us())
             .arg(limit.tolerance_us())
+            .arg(want)
             .invoke_async(&mut conn)
             .await
             .map_err(|e| LimiterError::Failed(e.to_string()))?;
+        let granted = granted.clamp(0, i64::from(want)) as u32;
+        let remaining = remaining.max(0) as u32;
+        let reset = Duration::from_micros(reset.max(0) as u64);
+        let now = Instant::now();
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        // Concurrent requests may each have taken a lease: what another still holds is used
+        // or kept, never thrown away.
+        let held = leases
+            .get(key)
+            .filter(|l| l.limit == *limit && now < l.until)
+            .map_or(0, |l| l.left);
+        if granted == 0 {
+            if held > 0 {
+                let l = leases.get_mut(key).expect("held");
+                l.left -= 1;
+                return Ok(Decision {
+                    allowed: true,
+                    remaining: l.left,
+                    reset: l.reset_at.saturating_duration_since(now),
+                    retry_after: Duration::ZERO,
+                });
+            }
+            leases.remove(key);
+            return Ok(Decision {
+                allowed: false,
+                remaining: 0,
+                reset,
+                retry_after: Duration::from_micros(retry.max(0) as u64),
+            });
+        }
+        let left = held + granted - 1;
+        if self.max_lease <= 1 || (left == 0 && remaining < 8) {
+            // Near the limit: the next decision is Redis's own again.
+            leases.remove(key);
+        } else {
+            if leases.len() >= MAX_LEASED_KEYS && !leases.contains_key(key) {
+                leases.retain(|_, l| l.until + LEASE_TTL > now);
+            }
+            if leases.len() < MAX_LEASED_KEYS || leases.contains_key(key) {
+                leases.insert(
+                    key.to_owned(),
+                    Lease {
+                        left,
+                        size: granted,
+                        until: now + LEASE_TTL,
+                        remaining,
+                        reset_at: now + reset,
+                        limit: *limit,
+                    },
+                );
+            }
+        }
         Ok(Decision {
-            allowed: allowed == 1,
-            remaining: remaining.max(0) as u32,
-            reset: Duration::from_micros(reset.max(0) as u64),
-            retry_after: Duration::from_micros(retry.max(0) as u64),
+            allowed: true,
+            remaining: remaining + left,
+            reset,
+            retry_after: Duration::ZERO,
         })
+    }
+
+    /// Opens this thread's connection. When Redis is away now, the thread uses the shared
+    /// connection (which reconnects by itself) and the breaker decides as it does for all.
+    async fn attach_thread(&self) {
+        let opened = tokio::time::timeout(
+            self.timeout * 10,
+            redis::aio::ConnectionManager::new_with_config(
+                self.client.clone(),
+                self.config.clone(),
+            ),
+        )
+        .await;
+        match opened {
+            Ok(Ok(conn)) => {
+                let me = std::ptr::from_ref(self) as usize;
+                THREAD_REDIS.set(Some((me, conn)));
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "a serving thread's Redis connection did not open; it uses the shared one")
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "a serving thread's Redis connection timed out; it uses the shared one"
+                )
+            }
+        }
     }
 }
 
@@ -386,6 +588,12 @@ impl Breaker {
             epoch: Instant::now(),
             sink,
         })
+    }
+
+    /// Lets the shared engine open this serving thread's own connection (see
+    /// [`RateLimiter::attach_thread`]).
+    pub async fn attach_thread(&self) {
+        self.shared.attach_thread().await;
     }
 
     /// Which engine decides now.

@@ -19,7 +19,7 @@ use prometheus::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tracing::Instrument;
 use vigil_auth::{JwksConfig, JwksVerifier};
 use vigil_security::capability::CapabilityPolicy;
@@ -47,7 +47,12 @@ pub(crate) type Shared = Arc<GatewayState>;
 
 /// A built, bound gateway.
 pub struct Gateway {
-    listener: TcpListener,
+    /// One listener per serving thread, all on `addr` (`SO_REUSEPORT`); one when the gateway
+    /// serves on the caller's runtime.
+    listeners: Vec<TcpListener>,
+    addr: SocketAddr,
+    /// Serving threads of its own; 0: on the caller's runtime.
+    threads: usize,
     router: Router,
     state: Shared,
 }
@@ -55,8 +60,57 @@ pub struct Gateway {
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gateway")
-            .field("listen", &self.listener.local_addr().ok())
+            .field("listen", &self.addr)
+            .field("serving_threads", &self.threads)
             .finish_non_exhaustive()
+    }
+}
+
+/// Binds `addr` with `SO_REUSEPORT` (and `SO_REUSEADDR`, as `TcpListener::bind` does), so
+/// that every serving thread can listen on the same port; the kernel spreads new
+/// connections over their listeners. Only sockets of the same user can share a port so.
+fn bind_shared(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// hyper's pooled client for the upstreams, as `config` says. Connections are tasks of the
+/// runtime that opened them: each serving thread has its own (see [`THREAD_UPSTREAM`]).
+fn upstream_client(config: &GatewayConfig) -> UpstreamClient {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
+    connector.set_nodelay(true);
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(256)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector)
+}
+
+thread_local! {
+    /// A serving thread's own upstream pool, with the gateway (its state's address) it
+    /// belongs to: a request served on that thread goes upstream on connections of that
+    /// thread, so the exchange never wakes another thread.
+    static THREAD_UPSTREAM: std::cell::RefCell<Option<(usize, UpstreamClient)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+impl GatewayState {
+    /// The upstream pool for a request served on this thread.
+    fn upstream(&self) -> UpstreamClient {
+        let me = std::ptr::from_ref(self) as usize;
+        THREAD_UPSTREAM
+            .with_borrow(|t| match t {
+                Some((owner, client)) if *owner == me => Some(client.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| self.http.clone())
     }
 }
 
@@ -91,7 +145,8 @@ impl Gateway {
                 .map_err(|source| GatewayError::Redis {
                     url: vigil_core::redact_url(url),
                     source,
-                })?;
+                })?
+                .with_max_lease(rl.max_lease);
                 metrics.backend.with_label_values(&["redis"]).set(1);
                 metrics.backend.with_label_values(&["memory"]).set(0);
                 let sink = Arc::new(Transitions {
@@ -127,14 +182,7 @@ impl Gateway {
             }
             None => None,
         };
-        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
-        connector.set_nodelay(true);
-        let http: UpstreamClient =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .pool_max_idle_per_host(256)
-                .pool_idle_timeout(Duration::from_secs(60))
-                .build(connector);
+        let http = upstream_client(&config);
         let routes = RouteTable::new(&config.routes);
         let cors = &config.cors;
         let state = Arc::new(GatewayState {
@@ -208,16 +256,23 @@ impl Gateway {
                 Arc::clone(&state),
                 close_while_draining,
             ));
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| GatewayError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
-        tracing::info!(addr = ?listener.local_addr().ok(), "gateway listening");
+        let threads = config.serving_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        let bind_error = |addr, source| GatewayError::Bind { addr, source };
+        let first = bind_shared(config.listen).map_err(|e| bind_error(config.listen, e))?;
+        let addr = first
+            .local_addr()
+            .map_err(|e| bind_error(config.listen, e))?;
+        let mut listeners = vec![first];
+        for _ in 1..threads {
+            listeners.push(bind_shared(addr).map_err(|e| bind_error(addr, e))?);
+        }
+        tracing::info!(%addr, serving_threads = threads, "gateway listening");
         Ok(Gateway {
-            listener,
+            listeners,
+            addr,
+            threads,
             router,
             state,
         })
@@ -225,7 +280,7 @@ impl Gateway {
 
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound")
+        self.addr
     }
 
     /// Which engine decides rate limits now (`redis` or `memory`).
@@ -253,19 +308,105 @@ impl Gateway {
                 .draining
                 .store(true, std::sync::atomic::Ordering::Relaxed)
         });
-        let served = axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(drained)
-        .await
-        .map_err(GatewayError::Serve);
+        let served = if self.threads == 0 {
+            let listener = self.listeners.into_iter().next().expect("one listener");
+            axum::serve(
+                listener,
+                self.router
+                    .into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(drained)
+            .await
+            .map_err(GatewayError::Serve)
+        } else {
+            serve_on_threads(self.listeners, self.router, self.state, drained).await
+        };
         probes.abort();
         served?;
         audit.shutdown().await;
         Ok(())
     }
+}
+
+/// Serves each listener on a thread of its own (a single-threaded runtime, its own upstream
+/// pool and Redis connection) until `drained`; then each stops accepting, finishes its
+/// connections' requests and ends.
+async fn serve_on_threads(
+    listeners: Vec<TcpListener>,
+    router: Router,
+    state: Shared,
+    drained: impl std::future::Future<Output = ()>,
+) -> Result<(), GatewayError> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut ends = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        // Out of this runtime's reactor, into the thread's own.
+        let listener = listener.into_std().map_err(GatewayError::Serve)?;
+        let (router, state, mut stopped) = (router.clone(), Arc::clone(&state), stopped.clone());
+        let (end, ended) = tokio::sync::oneshot::channel();
+        let limiter = match &state.limiter {
+            Limiter::Shared(b) => Some(Arc::clone(b)),
+            Limiter::Memory(_) => None,
+        };
+        std::thread::Builder::new()
+            .name(format!("gateway-{i}"))
+            .spawn(move || {
+                let served = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .and_then(|rt| {
+                        rt.block_on(async move {
+                            let me = Arc::as_ptr(&state) as usize;
+                            let client = upstream_client(&state.config);
+                            THREAD_UPSTREAM.set(Some((me, client)));
+                            if let Some(b) = limiter {
+                                b.attach_thread().await;
+                            }
+                            let listener = TcpListener::from_std(listener)?;
+                            axum::serve(
+                                listener,
+                                router.into_make_service_with_connect_info::<SocketAddr>(),
+                            )
+                            .with_graceful_shutdown(async move {
+                                let _ = stopped.wait_for(|s| *s).await;
+                            })
+                            .await
+                        })
+                    });
+                let _ = end.send(served);
+            })
+            .map_err(GatewayError::Serve)?;
+        ends.push(ended);
+    }
+    let why = |ended: Result<std::io::Result<()>, _>| match ended {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(GatewayError::Serve(e)),
+        Err(_) => Some(GatewayError::Serve(std::io::Error::other(
+            "a serving thread ended without an answer (it panicked)",
+        ))),
+    };
+    // A thread that ends before shutdown is a failure: the others are stopped too.
+    let (mut result, rest) =
+        match futures::future::select(std::pin::pin!(drained), futures::future::select_all(ends))
+            .await
+        {
+            futures::future::Either::Left(((), running)) => (None, running.into_inner()),
+            futures::future::Either::Right(((ended, _, rest), _)) => (
+                Some(why(ended).unwrap_or_else(|| {
+                    GatewayError::Serve(std::io::Error::other(
+                        "a serving thread stopped before shutdown",
+                    ))
+                })),
+                rest,
+            ),
+        };
+    let _ = stop.send(true);
+    for ended in rest {
+        if let Some(e) = why(ended.await) {
+            result.get_or_insert(e);
+        }
+    }
+    result.map_or(Ok(()), Err)
 }
 
 /// Probes the upstreams of every route that has more than one (where there is another to
@@ -524,7 +665,7 @@ async fn forward(
             _ => Body::empty(),
         };
         match forward::send(
-            &s.http,
+            &s.upstream(),
             out,
             attempt,
             s.config.max_body_bytes,

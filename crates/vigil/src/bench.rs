@@ -309,8 +309,10 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
             chained_run(&seq, &inputs, a.batch, |c| format!("chained-{round}-{c}")).await?;
         let chained_rate = total / chained.took.as_secs_f64();
         // Chained, worst case: every client on one tenant, whose chain is one sequence.
+        let before = WriterTime::read(&metrics);
         let one = chained_run(&seq, &inputs, a.batch, |_| format!("one-{round}")).await?;
         let one_rate = total / one.took.as_secs_f64();
+        WriterTime::read(&metrics).since(&before, one.took);
         println!(
             "round {round}: raw insert {raw:>7.0} events/s   chained ingest {chained_rate:>7.0} events/s (ratio {:.2})   all clients on one tenant {one_rate:>7.0} events/s (ratio {:.2})",
             chained_rate / raw,
@@ -371,6 +373,51 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
         one / raw
     );
     Ok(())
+}
+
+/// Where a writer's time goes (`audit_writer_seconds_total`, the group commits' count, size
+/// and duration), read before and after a run with one writer (one tenant).
+struct WriterTime {
+    plan: f64,
+    wait: f64,
+    checkpoint: f64,
+    groups: u64,
+    events: f64,
+    commit: f64,
+}
+
+impl WriterTime {
+    fn read(m: &vigil_audit::metrics::AuditMetrics) -> WriterTime {
+        let stage = |s: &str| m.writer_seconds.with_label_values(&[s]).get();
+        WriterTime {
+            plan: stage("plan"),
+            wait: stage("commit_wait"),
+            checkpoint: stage("checkpoint"),
+            groups: m.group_size.get_sample_count(),
+            events: m.group_size.get_sample_sum(),
+            commit: m.commit_seconds.get_sample_sum(),
+        }
+    }
+
+    /// Prints, per group commit of the run that took `took`: its events, the transaction's
+    /// duration, and the writer's time planning, waiting for the commit and checkpointing;
+    /// the rest of the writer's time it waited for events.
+    fn since(&self, before: &WriterTime, took: Duration) {
+        let groups = self.groups.saturating_sub(before.groups).max(1) as f64;
+        let ms = |a: f64, b: f64| (a - b) * 1e3 / groups;
+        let busy = (self.plan - before.plan)
+            + (self.wait - before.wait)
+            + (self.checkpoint - before.checkpoint);
+        println!(
+            "  one tenant's writer: {groups:.0} group commits of {:.0} events; per group: transaction {:.2} ms, planning {:.2} ms, waiting for the commit {:.2} ms, checkpoints {:.2} ms; waiting for events {:.0} % of the run",
+            (self.events - before.events) / groups,
+            ms(self.commit, before.commit),
+            ms(self.plan, before.plan),
+            ms(self.wait, before.wait),
+            ms(self.checkpoint, before.checkpoint),
+            (1.0 - busy / took.as_secs_f64()).max(0.0) * 100.0
+        );
+    }
 }
 
 /// A timed run of concurrent clients: how long it took, and each batch's latency (µs).

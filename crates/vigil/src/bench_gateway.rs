@@ -43,12 +43,53 @@ fn report(name: &str, h: &hdrhistogram::Histogram<u64>) {
 }
 
 pub(crate) async fn run(a: RateLimitArgs) -> anyhow::Result<()> {
+    let tenants: Vec<String> = (0..a.tenants).map(|i| format!("tenant-{i}")).collect();
+    println!(
+        "bench ratelimit: one caller, {} tenants, Redis at {}",
+        a.tenants, a.redis_url
+    );
+    // Every decision a round trip (the decision's own latency), then with leases (the
+    // default: a key far below its limit shares round trips).
+    for (name, max_lease) in [
+        ("redis (via breaker)", 1),
+        ("redis, leases", vigil_gateway::limiter::MAX_LEASE),
+    ] {
+        let (h, trips) = redis_decisions(&a, &tenants, max_lease).await?;
+        report(name, &h);
+        println!(
+            "{:<22} {trips} round trips for {} decisions",
+            "",
+            a.decisions + tenants.len()
+        );
+    }
+    let limit = Limit::per_minute(100_000_000);
+    let memory = MemoryLimiter::new(100_000);
+    let mut m = hdrhistogram::Histogram::<u64>::new(3)?;
+    for i in 0..a.decisions {
+        let started = Instant::now();
+        memory.check_now(&tenants[i % tenants.len()], &limit);
+        m.record(started.elapsed().as_nanos().max(1) as u64)?;
+    }
+    report("memory", &m);
+    Ok(())
+}
+
+/// `a.decisions` decisions through the breaker, one at a time over `tenants`: their latency
+/// and the round trips Redis saw (the warm-up's included).
+async fn redis_decisions(
+    a: &RateLimitArgs,
+    tenants: &[String],
+    max_lease: u32,
+) -> anyhow::Result<(hdrhistogram::Histogram<u64>, u64)> {
     let prefix = format!("vigil-bench:{}:", uuid::Uuid::new_v4().simple());
-    let redis = RedisLimiter::connect(&a.redis_url, &prefix, Duration::from_secs(1))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let redis = Arc::new(
+        RedisLimiter::connect(&a.redis_url, &prefix, Duration::from_secs(1))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .with_max_lease(max_lease),
+    );
     let breaker = Breaker::new(
-        Arc::new(redis),
+        redis.clone(),
         FailMode::OpenLocal,
         1,
         Duration::from_millis(25),
@@ -58,9 +99,8 @@ pub(crate) async fn run(a: RateLimitArgs) -> anyhow::Result<()> {
         Arc::new(Quiet),
     );
     let limit = Limit::per_minute(100_000_000);
-    let tenants: Vec<String> = (0..a.tenants).map(|i| format!("tenant-{i}")).collect();
     // Warm up the connection and the script cache.
-    for t in &tenants {
+    for t in tenants {
         breaker.check(t, &limit).await;
     }
     let mut h = hdrhistogram::Histogram::<u64>::new(3)?;
@@ -73,18 +113,5 @@ pub(crate) async fn run(a: RateLimitArgs) -> anyhow::Result<()> {
             "decision {i} was not Redis's: {d:?}"
         );
     }
-    println!(
-        "bench ratelimit: one caller, {} tenants, Redis at {}",
-        a.tenants, a.redis_url
-    );
-    report("redis (via breaker)", &h);
-    let memory = MemoryLimiter::new(100_000);
-    let mut m = hdrhistogram::Histogram::<u64>::new(3)?;
-    for i in 0..a.decisions {
-        let started = Instant::now();
-        memory.check_now(&tenants[i % tenants.len()], &limit);
-        m.record(started.elapsed().as_nanos().max(1) as u64)?;
-    }
-    report("memory", &m);
-    Ok(())
+    Ok((h, redis.round_trips()))
 }

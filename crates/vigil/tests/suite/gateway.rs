@@ -444,7 +444,11 @@ async fn a_tenant_limit_holds_across_two_instances_sharing_redis() {
     c.rate_limit.default_rpm = 600; // one per 100 ms
     c.rate_limit.burst = Some(10);
     c.rate_limit.instances = 2;
+    // One instance serves on threads of its own (the default: each with its own Redis
+    // connection), the other on the test's runtime: one limit either way.
+    c.serving_threads = Some(2);
     let a = start(c.clone()).await;
+    c.serving_threads = Some(0);
     let b = start(c).await;
     let http = Client::new();
     let t = token(&key, "acme", &["admin"]);
@@ -487,6 +491,78 @@ async fn a_tenant_limit_holds_across_two_instances_sharing_redis() {
     assert!(
         m.contains("gateway_rate_limiter_backend{engine=\"redis\"} 1"),
         "{m}"
+    );
+}
+
+/// Leases: far below its limit a key's decisions share round trips; under concurrency from
+/// two instances the limit still holds exactly (never more admitted than GCRA allows), and
+/// what leases hold unused costs little of the burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leased_decisions_save_round_trips_and_never_exceed_the_limit() {
+    use vigil_gateway::limiter::{Limit, RateLimiter, RedisLimiter};
+    let prefix = format!("vigil-test:{}:", uuid::Uuid::new_v4().simple());
+    let timeout = Duration::from_secs(1);
+    let far = RedisLimiter::connect(&shared_redis_url(), &prefix, timeout)
+        .await
+        .unwrap();
+    let big = Limit {
+        per_minute: 6_000_000,
+        burst: 600_000,
+    };
+    for _ in 0..1000 {
+        assert!(far.check("far", &big).await.unwrap().allowed);
+    }
+    assert!(
+        far.round_trips() < 100,
+        "1000 decisions far below the limit took {} round trips",
+        far.round_trips()
+    );
+
+    // 60,000 a minute (one per ms), a burst of 200, hammered by 16 callers over two instances.
+    let limit = Limit {
+        per_minute: 60_000,
+        burst: 200,
+    };
+    let a = Arc::new(
+        RedisLimiter::connect(&shared_redis_url(), &prefix, timeout)
+            .await
+            .unwrap(),
+    );
+    let b = Arc::new(
+        RedisLimiter::connect(&shared_redis_url(), &prefix, timeout)
+            .await
+            .unwrap(),
+    );
+    let admitted = Arc::new(AtomicUsize::new(0));
+    let started = std::time::Instant::now();
+    let mut tasks = vec![];
+    for i in 0..16 {
+        let (l, admitted) = (
+            if i % 2 == 0 { a.clone() } else { b.clone() },
+            admitted.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..100 {
+                if l.check("near", &limit).await.unwrap().allowed {
+                    admitted.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let admitted = admitted.load(Ordering::SeqCst) as f64;
+    let bound = 200.0 + elapsed_ms.ceil() + 1.0;
+    assert!(
+        admitted <= bound,
+        "admitted {admitted} in {elapsed_ms:.0} ms; bound {bound}"
+    );
+    // Leases may strand some admissions, never most of the burst.
+    assert!(
+        admitted >= 150.0,
+        "admitted only {admitted} of a burst of 200"
     );
 }
 

@@ -22,6 +22,7 @@ pub mod identity;
 pub mod limiter;
 mod metrics;
 pub mod openapi;
+pub(crate) mod per_thread;
 pub mod proxy;
 mod route;
 

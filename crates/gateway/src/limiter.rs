@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::per_thread;
+
 /// A limit: `per_minute` requests on average, at most `burst` back to back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limit {
@@ -308,7 +310,7 @@ thread_local! {
     /// A serving thread's own connection, with the limiter (its address) it belongs to: its
     /// decisions are written, read and answered on that thread, never waking the runtime
     /// that holds the shared connection.
-    static THREAD_REDIS: std::cell::RefCell<Option<(usize, redis::aio::ConnectionManager)>> =
+    static THREAD_REDIS: per_thread::Slot<redis::aio::ConnectionManager> =
         const { std::cell::RefCell::new(None) };
 }
 
@@ -326,13 +328,7 @@ impl RedisLimiter {
 
     /// This thread's connection when it has one, else the shared one.
     fn connection(&self) -> redis::aio::ConnectionManager {
-        let me = std::ptr::from_ref(self) as usize;
-        THREAD_REDIS
-            .with_borrow(|t| match t {
-                Some((owner, conn)) if *owner == me => Some(conn.clone()),
-                _ => None,
-            })
-            .unwrap_or_else(|| self.conn.clone())
+        per_thread::get(&THREAD_REDIS, self).unwrap_or_else(|| self.conn.clone())
     }
 }
 
@@ -385,21 +381,17 @@ impl RateLimiter for RedisLimiter {
         let now = Instant::now();
         let want = {
             let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-            let lease = leases.get_mut(key).filter(|l| l.limit == *limit);
-            if let Some(l) = lease {
-                if l.left > 0 && now < l.until {
-                    l.left -= 1;
-                    return Ok(Decision {
-                        allowed: true,
-                        remaining: l.remaining + l.left,
-                        reset: l.reset_at.saturating_duration_since(now),
-                        retry_after: Duration::ZERO,
-                    });
-                }
-                Lease::next_size(Some(l), now, self.max_lease)
-            } else {
-                Lease::next_size(None, now, self.max_lease)
+            let mut lease = leases.get_mut(key).filter(|l| l.limit == *limit);
+            if let Some(l) = lease.as_deref_mut().filter(|l| l.left > 0 && now < l.until) {
+                l.left -= 1;
+                return Ok(Decision {
+                    allowed: true,
+                    remaining: l.remaining + l.left,
+                    reset: l.reset_at.saturating_duration_since(now),
+                    retry_after: Duration::ZERO,
+                });
             }
+            Lease::next_size(lease.as_deref(), now, self.max_lease)
         };
         let mut conn = self.connection();
         self.round_trips.fetch_add(1, Ordering::Relaxed);
@@ -427,6 +419,7 @@ impl RateLimiter for RedisLimiter {
             if held > 0 {
                 let l = leases.get_mut(key).expect("held");
                 l.left -= 1;
+                // Redis just refused: what remains is what this lease still holds.
                 return Ok(Decision {
                     allowed: true,
                     remaining: l.left,
@@ -485,8 +478,7 @@ impl RateLimiter for RedisLimiter {
         .await;
         match opened {
             Ok(Ok(conn)) => {
-                let me = std::ptr::from_ref(self) as usize;
-                THREAD_REDIS.set(Some((me, conn)));
+                per_thread::set(&THREAD_REDIS, self, conn);
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "a serving thread's Redis connection did not open; it uses the shared one")

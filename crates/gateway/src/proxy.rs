@@ -7,6 +7,7 @@ use crate::error::GatewayError;
 use crate::forward::{self, Limiter, Outgoing, Refusal, UpstreamClient};
 use crate::limiter::{Breaker, Engine, FailMode, MemoryLimiter, RedisLimiter};
 use crate::metrics::{Metrics, Transitions};
+use crate::per_thread;
 use crate::route::RouteTable;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -97,20 +98,14 @@ thread_local! {
     /// A serving thread's own upstream pool, with the gateway (its state's address) it
     /// belongs to: a request served on that thread goes upstream on connections of that
     /// thread, so the exchange never wakes another thread.
-    static THREAD_UPSTREAM: std::cell::RefCell<Option<(usize, UpstreamClient)>> =
+    static THREAD_UPSTREAM: per_thread::Slot<UpstreamClient> =
         const { std::cell::RefCell::new(None) };
 }
 
 impl GatewayState {
     /// The upstream pool for a request served on this thread.
     fn upstream(&self) -> UpstreamClient {
-        let me = std::ptr::from_ref(self) as usize;
-        THREAD_UPSTREAM
-            .with_borrow(|t| match t {
-                Some((owner, client)) if *owner == me => Some(client.clone()),
-                _ => None,
-            })
-            .unwrap_or_else(|| self.http.clone())
+        per_thread::get(&THREAD_UPSTREAM, self).unwrap_or_else(|| self.http.clone())
     }
 }
 
@@ -356,9 +351,11 @@ async fn serve_on_threads(
                     .build()
                     .and_then(|rt| {
                         rt.block_on(async move {
-                            let me = Arc::as_ptr(&state) as usize;
-                            let client = upstream_client(&state.config);
-                            THREAD_UPSTREAM.set(Some((me, client)));
+                            per_thread::set(
+                                &THREAD_UPSTREAM,
+                                &*state,
+                                upstream_client(&state.config),
+                            );
                             if let Some(b) = limiter {
                                 b.attach_thread().await;
                             }

@@ -582,17 +582,22 @@ impl Store for SqlStore {
                 qb.push(merge_time_buckets);
                 qb.build().execute(&mut *tx).await.map_err(|e| StoreError::from_sqlx(op, e))?;
             }
-            for (producer, seq) in producers {
-                sqlx::query(
-                    "INSERT INTO producers (tenant_id, producer_id, last_seq) VALUES ($1, $2, $3) \
-                     ON CONFLICT (tenant_id, producer_id) DO UPDATE SET last_seq = excluded.last_seq",
-                )
-                .bind(tenant.as_str())
-                .bind(producer)
-                .bind(seq)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| StoreError::from_sqlx(op, e))?;
+            // One statement for the group's producers (not a round trip each), in a fixed
+            // order so two writers upserting the same producers lock them alike; a producer
+            // named twice keeps its last position, as one upsert after another would.
+            let producers: Vec<(&str, i64)> = producers
+                .iter()
+                .map(|(p, s)| (p.as_str(), *s))
+                .collect::<std::collections::BTreeMap<_, _>>()
+                .into_iter()
+                .collect();
+            for chunk in producers.chunks(INSERT_CHUNK) {
+                let mut qb = QueryBuilder::new("INSERT INTO producers (tenant_id, producer_id, last_seq) ");
+                qb.push_values(chunk, |mut b, (producer, seq)| {
+                    b.push_bind(tenant.as_str()).push_bind(*producer).push_bind(*seq);
+                });
+                qb.push(" ON CONFLICT (tenant_id, producer_id) DO UPDATE SET last_seq = excluded.last_seq");
+                qb.build().execute(&mut *tx).await.map_err(|e| StoreError::from_sqlx(op, e))?;
             }
             if first_seq == 1 {
                 sqlx::query("INSERT INTO tenants (tenant_id, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")

@@ -60,6 +60,9 @@ pub(crate) enum BenchCommand {
     Proofs(crate::bench_proofs::ProofsArgs),
     /// Compare two `bench regress` results: exit 1 when a tracked figure regressed.
     Compare(crate::bench_regress::CompareArgs),
+    /// A prototype of ingest into append-only segment files with the query indexes built
+    /// behind, beside the raw insert and chained ingest (issue 15, item 5).
+    Segment(crate::bench_segment::SegmentArgs),
 }
 
 #[derive(Args, Debug)]
@@ -140,6 +143,7 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<std::process::ExitC
         BenchCommand::CatchUp(a) => crate::bench_pipeline::catch_up(a).await,
         BenchCommand::Retention(a) => crate::bench_retention::run(a).await,
         BenchCommand::Proofs(a) => crate::bench_proofs::run(a).await,
+        BenchCommand::Segment(a) => crate::bench_segment::run(a).await,
     };
     done.map(|()| std::process::ExitCode::SUCCESS)
 }
@@ -184,13 +188,30 @@ pub(crate) fn bench_event(rng: &mut impl Rng, i: u64, producer: &str) -> Value {
     })
 }
 
+/// `clients` clients' events for `round`: `per_client` each, client `c` as producer
+/// `p-{round}-{c}` (producer seqs from 1).
+pub(crate) fn client_inputs(
+    rng: &mut impl Rng,
+    clients: usize,
+    per_client: usize,
+    round: usize,
+) -> Vec<Vec<Value>> {
+    (0..clients)
+        .map(|c| {
+            (0..per_client as u64)
+                .map(|i| bench_event(rng, i + 1, &format!("p-{round}-{c}")))
+                .collect()
+        })
+        .collect()
+}
+
 pub(crate) fn validate(v: Value) -> Event {
     EventInput::new(v)
         .validate(|| EventId::from_uuid(uuid::Uuid::now_v7()))
         .expect("bench events are valid")
 }
 
-fn seal_all(
+pub(crate) fn seal_all(
     tenant: &TenantId,
     events: &[Event],
     head: &mut ChainHead,
@@ -291,23 +312,24 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
     let mut one_rates = vec![];
     for round in 0..a.rounds {
         // The same JSON events for both paths.
-        let inputs: Vec<Vec<Value>> = (0..a.clients)
-            .map(|c| {
-                (0..per_client as u64)
-                    .map(|i| bench_event(&mut rng, i + 1, &format!("p-{round}-{c}")))
-                    .collect()
-            })
-            .collect();
+        let inputs = client_inputs(&mut rng, a.clients, per_client, round);
 
         // Raw: rows prepared beforehand (untimed), each client inserts its own tenant's rows in
         // transactions of `batch`, through the same store call.
         let prepared = prepare_raw(&inputs, |c| format!("raw-{round}-{c}"))?;
+        let cpu = Cpu::now();
         let raw = total / raw_run(&store, prepared, a.batch).await?.took.as_secs_f64();
+        let raw_cpu = cpu.per_event(total);
 
         // Chained, like for like: each client its own tenant, as in the raw run.
+        let cpu = Cpu::now();
         let chained =
             chained_run(&seq, &inputs, a.batch, |c| format!("chained-{round}-{c}")).await?;
         let chained_rate = total / chained.took.as_secs_f64();
+        println!(
+            "  CPU per event: raw insert {raw_cpu}; chained {}",
+            cpu.per_event(total)
+        );
         // Chained, worst case: every client on one tenant, whose chain is one sequence.
         let before = WriterTime::read(&metrics);
         let one = chained_run(&seq, &inputs, a.batch, |_| format!("one-{round}")).await?;
@@ -420,6 +442,45 @@ impl WriterTime {
     }
 }
 
+/// CPU time so far, from `/proc` (in USER_HZ ticks of 10 ms): this process's and the whole
+/// machine's busy time (every core, all processes: the database's too).
+pub(crate) struct Cpu {
+    process: f64,
+    machine: f64,
+}
+
+impl Cpu {
+    pub(crate) fn now() -> Cpu {
+        let ticks = |s: &str, skip: usize, take: usize| -> f64 {
+            s.split_whitespace()
+                .skip(skip)
+                .take(take)
+                .filter_map(|v| v.parse::<f64>().ok())
+                .sum::<f64>()
+                / 100.0
+        };
+        let own = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // After the command's closing parenthesis (state is the first field): utime, stime.
+        let own = own.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let all = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let line = all.lines().next().unwrap_or("");
+        // cpu user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
+        let busy = ticks(line, 1, 3) + ticks(line, 6, 3);
+        Cpu {
+            process: ticks(own, 11, 2),
+            machine: busy,
+        }
+    }
+
+    /// Since `self`, per event of `events`: this process's CPU and the rest of the machine's.
+    pub(crate) fn per_event(&self, events: f64) -> String {
+        let now = Cpu::now();
+        let own = (now.process - self.process) * 1e6 / events;
+        let rest = (now.machine - self.machine) * 1e6 / events - own;
+        format!("Vigil {own:.1} µs + the rest of the machine {rest:.1} µs")
+    }
+}
+
 /// A timed run of concurrent clients: how long it took, and each batch's latency (µs).
 pub(crate) struct Timed {
     pub(crate) took: Duration,
@@ -490,10 +551,16 @@ pub(crate) async fn chained_run(
     batch: usize,
     tenant_of: impl Fn(usize) -> String,
 ) -> anyhow::Result<Timed> {
+    // Each client's copy of its events is made before the clock starts (as the raw run's rows
+    // are prepared beforehand): the run times ingest, not copying the inputs.
+    let clients = inputs
+        .iter()
+        .enumerate()
+        .map(|(c, evs)| Ok((seq.clone(), TenantId::parse(&tenant_of(c))?, evs.clone())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let started = Instant::now();
     let mut tasks = vec![];
-    for (c, evs) in inputs.iter().enumerate() {
-        let (seq, tenant, evs) = (seq.clone(), TenantId::parse(&tenant_of(c))?, evs.clone());
+    for (seq, tenant, evs) in clients {
         tasks.push(tokio::spawn(async move {
             let mut h = Histogram::<u64>::new(3).expect("a histogram");
             for chunk in evs.chunks(batch) {

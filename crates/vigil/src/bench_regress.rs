@@ -15,7 +15,7 @@
 //! `vigil bench compare BASELINE CURRENT` compares two such files.
 
 use crate::bench::{
-    bench_event, chained_run, filters, prepare_raw, raw_run, time_filter, verify_rates,
+    chained_run, client_inputs, filters, prepare_raw, raw_run, time_filter, verify_rates,
 };
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -556,13 +556,7 @@ pub(crate) async fn run_regress(a: RegressArgs) -> anyhow::Result<std::process::
         let service = ServiceProcess::start(&query_url, &work.path().join("qdata")).await?;
         let base = service.base.clone();
         let started = Instant::now();
-        let inputs: Vec<Vec<Value>> = (0..sizes.clients)
-            .map(|cl| {
-                (0..per_client as u64)
-                    .map(|i| bench_event(&mut rng, i + 1, &format!("p-{round}-{cl}")))
-                    .collect()
-            })
-            .collect();
+        let inputs = client_inputs(&mut rng, sizes.clients, per_client, round);
         // Ingest: chained beside a raw insert of the same rows.
         let prepared = prepare_raw(&inputs, |cl| format!("raw-{round}-{cl}"))?;
         let raw = raw_run(&store, prepared, sizes.batch).await?;

@@ -11,6 +11,7 @@ mod bench_pipeline;
 mod bench_proofs;
 mod bench_regress;
 mod bench_retention;
+mod bench_segment;
 mod coverage;
 mod drill;
 mod duration_arg;

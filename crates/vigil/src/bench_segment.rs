@@ -17,6 +17,7 @@
 //! - `segments + indexer`: the same with the indexer running beside it, and when the indexer
 //!   has caught up (the rate at which events become queryable).
 
+use crate::bench::Cpu;
 use crate::bench::{chained_run, client_inputs, prepare_raw, raw_run, seal_all, validate, Timed};
 use anyhow::Context;
 use clap::Args;
@@ -99,15 +100,19 @@ pub(crate) async fn run(a: SegmentArgs) -> anyhow::Result<()> {
         Duration::from_secs(60),
     ));
     let seq = Sequencer::new(Arc::clone(&store), cp, metrics, 5000, None);
-    let index = SqlitePool::connect_with(
-        SqliteConnectOptions::new()
-            .filename(dir.join("segments.db"))
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal),
-    )
-    .await
-    .context("opening the segment index")?;
+    // One connection: SQLite has one writer, and 16 clients contending for its lock through
+    // a pool busy-wait (SQLite's busy handler sleeps in growing steps) instead of queueing.
+    let index = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            SqliteConnectOptions::new()
+                .filename(dir.join("segments.db"))
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal),
+        )
+        .await
+        .context("opening the segment index")?;
     for ddl in INDEX_SCHEMA {
         sqlx::query(ddl).execute(&index).await?;
     }
@@ -134,10 +139,12 @@ pub(crate) async fn run(a: SegmentArgs) -> anyhow::Result<()> {
                 .await?
                 .took
                 .as_secs_f64();
+        let cpu = Cpu::now();
         let alone = segment_run(&index, &segments, &inputs, a.batch, None, |c| {
             format!("seg-{round}-{c}")
         })
         .await?;
+        println!("  CPU per event, segments alone: {}", cpu.per_event(total));
         let seg = total / alone.took.as_secs_f64();
         let (ix_tx, ix_rx) = mpsc::unbounded_channel();
         let started = Instant::now();

@@ -8,6 +8,10 @@
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use std::time::Instant;
+
+// The allocator the `vigil` binary runs with, so the figures are the service's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use vigil_core::chain::ChainHead;
 use vigil_core::event::{Event, EventInput};
 use vigil_core::ids::{EventId, TenantId};

@@ -317,18 +317,17 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
         // Raw: rows prepared beforehand (untimed), each client inserts its own tenant's rows in
         // transactions of `batch`, through the same store call.
         let prepared = prepare_raw(&inputs, |c| format!("raw-{round}-{c}"))?;
-        let cpu = Cpu::now();
-        let raw = total / raw_run(&store, prepared, a.batch).await?.took.as_secs_f64();
-        let raw_cpu = cpu.per_event(total);
+        let raw = raw_run(&store, prepared, a.batch).await?;
+        let raw_cpu = raw.cpu.per_event(total);
+        let raw = total / raw.took.as_secs_f64();
 
         // Chained, like for like: each client its own tenant, as in the raw run.
-        let cpu = Cpu::now();
         let chained =
             chained_run(&seq, &inputs, a.batch, |c| format!("chained-{round}-{c}")).await?;
         let chained_rate = total / chained.took.as_secs_f64();
         println!(
             "  CPU per event: raw insert {raw_cpu}; chained {}",
-            cpu.per_event(total)
+            chained.cpu.per_event(total)
         );
         // Chained, worst case: every client on one tenant, whose chain is one sequence.
         let before = WriterTime::read(&metrics);
@@ -481,15 +480,17 @@ impl Cpu {
     }
 }
 
-/// A timed run of concurrent clients: how long it took, and each batch's latency (µs).
+/// A timed run of concurrent clients: how long it took, each batch's latency (µs), and the
+/// CPU counters when its clock started (read [`Cpu::per_event`] right after the run).
 pub(crate) struct Timed {
     pub(crate) took: Duration,
     pub(crate) latency: Histogram<u64>,
+    pub(crate) cpu: Cpu,
 }
 
 /// Waits for the clients; their latencies merged.
 async fn timed(
-    started: Instant,
+    (started, cpu): (Instant, Cpu),
     tasks: Vec<tokio::task::JoinHandle<Histogram<u64>>>,
 ) -> anyhow::Result<Timed> {
     let mut latency = Histogram::<u64>::new(3)?;
@@ -499,7 +500,13 @@ async fn timed(
     Ok(Timed {
         took: started.elapsed(),
         latency,
+        cpu,
     })
+}
+
+/// The clock and the CPU counters, read when a timed run starts.
+pub(crate) fn start_clock() -> (Instant, Cpu) {
+    (Instant::now(), Cpu::now())
 }
 
 /// The rows of `inputs` sealed for a raw insert (untimed), client `c`'s into `tenant_of(c)`.
@@ -527,7 +534,7 @@ pub(crate) async fn raw_run(
     prepared: Vec<(TenantId, Vec<NewRecord>)>,
     batch: usize,
 ) -> anyhow::Result<Timed> {
-    let started = Instant::now();
+    let started = start_clock();
     let mut tasks = vec![];
     for (t, recs) in prepared {
         let store = Arc::clone(store);
@@ -558,7 +565,7 @@ pub(crate) async fn chained_run(
         .enumerate()
         .map(|(c, evs)| Ok((seq.clone(), TenantId::parse(&tenant_of(c))?, evs.clone())))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let started = Instant::now();
+    let started = start_clock();
     let mut tasks = vec![];
     for (seq, tenant, evs) in clients {
         tasks.push(tokio::spawn(async move {

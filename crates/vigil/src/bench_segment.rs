@@ -17,8 +17,9 @@
 //! - `segments + indexer`: the same with the indexer running beside it, and when the indexer
 //!   has caught up (the rate at which events become queryable).
 
-use crate::bench::Cpu;
-use crate::bench::{chained_run, client_inputs, prepare_raw, raw_run, seal_all, validate, Timed};
+use crate::bench::{
+    chained_run, client_inputs, prepare_raw, raw_run, seal_all, start_clock, validate, Timed,
+};
 use anyhow::Context;
 use clap::Args;
 use hdrhistogram::Histogram;
@@ -139,12 +140,14 @@ pub(crate) async fn run(a: SegmentArgs) -> anyhow::Result<()> {
                 .await?
                 .took
                 .as_secs_f64();
-        let cpu = Cpu::now();
         let alone = segment_run(&index, &segments, &inputs, a.batch, None, |c| {
             format!("seg-{round}-{c}")
         })
         .await?;
-        println!("  CPU per event, segments alone: {}", cpu.per_event(total));
+        println!(
+            "  CPU per event, segments alone: {}",
+            alone.cpu.per_event(total)
+        );
         let seg = total / alone.took.as_secs_f64();
         let (ix_tx, ix_rx) = mpsc::unbounded_channel();
         let started = Instant::now();
@@ -211,7 +214,7 @@ async fn segment_run(
         .enumerate()
         .map(|(c, evs)| Ok((TenantId::parse(&tenant_of(c))?, evs.clone())))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let started = Instant::now();
+    let (started, cpu) = start_clock();
     let mut tasks = vec![];
     for (tenant, evs) in clients {
         let path = dir.join(format!("{}.seg", tenant.as_str()));
@@ -293,6 +296,7 @@ async fn segment_run(
     Ok(Timed {
         took: started.elapsed(),
         latency,
+        cpu,
     })
 }
 

@@ -489,13 +489,13 @@ pub(crate) struct Timed {
 }
 
 /// Waits for the clients; their latencies merged.
-async fn timed(
+pub(crate) async fn timed(
     (started, cpu): (Instant, Cpu),
-    tasks: Vec<tokio::task::JoinHandle<Histogram<u64>>>,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Histogram<u64>>>>,
 ) -> anyhow::Result<Timed> {
     let mut latency = Histogram::<u64>::new(3)?;
     for t in tasks {
-        latency.add(t.await?)?;
+        latency.add(t.await??)?;
     }
     Ok(Timed {
         took: started.elapsed(),
@@ -545,10 +545,23 @@ pub(crate) async fn raw_run(
                 store.append(&t, chunk, &[]).await.expect("raw insert");
                 let _ = h.record(s.elapsed().as_micros() as u64);
             }
-            h
+            Ok(h)
         }));
     }
     timed(started, tasks).await
+}
+
+/// Each client's tenant and its own copy of its events, made before a run's clock starts (as
+/// the raw run's rows are prepared beforehand): a run times ingest, not copying the inputs.
+pub(crate) fn client_copies(
+    inputs: &[Vec<Value>],
+    tenant_of: impl Fn(usize) -> String,
+) -> anyhow::Result<Vec<(TenantId, Vec<Value>)>> {
+    inputs
+        .iter()
+        .enumerate()
+        .map(|(c, evs)| Ok((TenantId::parse(&tenant_of(c))?, evs.clone())))
+        .collect()
 }
 
 /// Every client submits its batches (validated from JSON per request) to `tenant_of(client)`.
@@ -558,16 +571,11 @@ pub(crate) async fn chained_run(
     batch: usize,
     tenant_of: impl Fn(usize) -> String,
 ) -> anyhow::Result<Timed> {
-    // Each client's copy of its events is made before the clock starts (as the raw run's rows
-    // are prepared beforehand): the run times ingest, not copying the inputs.
-    let clients = inputs
-        .iter()
-        .enumerate()
-        .map(|(c, evs)| Ok((seq.clone(), TenantId::parse(&tenant_of(c))?, evs.clone())))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let clients = client_copies(inputs, tenant_of)?;
     let started = start_clock();
     let mut tasks = vec![];
-    for (seq, tenant, evs) in clients {
+    for (tenant, evs) in clients {
+        let seq = seq.clone();
         tasks.push(tokio::spawn(async move {
             let mut h = Histogram::<u64>::new(3).expect("a histogram");
             for chunk in evs.chunks(batch) {
@@ -582,7 +590,7 @@ pub(crate) async fn chained_run(
                     .all(|r| matches!(r, vigil_audit::sequencer::IngestResult::Stored { .. })));
                 let _ = h.record(s.elapsed().as_micros() as u64);
             }
-            h
+            Ok(h)
         }));
     }
     timed(started, tasks).await

@@ -18,7 +18,8 @@
 //!   has caught up (the rate at which events become queryable).
 
 use crate::bench::{
-    chained_run, client_inputs, prepare_raw, raw_run, seal_all, start_clock, validate, Timed,
+    chained_run, client_copies, client_inputs, prepare_raw, raw_run, seal_all, start_clock, timed,
+    validate, Timed,
 };
 use anyhow::Context;
 use clap::Args;
@@ -209,12 +210,8 @@ async fn segment_run(
     indexer: Option<mpsc::UnboundedSender<(TenantId, Vec<NewRecord>)>>,
     tenant_of: impl Fn(usize) -> String,
 ) -> anyhow::Result<Timed> {
-    let clients = inputs
-        .iter()
-        .enumerate()
-        .map(|(c, evs)| Ok((TenantId::parse(&tenant_of(c))?, evs.clone())))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let (started, cpu) = start_clock();
+    let clients = client_copies(inputs, tenant_of)?;
+    let started = start_clock();
     let mut tasks = vec![];
     for (tenant, evs) in clients {
         let path = dir.join(format!("{}.seg", tenant.as_str()));
@@ -289,15 +286,7 @@ async fn segment_run(
         }));
     }
     drop(indexer);
-    let mut latency = Histogram::<u64>::new(3)?;
-    for t in tasks {
-        latency.add(t.await??)?;
-    }
-    Ok(Timed {
-        took: started.elapsed(),
-        latency,
-        cpu,
-    })
+    timed(started, tasks).await
 }
 
 /// Builds the query indexes behind the writers: gathers each tenant's appended records and

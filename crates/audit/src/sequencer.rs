@@ -573,19 +573,26 @@ impl TenantWriter {
     }
 
     fn answer(&self, jobs: Vec<Job>, all: Vec<Vec<IngestResult>>) {
-        let m = &self.inner.metrics;
+        const LABELS: [&str; 5] = ["stored", "duplicate", "conflict", "rejected", "not_stored"];
+        // Counted per group, not per event: a labelled counter is a lookup under a lock.
+        let mut counts = [0u64; 5];
         for (job, results) in jobs.into_iter().zip(all) {
             for r in &results {
-                let label = match r {
-                    IngestResult::Stored { .. } => "stored",
-                    IngestResult::Duplicate { .. } => "duplicate",
-                    IngestResult::Conflict { .. } => "conflict",
-                    IngestResult::Rejected(_) => "rejected",
-                    IngestResult::NotStored => "not_stored",
-                };
-                m.processed.with_label_values(&[label]).inc();
+                counts[match r {
+                    IngestResult::Stored { .. } => 0,
+                    IngestResult::Duplicate { .. } => 1,
+                    IngestResult::Conflict { .. } => 2,
+                    IngestResult::Rejected(_) => 3,
+                    IngestResult::NotStored => 4,
+                }] += 1;
             }
             let _ = job.reply.send(Ok(results));
+        }
+        let m = &self.inner.metrics;
+        for (label, n) in LABELS.into_iter().zip(counts) {
+            if n > 0 {
+                m.processed.with_label_values(&[label]).inc_by(n);
+            }
         }
     }
 
@@ -753,14 +760,15 @@ impl TenantWriter {
         base: Option<&Plan>,
     ) -> Option<Plan> {
         let mut rng = rand::thread_rng();
-        let sealer = Sealer::new(&self.tenant);
+        let mut sealer = Sealer::new(&self.tenant);
+        let mut scratch = vigil_core::jcs::Writer::with_capacity(1024);
         let mut plan = Plan {
-            records: Vec::new(),
+            records: Vec::with_capacity(jobs.iter().map(|j| j.events.len()).sum()),
             producers: base.map(|b| b.producers.clone()).unwrap_or_default(),
             results: Vec::with_capacity(jobs.len()),
             // Only this group's ids: the group below's are looked up in `base`, and anything
             // older has committed (a replay of it is refused by the store and re-planned).
-            ids: HashMap::new(),
+            ids: HashMap::with_capacity(jobs.iter().map(|j| j.events.len()).sum()),
             head,
             gaps: 0,
         };
@@ -773,7 +781,7 @@ impl TenantWriter {
             let mut refused = false;
             for (i, e) in job.events.iter().enumerate() {
                 let id = e.event_id.to_string();
-                let hash = e.content_hash();
+                let hash = e.content_hash_with(&mut scratch);
                 let seen = existing
                     .and_then(|x| x.get(&id))
                     .map(|x| (x.seq, x.content_hash == hash))

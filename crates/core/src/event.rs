@@ -510,8 +510,13 @@ impl Event {
     /// SHA-256 of the canonical normalized content: what idempotency compares. Two
     /// submissions with the same id are the same event exactly when these are equal.
     pub fn content_hash(&self) -> Hash32 {
+        self.content_hash_with(&mut jcs::Writer::with_capacity(1024))
+    }
+
+    /// [`Event::content_hash`], canonicalizing into `w` (cleared first) to spare an allocation.
+    pub fn content_hash_with(&self, w: &mut jcs::Writer) -> Hash32 {
         // JCS of `to_json()`, written directly in canonical key order (a test pins the two).
-        let mut w = jcs::Writer::with_capacity(512);
+        w.buf.clear();
         w.raw("{");
         w.key("action");
         w.string(self.action.as_str());

@@ -63,6 +63,16 @@ impl Writer {
         self.buf.reserve(s.len() + 2);
         self.buf.push(b'"');
         let bytes = s.as_bytes();
+        // Almost every string needs no escape: one pass the compiler vectorizes (no early
+        // exit) decides, and the string is copied whole.
+        let plain = bytes
+            .iter()
+            .fold(true, |ok, &b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'));
+        if plain {
+            self.buf.extend_from_slice(bytes);
+            self.buf.push(b'"');
+            return;
+        }
         let mut start = 0;
         for (i, &b) in bytes.iter().enumerate() {
             if !ESCAPE[b as usize] {
@@ -151,28 +161,39 @@ impl Writer {
 
     /// Writes a JSON object canonically (members in UTF-16 order of their keys).
     pub fn object(&mut self, m: &serde_json::Map<String, Value>) {
-        {
-            {
-                let mut members: Vec<(&String, &Value)> = m.iter().collect();
-                // serde_json's map is usually ordered by bytes already, which is UTF-16 order
-                // for ASCII keys; sort only when that does not hold.
-                let ordered = members
-                    .windows(2)
-                    .all(|w| w[0].0.is_ascii() && w[1].0.is_ascii() && w[0].0 < w[1].0);
-                if !ordered {
-                    members.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
-                }
-                self.buf.push(b'{');
-                for (i, (k, x)) in members.into_iter().enumerate() {
-                    if i > 0 {
-                        self.buf.push(b',');
-                    }
-                    self.string(k);
-                    self.buf.push(b':');
-                    self.value(x);
-                }
-                self.buf.push(b'}');
+        let mut ascii = true;
+        let mut ordered = true;
+        let mut last: Option<&String> = None;
+        for k in m.keys() {
+            ascii &= k.is_ascii();
+            ordered &= last.is_none_or(|l| l < k);
+            last = Some(k);
+        }
+        self.buf.push(b'{');
+        // Byte order is UTF-16 order for ASCII keys: members already in it are written as
+        // they come, others sorted (by bytes when ASCII, by UTF-16 code units when not).
+        if ascii && ordered {
+            self.members(m.iter());
+        } else {
+            let mut members: Vec<(&String, &Value)> = m.iter().collect();
+            if ascii {
+                members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            } else {
+                members.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
             }
+            self.members(members.into_iter());
+        }
+        self.buf.push(b'}');
+    }
+
+    fn members<'v>(&mut self, members: impl Iterator<Item = (&'v String, &'v Value)>) {
+        for (i, (k, x)) in members.enumerate() {
+            if i > 0 {
+                self.buf.push(b',');
+            }
+            self.string(k);
+            self.buf.push(b':');
+            self.value(x);
         }
     }
 
@@ -189,8 +210,8 @@ impl Writer {
     /// Writes an integer; canonical only when exactly representable as an IEEE double
     /// (|n| < 2^53), which every integer Vigil writes is (or, from a tampered row, need not be).
     pub fn int(&mut self, n: i64) {
-        use std::io::Write;
-        write!(self.buf, "{n}").expect("writing to a Vec cannot fail");
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
     }
 }
 

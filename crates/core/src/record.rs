@@ -285,22 +285,31 @@ impl HashedFields<'_> {
     }
 }
 
-/// Seals validated events into a tenant's chain.
+/// Seals validated events into a tenant's chain. One sealer seals a group of events, reusing
+/// its buffers for each.
 #[derive(Debug)]
 pub struct Sealer<'a> {
     tenant: &'a TenantId,
+    /// A member's canonical value, for its commitment.
+    member: Writer,
+    /// The record's canonical hashed form, for its leaf hash.
+    leaf: Writer,
 }
 
 impl<'a> Sealer<'a> {
     /// A sealer for `tenant`'s chain.
     pub fn new(tenant: &'a TenantId) -> Self {
-        Sealer { tenant }
+        Sealer {
+            tenant,
+            member: Writer::with_capacity(256),
+            leaf: Writer::with_capacity(1024),
+        }
     }
 
     /// Makes the record for `event` at `seq`, linked to `prev` (the chain hash of `seq - 1`).
     /// `rng` supplies the per-field salts.
     pub fn seal(
-        &self,
+        &mut self,
         event: &Event,
         seq: i64,
         received_at: Timestamp,
@@ -309,11 +318,13 @@ impl<'a> Sealer<'a> {
     ) -> Record {
         let mut payload_commitments = BTreeMap::new();
         let mut payload_salts = BTreeMap::new();
-        let mut scratch = Writer::with_capacity(256);
         for (k, v) in &event.payload {
             let mut salt = [0u8; 16];
             rng.fill_bytes(&mut salt);
-            payload_commitments.insert(k.clone(), commitment_with(&salt, v, &mut scratch).to_hex());
+            payload_commitments.insert(
+                k.clone(),
+                commitment_with(&salt, v, &mut self.member).to_hex(),
+            );
             payload_salts.insert(k.clone(), crate::hash::encode_hex(&salt));
         }
         let mut r = Record {
@@ -349,7 +360,7 @@ impl<'a> Sealer<'a> {
             leaf_hash: String::new(),
             chain_hash: String::new(),
         };
-        let leaf = r.compute_leaf_hash();
+        let leaf = r.compute_leaf_hash_with(&mut self.leaf);
         r.leaf_hash = leaf.to_hex();
         r.chain_hash = link(prev, &leaf).to_hex();
         r

@@ -62,16 +62,17 @@ fn main() {
             .collect();
         let b = s.elapsed().as_secs_f64();
         let s = Instant::now();
-        let hs: Vec<_> = evs.iter().map(|e| e.content_hash()).collect();
+        let mut w = vigil_core::jcs::Writer::with_capacity(1024);
+        let hs: Vec<_> = evs.iter().map(|e| e.content_hash_with(&mut w)).collect();
         let c = s.elapsed().as_secs_f64();
         let s = Instant::now();
         let mut head = ChainHead::genesis();
         let mut r2 = rand::thread_rng();
+        let mut sealer = Sealer::new(&t);
         let recs: Vec<_> = evs
             .iter()
             .map(|e| {
-                let r =
-                    Sealer::new(&t).seal(e, head.seq + 1, Timestamp::now(), &head.hash, &mut r2);
+                let r = sealer.seal(e, head.seq + 1, Timestamp::now(), &head.hash, &mut r2);
                 head = head.advance(&r);
                 r
             })

@@ -218,10 +218,11 @@ pub(crate) fn seal_all(
     at: Timestamp,
 ) -> Vec<NewRecord> {
     let mut rng = rand::thread_rng();
+    let mut sealer = Sealer::new(tenant);
     events
         .iter()
         .map(|e| {
-            let r = Sealer::new(tenant).seal(e, head.seq + 1, at, &head.hash, &mut rng);
+            let r = sealer.seal(e, head.seq + 1, at, &head.hash, &mut rng);
             *head = head.advance(&r);
             NewRecord {
                 content_hash: e.content_hash(),

@@ -145,6 +145,7 @@ impl Application {
             Arc::new(move || store.pool_stats().reading())
         };
         vigil_security::runtime_metrics::register(metrics.registry(), "audit", Some(pool));
+        crate::metrics::register_write_lock(metrics.registry(), Arc::clone(&store));
         vigil_security::runtime_metrics::register_disk(
             metrics.registry(),
             "audit",

@@ -350,3 +350,40 @@ impl Default for AuditMetrics {
         Self::new()
     }
 }
+
+/// `audit_store_write_lock_seconds_total`: how long writers have held the store's one write
+/// lock (SQLite's), read from the store at each scrape. Its rate is the share of time the one
+/// writer is busy: near 1, ingest on this store is at its ceiling (BENCHMARKS.md, ingest).
+struct WriteLockCollector {
+    store: std::sync::Arc<dyn vigil_store::Store>,
+    held: prometheus::Counter,
+}
+
+impl prometheus::core::Collector for WriteLockCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.held.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        if let Some(now) = self.store.write_lock_held() {
+            let seen = self.held.get();
+            if now.as_secs_f64() > seen {
+                self.held.inc_by(now.as_secs_f64() - seen);
+            }
+        }
+        self.held.collect()
+    }
+}
+
+/// Registers `audit_store_write_lock_seconds_total` when `store` has a write lock to time.
+pub fn register_write_lock(registry: &Registry, store: std::sync::Arc<dyn vigil_store::Store>) {
+    if store.write_lock_held().is_none() {
+        return;
+    }
+    let held = prometheus::Counter::new(
+        "audit_store_write_lock_seconds_total",
+        "Seconds writers have held the store's one write lock (SQLite); its rate is how busy the writer is",
+    )
+    .expect("valid metric");
+    let _ = registry.register(Box::new(WriteLockCollector { store, held }));
+}

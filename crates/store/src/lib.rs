@@ -215,6 +215,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The connection pool's state now (for metrics).
     fn pool_stats(&self) -> db::PoolStats;
 
+    /// How long writers have held the engine's one write lock so far, in this process: SQLite
+    /// only (Postgres has none; `None`). Its rate is the share of time the writer is busy.
+    fn write_lock_held(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// The tenant's chain head (genesis when it has no records).
     async fn head(&self, tenant: &TenantId) -> Result<ChainHead, StoreError>;
 

@@ -41,6 +41,9 @@ enum Pool {
         // SQLite has one writer at a time; queueing writers here instead of in SQLite's busy
         // handler keeps latency even and never surfaces SQLITE_BUSY.
         write: tokio::sync::Mutex<()>,
+        // How long writers have held `write` so far, in nanoseconds: the share of time the one
+        // writer is busy, SQLite ingest's bound (BENCHMARKS.md).
+        held: std::sync::atomic::AtomicU64,
         // The database file (None in memory), which whole-chain scans read directly.
         file: Option<std::path::PathBuf>,
     },
@@ -54,8 +57,24 @@ impl Pool {
         Pool::Sqlite {
             pool,
             write: tokio::sync::Mutex::new(()),
+            held: std::sync::atomic::AtomicU64::new(0),
             file,
         }
+    }
+}
+
+/// SQLite's write lock, held: adds how long to the store's count when released.
+struct WriteGuard<'a> {
+    _lock: tokio::sync::MutexGuard<'a, ()>,
+    since: std::time::Instant,
+    held: &'a std::sync::atomic::AtomicU64,
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        let nanos = u64::try_from(self.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.held
+            .fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -94,9 +113,13 @@ macro_rules! bind_all {
 
 impl SqlStore {
     /// SQLite's one-writer queue (see [`Pool::Sqlite`]); nothing on Postgres.
-    async fn write_guard(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+    async fn write_guard(&self) -> Option<WriteGuard<'_>> {
         match &self.pool {
-            Pool::Sqlite { write, .. } => Some(write.lock().await),
+            Pool::Sqlite { write, held, .. } => Some(WriteGuard {
+                _lock: write.lock().await,
+                since: std::time::Instant::now(),
+                held,
+            }),
             Pool::Postgres(_) => None,
         }
     }
@@ -416,6 +439,15 @@ impl Store for SqlStore {
         match self.pool {
             Pool::Sqlite { .. } => "sqlite",
             Pool::Postgres(_) => "postgres",
+        }
+    }
+
+    fn write_lock_held(&self) -> Option<std::time::Duration> {
+        match &self.pool {
+            Pool::Sqlite { held, .. } => Some(std::time::Duration::from_nanos(
+                held.load(std::sync::atomic::Ordering::Relaxed),
+            )),
+            Pool::Postgres(_) => None,
         }
     }
 

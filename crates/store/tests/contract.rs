@@ -950,6 +950,23 @@ async fn whole_chain_scans_read_rows_as_stored(e: Engine) {
     assert!(v.finish().is_intact());
 }
 
+/// SQLite's one write lock is timed (a failed append's hold counts too); Postgres has none.
+async fn the_write_lock_is_timed_where_there_is_one(e: Engine) {
+    let s = &e.store;
+    let t = tenant("acme");
+    let before = s.write_lock_held();
+    let mut head = s.head(&t).await.unwrap();
+    let recs = seal(&t, &mut head, 0, 20);
+    s.append(&t, &recs, &[]).await.unwrap();
+    // The same rows again: refused, and the lock was held while they were.
+    assert!(s.append(&t, &recs, &[]).await.is_err());
+    let after = s.write_lock_held();
+    match s.engine() {
+        "sqlite" => assert!(after.unwrap() > before.unwrap(), "{before:?} -> {after:?}"),
+        _ => assert_eq!((before, after), (None, None)),
+    }
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod on_sqlite { $( #[tokio::test] async fn $name() { super::$name(super::sqlite().await).await } )* }
@@ -975,6 +992,7 @@ contract!(
     merkle_tiles_keep_the_widest_and_serve_narrower_requests,
     planned_filters_return_exactly_the_newest_matches,
     whole_chain_scans_read_rows_as_stored,
+    the_write_lock_is_timed_where_there_is_one,
 );
 
 /// An in-memory SQLite store has no file to read directly: its whole-chain scans go through

@@ -706,6 +706,24 @@ async fn the_metrics_doc_names_every_metric_the_services_expose() {
         .send()
         .await
         .unwrap();
+    // And an event ingested, so the store's write lock has been held.
+    let r = http
+        .post(format!("{}/v1/events", d.audit))
+        .header("X-Tenant-ID", "acme")
+        .header("X-User-ID", "payments")
+        .header("X-Roles", "service")
+        .json(&serde_json::json!([{
+            "occurred_at": "2026-12-01T10:00:00Z",
+            "actor": {"type": "service", "id": "payments"},
+            "action": "payment.void",
+            "resource": {"type": "payment", "id": "p-1"},
+            "outcome": "success",
+            "source": {"service": "payments"}
+        }]))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
     let doc = std::fs::read_to_string(repo_root().join("docs/metrics.md")).unwrap();
     let documented: std::collections::BTreeSet<String> = doc
         .lines()
@@ -730,6 +748,16 @@ async fn the_metrics_doc_names_every_metric_the_services_expose() {
             "process_open_fds",
         ] {
             assert!(text.contains(must), "{service} does not expose {must}");
+        }
+        if service == "audit" {
+            // `vigil dev` runs on SQLite: its one write lock is timed, and the event above was
+            // appended under it.
+            let held: f64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("audit_store_write_lock_seconds_total "))
+                .and_then(|v| v.trim().parse().ok())
+                .expect("audit exposes audit_store_write_lock_seconds_total on SQLite");
+            assert!(held > 0.0, "the write lock was never held: {held}");
         }
         if service != "gateway" {
             assert!(

@@ -762,13 +762,14 @@ impl TenantWriter {
         let mut rng = rand::thread_rng();
         let mut sealer = Sealer::new(&self.tenant);
         let mut scratch = vigil_core::jcs::Writer::with_capacity(1024);
+        let events: usize = jobs.iter().map(|j| j.events.len()).sum();
         let mut plan = Plan {
-            records: Vec::with_capacity(jobs.iter().map(|j| j.events.len()).sum()),
+            records: Vec::with_capacity(events),
             producers: base.map(|b| b.producers.clone()).unwrap_or_default(),
             results: Vec::with_capacity(jobs.len()),
             // Only this group's ids: the group below's are looked up in `base`, and anything
             // older has committed (a replay of it is refused by the store and re-planned).
-            ids: HashMap::with_capacity(jobs.iter().map(|j| j.events.len()).sum()),
+            ids: HashMap::with_capacity(events),
             head,
             gaps: 0,
         };

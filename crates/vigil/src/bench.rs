@@ -219,13 +219,14 @@ pub(crate) fn seal_all(
 ) -> Vec<NewRecord> {
     let mut rng = rand::thread_rng();
     let mut sealer = Sealer::new(tenant);
+    let mut scratch = vigil_core::jcs::Writer::with_capacity(1024);
     events
         .iter()
         .map(|e| {
             let r = sealer.seal(e, head.seq + 1, at, &head.hash, &mut rng);
             *head = head.advance(&r);
             NewRecord {
-                content_hash: e.content_hash(),
+                content_hash: e.content_hash_with(&mut scratch),
                 record: r,
             }
         })
